@@ -1,0 +1,508 @@
+//! Experiment configuration: the TOML schema and its validation into a run plan.
+//!
+//! The flow is *raw → validated*: the file deserialises with `deny_unknown_fields` into
+//! [`Experiment`] (every key optional where a default exists), then [`Experiment::validate`]
+//! checks the values against each other. Every error names the offending key and, when it
+//! came from the file, its line, so a typo in a 40-line grid file is found at once.
+//!
+//! Command-line overrides (`--set training.lr=0.05`) are applied to the parsed TOML tree
+//! *after* the file itself has been checked, so an error in the file still points at its
+//! line, and an error caused by an override names the override.
+//!
+//! This crate depends on neither tch nor polars.
+
+mod locate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use locate::line_of_key;
+
+/// A configuration error: what is wrong, with the key and, where known, where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: invalid value for `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("invalid override `{raw}`: {message} (expected KEY=VALUE, e.g. training.lr=0.05)")]
+    Override { raw: String, message: String },
+}
+
+/// The whole experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the experiment; results go to `<output>/<name>/<run>/`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Master seed. Every other seed (class order, permutations, sampling, initialisation,
+    /// shuffling) is derived from it, independently of the method.
+    #[serde(default)]
+    pub seed: u64,
+    /// `"auto"` (first CUDA device if any, else CPU), `"cpu"`, `"cuda"` or `"cuda:N"`.
+    #[serde(default = "default_device")]
+    pub device: DeviceSpec,
+    /// Folder that holds `datasets/<name>/`.
+    #[serde(default = "default_data_root")]
+    pub data_root: PathBuf,
+    /// Folder results are written under.
+    #[serde(default = "default_output")]
+    pub output: PathBuf,
+    pub stream: StreamConfig,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    pub method: MethodConfig,
+}
+
+fn default_device() -> DeviceSpec {
+    DeviceSpec::Auto
+}
+fn default_data_root() -> PathBuf {
+    PathBuf::from("datasets")
+}
+fn default_output() -> PathBuf {
+    PathBuf::from("results")
+}
+
+/// Where to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device `{s}`: use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
+                }),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which image dataset a stream draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    Mnist,
+    FashionMnist,
+}
+
+impl DatasetName {
+    /// The name used on the command line and as the folder under the data root.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mnist => "mnist",
+            Self::FashionMnist => "fashion-mnist",
+        }
+    }
+}
+
+/// How the dataset is cut into tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamKind {
+    /// Disjoint groups of classes, one group per task (Split-MNIST and kin).
+    Split,
+}
+
+/// How a trained model is read out at evaluation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readout {
+    /// One head over every class seen; no task identity at test time.
+    ClassIl,
+    /// The task identity is given: logits outside the task's classes are masked.
+    TaskIl,
+}
+
+impl Readout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClassIl => "class_il",
+            Self::TaskIl => "task_il",
+        }
+    }
+}
+
+/// Class order of a split stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassOrder {
+    /// `"natural"` (0, 1, 2, …) or `"seeded"` (a permutation derived from the seed).
+    Named(ClassOrderName),
+    /// An explicit order, e.g. `[3, 1, 4, 0, 2, 9, 8, 7, 6, 5]`.
+    Explicit(Vec<u32>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassOrderName {
+    Natural,
+    Seeded,
+}
+
+/// `[stream]`: the task sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub kind: StreamKind,
+    pub dataset: DatasetName,
+    pub tasks: usize,
+    pub classes_per_task: usize,
+    #[serde(default = "default_class_order")]
+    pub class_order: ClassOrder,
+    /// Keep at most this many training samples per task (seeded choice); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_samples_per_task: Option<usize>,
+    /// Keep at most this many test samples per task (seeded choice); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_samples_per_task: Option<usize>,
+    /// Read-outs evaluated after every task.
+    #[serde(default = "default_readouts")]
+    pub readouts: Vec<Readout>,
+}
+
+fn default_class_order() -> ClassOrder {
+    ClassOrder::Named(ClassOrderName::Natural)
+}
+fn default_readouts() -> Vec<Readout> {
+    vec![Readout::ClassIl, Readout::TaskIl]
+}
+
+/// `[model]`: the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+pub enum ModelConfig {
+    /// Fully connected network with ReLU between layers and one output head.
+    Mlp {
+        /// Widths of the hidden layers, e.g. `[100, 100]` for 784-100-100-10.
+        hidden: Vec<usize>,
+    },
+}
+
+/// `[training]`: the optimisation loop shared by every method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_eval_batch_size")]
+    pub eval_batch_size: usize,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+}
+
+fn default_epochs() -> usize {
+    1
+}
+fn default_batch_size() -> usize {
+    10
+}
+fn default_eval_batch_size() -> usize {
+    1000
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            eval_batch_size: default_eval_batch_size(),
+            optimizer: OptimizerConfig::default(),
+        }
+    }
+}
+
+/// `[training.optimizer]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+pub enum OptimizerConfig {
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self::Sgd {
+            lr: 0.01,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// `[method]`: `name` picks the plugin; every other key is the plugin's own hyper-parameter
+/// and is checked by the plugin (unknown keys rejected there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+impl Experiment {
+    /// Reads, parses and validates an experiment file, then applies `overrides`
+    /// (`KEY=VALUE`, the value in TOML syntax or a bare string).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_source(&source, &path.display().to_string(), overrides)
+    }
+
+    /// As [`Experiment::load`], from text; `origin` names the text in errors.
+    pub fn from_source(source: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let from_file: Self = toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        from_file.validate(origin, source)?;
+        if overrides.is_empty() {
+            return Ok(from_file);
+        }
+        let mut tree: toml::Table = toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        for raw in overrides {
+            apply_override(&mut tree, raw)?;
+        }
+        let origin = format!("{origin} with overrides [{}]", overrides.join(", "));
+        let merged: Self = toml::Table::try_into(tree).map_err(|e| ConfigError::Parse {
+            origin: origin.clone(),
+            message: e.message().to_owned(),
+        })?;
+        merged.validate(&origin, "")?;
+        Ok(merged)
+    }
+
+    /// Checks values against each other. `source` (may be empty) is used to point at lines.
+    pub fn validate(&self, origin: &str, source: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            let origin = match line_of_key(source, key) {
+                Some(line) => format!("{origin}:{line}"),
+                None => origin.to_owned(),
+            };
+            ConfigError::Invalid {
+                origin,
+                key: key.to_owned(),
+                message,
+            }
+        };
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(invalid(
+                "name",
+                format!("`{}` must be a non-empty folder name without slashes", self.name),
+            ));
+        }
+        let s = &self.stream;
+        if s.tasks == 0 {
+            return Err(invalid("stream.tasks", "must be at least 1".into()));
+        }
+        if s.classes_per_task == 0 {
+            return Err(invalid("stream.classes_per_task", "must be at least 1".into()));
+        }
+        let classes = dataset_classes(s.dataset);
+        let needed = s.tasks * s.classes_per_task;
+        if needed > classes {
+            return Err(invalid(
+                "stream.tasks",
+                format!(
+                    "{} tasks × {} classes per task need {needed} classes, but {} has {classes}",
+                    s.tasks,
+                    s.classes_per_task,
+                    s.dataset.as_str()
+                ),
+            ));
+        }
+        if let ClassOrder::Explicit(order) = &s.class_order {
+            let mut seen = vec![false; classes];
+            for &class in order {
+                let slot = seen.get_mut(class as usize).ok_or_else(|| {
+                    invalid(
+                        "stream.class_order",
+                        format!("class {class} does not exist ({} has {classes})", s.dataset.as_str()),
+                    )
+                })?;
+                if std::mem::replace(slot, true) {
+                    return Err(invalid("stream.class_order", format!("class {class} is listed twice")));
+                }
+            }
+            if order.len() < needed {
+                return Err(invalid(
+                    "stream.class_order",
+                    format!("lists {} classes, the stream needs {needed}", order.len()),
+                ));
+            }
+        }
+        for (key, limit) in [
+            ("stream.train_samples_per_task", s.train_samples_per_task),
+            ("stream.test_samples_per_task", s.test_samples_per_task),
+        ] {
+            if limit == Some(0) {
+                return Err(invalid(key, "must be at least 1 when given".into()));
+            }
+        }
+        if s.readouts.is_empty() {
+            return Err(invalid("stream.readouts", "list at least one read-out".into()));
+        }
+        let ModelConfig::Mlp { hidden } = &self.model;
+        if hidden.contains(&0) {
+            return Err(invalid("model.hidden", "layer widths must be positive".into()));
+        }
+        let t = &self.training;
+        for (key, value) in [
+            ("training.epochs", t.epochs),
+            ("training.batch_size", t.batch_size),
+            ("training.eval_batch_size", t.eval_batch_size),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        let (lr, weight_decay) = match t.optimizer {
+            OptimizerConfig::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(invalid(
+                        "training.optimizer.momentum",
+                        format!("{momentum} is outside [0, 1)"),
+                    ));
+                }
+                (lr, weight_decay)
+            }
+            OptimizerConfig::Adam { lr, weight_decay } => (lr, weight_decay),
+        };
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(invalid("training.optimizer.lr", format!("{lr} must be a positive number")));
+        }
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(invalid(
+                "training.optimizer.weight_decay",
+                format!("{weight_decay} must be zero or positive"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The experiment as TOML, defaults filled in: written next to results so a run can be
+    /// repeated from its own folder.
+    pub fn to_resolved_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("an Experiment always serialises")
+    }
+}
+
+/// Number of classes of a dataset, known without reading it.
+pub fn dataset_classes(dataset: DatasetName) -> usize {
+    match dataset {
+        DatasetName::Mnist | DatasetName::FashionMnist => 10,
+    }
+}
+
+fn parse_error(origin: &str, source: &str, error: &toml::de::Error) -> ConfigError {
+    let origin = match error.span() {
+        Some(span) => format!("{origin}:{}", 1 + source[..span.start].matches('\n').count()),
+        None => origin.to_owned(),
+    };
+    ConfigError::Parse {
+        origin,
+        message: error.message().to_owned(),
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML tree. The value is parsed as TOML (`0.05`, `true`,
+/// `[100, 100]`, `"text"`); anything that does not parse is taken as a bare string.
+fn apply_override(tree: &mut toml::Table, raw: &str) -> Result<(), ConfigError> {
+    let fail = |message: &str| ConfigError::Override {
+        raw: raw.to_owned(),
+        message: message.to_owned(),
+    };
+    let (key, value) = raw.split_once('=').ok_or_else(|| fail("no `=`"))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(fail("empty key segment"));
+    }
+    let value = parse_value(value.trim());
+    let (last, parents) = parts.split_last().expect("split yields at least one part");
+    let mut table = tree;
+    for part in parents {
+        let entry = table
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| fail(&format!("`{part}` is not a table")))?;
+    }
+    table.insert((*last).to_owned(), value);
+    Ok(())
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    let wrapped = format!("v = {text}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut table) => table.remove("v").expect("the key was just written"),
+        Err(_) => toml::Value::String(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

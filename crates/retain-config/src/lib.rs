@@ -312,13 +312,19 @@ impl Experiment {
     }
 
     /// As [`Experiment::load`], from text; `origin` names the text in errors.
-    pub fn from_source(source: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let from_file: Self = toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+    pub fn from_source(
+        source: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let from_file: Self =
+            toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
         from_file.validate(origin, source)?;
         if overrides.is_empty() {
             return Ok(from_file);
         }
-        let mut tree: toml::Table = toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        let mut tree: toml::Table =
+            toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
         for raw in overrides {
             apply_override(&mut tree, raw)?;
         }
@@ -347,7 +353,10 @@ impl Experiment {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(invalid(
                 "name",
-                format!("`{}` must be a non-empty folder name without slashes", self.name),
+                format!(
+                    "`{}` must be a non-empty folder name without slashes",
+                    self.name
+                ),
             ));
         }
         let s = &self.stream;
@@ -355,7 +364,10 @@ impl Experiment {
             return Err(invalid("stream.tasks", "must be at least 1".into()));
         }
         if s.classes_per_task == 0 {
-            return Err(invalid("stream.classes_per_task", "must be at least 1".into()));
+            return Err(invalid(
+                "stream.classes_per_task",
+                "must be at least 1".into(),
+            ));
         }
         let classes = dataset_classes(s.dataset);
         let needed = s.tasks * s.classes_per_task;
@@ -376,11 +388,17 @@ impl Experiment {
                 let slot = seen.get_mut(class as usize).ok_or_else(|| {
                     invalid(
                         "stream.class_order",
-                        format!("class {class} does not exist ({} has {classes})", s.dataset.as_str()),
+                        format!(
+                            "class {class} does not exist ({} has {classes})",
+                            s.dataset.as_str()
+                        ),
                     )
                 })?;
                 if std::mem::replace(slot, true) {
-                    return Err(invalid("stream.class_order", format!("class {class} is listed twice")));
+                    return Err(invalid(
+                        "stream.class_order",
+                        format!("class {class} is listed twice"),
+                    ));
                 }
             }
             if order.len() < needed {
@@ -399,11 +417,17 @@ impl Experiment {
             }
         }
         if s.readouts.is_empty() {
-            return Err(invalid("stream.readouts", "list at least one read-out".into()));
+            return Err(invalid(
+                "stream.readouts",
+                "list at least one read-out".into(),
+            ));
         }
         let ModelConfig::Mlp { hidden } = &self.model;
         if hidden.contains(&0) {
-            return Err(invalid("model.hidden", "layer widths must be positive".into()));
+            return Err(invalid(
+                "model.hidden",
+                "layer widths must be positive".into(),
+            ));
         }
         let t = &self.training;
         for (key, value) in [
@@ -432,7 +456,10 @@ impl Experiment {
             OptimizerConfig::Adam { lr, weight_decay } => (lr, weight_decay),
         };
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(invalid("training.optimizer.lr", format!("{lr} must be a positive number")));
+            return Err(invalid(
+                "training.optimizer.lr",
+                format!("{lr} must be a positive number"),
+            ));
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
             return Err(invalid(
@@ -459,7 +486,10 @@ pub fn dataset_classes(dataset: DatasetName) -> usize {
 
 fn parse_error(origin: &str, source: &str, error: &toml::de::Error) -> ConfigError {
     let origin = match error.span() {
-        Some(span) => format!("{origin}:{}", 1 + source[..span.start].matches('\n').count()),
+        Some(span) => format!(
+            "{origin}:{}",
+            1 + source[..span.start].matches('\n').count()
+        ),
         None => origin.to_owned(),
     };
     ConfigError::Parse {

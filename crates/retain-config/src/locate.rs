@@ -21,7 +21,12 @@ pub fn line_of_key(source: &str, dotted_key: &str) -> Option<usize> {
         let Some((key, _)) = line.split_once('=') else {
             continue;
         };
-        let key: String = key.trim().split('.').map(str::trim).collect::<Vec<_>>().join(".");
+        let key: String = key
+            .trim()
+            .split('.')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(".");
         let full = if section.is_empty() {
             key
         } else {
@@ -40,7 +45,8 @@ mod tests {
 
     #[test]
     fn finds_keys_in_sections_and_dotted_form() {
-        let text = "name = \"x\"\n\n[stream]\n# comment\ntasks = 5\n[training]\noptimizer.lr = 0.1\n";
+        let text =
+            "name = \"x\"\n\n[stream]\n# comment\ntasks = 5\n[training]\noptimizer.lr = 0.1\n";
         assert_eq!(line_of_key(text, "name"), Some(1));
         assert_eq!(line_of_key(text, "stream.tasks"), Some(5));
         assert_eq!(line_of_key(text, "training.optimizer.lr"), Some(7));

@@ -130,13 +130,13 @@ impl AccuracyMatrix {
         }
         let per_task = (1..k).map(|j| {
             let reference = match convention {
-                ForgettingConvention::MaxPrevious => {
-                    (1..k).map(|l| self.r(l, j)).fold(f64::NEG_INFINITY, f64::max)
-                }
+                ForgettingConvention::MaxPrevious => (1..k)
+                    .map(|l| self.r(l, j))
+                    .fold(f64::NEG_INFINITY, f64::max),
                 ForgettingConvention::WhenLearned => self.r(j, j),
-                ForgettingConvention::MaxIncludingCurrent => {
-                    (1..=k).map(|l| self.r(l, j)).fold(f64::NEG_INFINITY, f64::max)
-                }
+                ForgettingConvention::MaxIncludingCurrent => (1..=k)
+                    .map(|l| self.r(l, j))
+                    .fold(f64::NEG_INFINITY, f64::max),
             };
             reference - self.r(k, j)
         });
@@ -303,12 +303,19 @@ mod tests {
         ])
         .unwrap();
         // MaxPrevious: task1 0.95 − 0.5 = 0.45, task2 0.9 − 0.9 = 0 → 0.225.
-        close(m.forgetting(ForgettingConvention::MaxPrevious).unwrap(), 0.225);
+        close(
+            m.forgetting(ForgettingConvention::MaxPrevious).unwrap(),
+            0.225,
+        );
         // WhenLearned: task1 0.8 − 0.5 = 0.3, task2 0 → 0.15.
-        close(m.forgetting(ForgettingConvention::WhenLearned).unwrap(), 0.15);
+        close(
+            m.forgetting(ForgettingConvention::WhenLearned).unwrap(),
+            0.15,
+        );
         // Including the current row changes nothing for a monotone drop...
         close(
-            m.forgetting(ForgettingConvention::MaxIncludingCurrent).unwrap(),
+            m.forgetting(ForgettingConvention::MaxIncludingCurrent)
+                .unwrap(),
             0.225,
         );
         // ...but never lets forgetting go negative when a task improves.
@@ -337,7 +344,10 @@ mod tests {
     #[test]
     fn intransigence_against_joint() {
         // joint diag (1.0, 0.9, 0.95) minus (0.9, 0.8, 0.9) = (0.1, 0.1, 0.05)
-        close(example().intransigence(&[1.0, 0.9, 0.95]).unwrap(), 0.25 / 3.0);
+        close(
+            example().intransigence(&[1.0, 0.9, 0.95]).unwrap(),
+            0.25 / 3.0,
+        );
         assert_eq!(example().intransigence(&[1.0]), None);
     }
 
@@ -370,7 +380,11 @@ mod tests {
         );
         assert!(matches!(
             AccuracyMatrix::from_rows(&[vec![0.1], vec![1.5]]),
-            Err(MetricsError::OutOfRange { row: 1, task: 0, .. })
+            Err(MetricsError::OutOfRange {
+                row: 1,
+                task: 0,
+                ..
+            })
         ));
     }
 }

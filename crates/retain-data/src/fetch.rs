@@ -1,0 +1,733 @@
+//! Getting dataset files onto disk, verified, from the first source that works.
+//!
+//! Design points:
+//! - a file is written under its final name only after its size and md5
+//!   verified (temp file in the same folder, then rename), so an interrupted
+//!   or poisoned download never leaves a plausible-looking bad file behind;
+//! - files already present and verified are skipped, so re-running is cheap
+//!   and a half-finished fetch resumes;
+//! - bodies are streamed to disk while hashed, never held whole in memory;
+//! - gzip is recognised by its magic bytes, not by names or headers, because
+//!   mirrors disagree on `Content-Encoding` for `.gz` files.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flate2::read::MultiGzDecoder;
+use md5::{Digest, Md5};
+
+use crate::load::{fetch_command, verify_file};
+use crate::{DataError, DatasetRef, DatasetSpec, FileSpec, Source, SourceAttempt};
+
+/// Settings for [`fetch`]. `Default` gives the spec's sources, environment
+/// proxies, the system's TLS trust store, and timeouts suited to a slow link.
+pub struct FetchOptions<'a> {
+    /// Sources to try instead of the spec's (e.g. `--from`, or a test server).
+    pub sources: Option<Vec<Source>>,
+    /// Time allowed to establish a connection (including TLS).
+    pub connect_timeout: Duration,
+    /// Time allowed for any single read to make progress; a stalled transfer
+    /// fails after this, a slow but moving one does not.
+    pub read_timeout: Duration,
+    /// Use `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` from the
+    /// environment (ureq reads them).
+    pub use_env_proxy: bool,
+    /// Receives one human-readable status line per step; the library itself
+    /// never prints.
+    pub progress: Option<&'a dyn Fn(&str)>,
+}
+
+impl Default for FetchOptions<'_> {
+    fn default() -> Self {
+        FetchOptions {
+            sources: None,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            use_env_proxy: true,
+            progress: None,
+        }
+    }
+}
+
+impl<'a> FetchOptions<'a> {
+    /// Options that fetch only from a local directory or archive (`--from`).
+    pub fn from_local(path: impl Into<PathBuf>) -> Self {
+        FetchOptions {
+            sources: Some(vec![Source::Local(path.into())]),
+            ..Default::default()
+        }
+    }
+
+    fn say(&self, msg: &str) {
+        if let Some(p) = self.progress {
+            p(msg);
+        }
+    }
+}
+
+/// Where a file in a [`FetchReport`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOrigin {
+    /// Was already on disk and verified; untouched.
+    AlreadyPresent,
+    /// Written by this call, from the described source.
+    Fetched { source: String },
+}
+
+/// One file of a [`FetchReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedFile {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub origin: FileOrigin,
+}
+
+/// What [`fetch`] did; every file of the spec is listed, all verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchReport {
+    pub name: String,
+    pub dir: PathBuf,
+    pub files: Vec<FetchedFile>,
+}
+
+impl FetchReport {
+    /// Number of files written by this call (0 when everything was in place).
+    pub fn fetched_count(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| matches!(f.origin, FileOrigin::Fetched { .. }))
+            .count()
+    }
+}
+
+/// Makes every file of the dataset present and verified under `<root>/<name>/`.
+///
+/// Tries the sources in order (the spec's, or `options.sources`), each only
+/// for the files still missing, until all verify. Fails with
+/// [`DataError::FetchFailed`] listing each source and what went wrong there,
+/// plus how to install the files by hand. Local I/O errors (cannot create the
+/// folder or write) abort at once since no other source would fix them.
+pub fn fetch(
+    dataset: impl DatasetRef,
+    root: impl AsRef<Path>,
+    options: &FetchOptions<'_>,
+) -> Result<FetchReport, DataError> {
+    let spec = dataset.resolve()?;
+    let root = root.as_ref();
+    let dir = spec.dir(root);
+    let command = fetch_command(spec.name, root);
+    fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, "creating directory", e))?;
+
+    let mut origins: Vec<Option<FileOrigin>> = vec![None; spec.files.len()];
+    for (i, f) in spec.files.iter().enumerate() {
+        let path = dir.join(f.name);
+        if !path.exists() {
+            continue;
+        }
+        match verify_file(&path, f, &command) {
+            Ok(()) => {
+                options.say(&format!("{}: already present and verified", path.display()));
+                origins[i] = Some(FileOrigin::AlreadyPresent);
+            }
+            Err(e) => options.say(&format!("{e}; will replace it")),
+        }
+    }
+
+    let sources: &[Source] = options.sources.as_deref().unwrap_or(spec.sources);
+    let mut attempts = Vec::new();
+    let mut agent = None;
+    for source in sources {
+        let needed: Vec<usize> = (0..spec.files.len())
+            .filter(|&i| origins[i].is_none())
+            .collect();
+        if needed.is_empty() {
+            break;
+        }
+        options.say(&format!("trying {source}"));
+        let mut ctx = SourceCtx {
+            spec,
+            dir: &dir,
+            options,
+            source_desc: source.to_string(),
+            origins: &mut origins,
+            problems: Vec::new(),
+        };
+        match source {
+            Source::PerFileUrl(template) => {
+                let agent = agent.get_or_insert_with(|| make_agent(options));
+                ctx.try_per_file_urls(agent, template, &needed)?;
+            }
+            Source::ArchiveUrl(url) => {
+                let agent = agent.get_or_insert_with(|| make_agent(options));
+                match http_get(agent, url) {
+                    Ok(body) => ctx.try_archive(body, &needed)?,
+                    Err(e) => ctx.problems.push(e.to_string()),
+                }
+            }
+            Source::Local(path) => ctx.try_local(path, &needed)?,
+        }
+        let problems = ctx.problems;
+        if !problems.is_empty() {
+            attempts.push(SourceAttempt {
+                source: source.to_string(),
+                problems,
+            });
+        }
+    }
+
+    let missing: Vec<String> = spec
+        .files
+        .iter()
+        .zip(&origins)
+        .filter(|(_, o)| o.is_none())
+        .map(|(f, _)| f.name.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(DataError::FetchFailed {
+            name: spec.name.to_string(),
+            dir,
+            missing,
+            attempts,
+            command,
+        });
+    }
+    Ok(FetchReport {
+        name: spec.name.to_string(),
+        files: spec
+            .files
+            .iter()
+            .zip(origins)
+            .map(|(f, o)| FetchedFile {
+                name: f.name,
+                path: dir.join(f.name),
+                origin: o.expect("checked above: nothing missing"),
+            })
+            .collect(),
+        dir,
+    })
+}
+
+fn make_agent(options: &FetchOptions<'_>) -> ureq::Agent {
+    let mut cfg = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(root_certs())
+                .build(),
+        )
+        .timeout_connect(Some(options.connect_timeout))
+        .timeout_per_read(Some(options.read_timeout))
+        .user_agent(concat!("retain-data/", env!("CARGO_PKG_VERSION")));
+    if !options.use_env_proxy {
+        cfg = cfg.proxy(None);
+    }
+    cfg.build().into()
+}
+
+/// The system's trust store (honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`), like
+/// curl, npm and pip use, so HTTPS works behind TLS-inspecting corporate or
+/// sandbox proxies whose CA is installed locally; ureq's default (bundled
+/// Mozilla roots) rejects those. Falls back to the bundled roots when the
+/// system store is empty or unreadable.
+fn root_certs() -> ureq::tls::RootCerts {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        return ureq::tls::RootCerts::WebPki;
+    }
+    found
+        .certs
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .into()
+}
+
+/// Errors of one HTTP request; `fatal_for_source` means the host itself is
+/// unreachable, so trying its other files would only repeat the timeout.
+struct HttpError {
+    msg: String,
+    fatal_for_source: bool,
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+fn http_get(agent: &ureq::Agent, url: &str) -> Result<impl Read + 'static, HttpError> {
+    match agent.get(url).call() {
+        Ok(resp) => Ok(resp.into_body().into_reader()),
+        Err(ureq::Error::StatusCode(code)) => Err(HttpError {
+            msg: format!("{url}: HTTP status {code}"),
+            fatal_for_source: false,
+        }),
+        Err(e) => Err(HttpError {
+            msg: format!("{url}: {e}"),
+            fatal_for_source: true,
+        }),
+    }
+}
+
+/// State while trying one source.
+struct SourceCtx<'s, 'o> {
+    spec: &'s DatasetSpec,
+    dir: &'s Path,
+    options: &'s FetchOptions<'o>,
+    source_desc: String,
+    origins: &'s mut [Option<FileOrigin>],
+    problems: Vec<String>,
+}
+
+/// Failure to install one file: a problem with the source (try the next), or
+/// a local error (give up).
+enum InstallError {
+    Source(String),
+    Local(DataError),
+}
+
+impl SourceCtx<'_, '_> {
+    fn try_per_file_urls(
+        &mut self,
+        agent: &ureq::Agent,
+        template: &str,
+        needed: &[usize],
+    ) -> Result<(), DataError> {
+        for &i in needed {
+            let f = &self.spec.files[i];
+            let url = template.replace("{file}", f.name);
+            self.options.say(&format!("downloading {url}"));
+            match http_get(agent, &url) {
+                Ok(body) => self.install(i, body, &url)?,
+                Err(e) => {
+                    self.options.say(&format!("{}: {e}", f.name));
+                    self.problems.push(format!("{}: {e}", f.name));
+                    if e.fatal_for_source {
+                        let rest = needed.iter().filter(|&&j| self.origins[j].is_none());
+                        if rest.clone().any(|&j| j != i) {
+                            self.problems
+                                .push("skipped the remaining files of this source".into());
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans a tar (optionally gzipped) stream for the needed files by name.
+    fn try_archive(&mut self, reader: impl Read, needed: &[usize]) -> Result<(), DataError> {
+        let reader = match maybe_gunzip(reader) {
+            Ok(r) => r,
+            Err(e) => {
+                self.problems.push(format!("reading archive: {e}"));
+                return Ok(());
+            }
+        };
+        let mut archive = tar::Archive::new(reader);
+        let entries = match archive.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                self.problems.push(format!("reading archive: {e}"));
+                return Ok(());
+            }
+        };
+        let mut remaining: Vec<usize> = needed.to_vec();
+        for entry in entries {
+            if remaining.is_empty() {
+                break; // everything found; don't download the rest
+            }
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.problems.push(format!("reading archive: {e}"));
+                    return Ok(());
+                }
+            };
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let Some(entry_name) = entry
+                .path()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            else {
+                continue;
+            };
+            let entry_path = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let Some(pos) = remaining.iter().position(|&i| {
+                let name = self.spec.files[i].name;
+                entry_name == name || entry_name.strip_suffix(".gz") == Some(name)
+            }) else {
+                continue;
+            };
+            let i = remaining[pos];
+            self.options.say(&format!(
+                "found {entry_path} in archive for {}",
+                self.spec.files[i].name
+            ));
+            self.install(i, entry, &format!("archive entry {entry_path}"))?;
+            if self.origins[i].is_some() {
+                remaining.remove(pos);
+            }
+        }
+        for i in remaining {
+            if self.origins[i].is_none() && !self.already_reported(i) {
+                self.problems
+                    .push(format!("{}: not found in archive", self.spec.files[i].name));
+            }
+        }
+        Ok(())
+    }
+
+    fn try_local(&mut self, path: &Path, needed: &[usize]) -> Result<(), DataError> {
+        if path.is_dir() {
+            for &i in needed {
+                let name = self.spec.files[i].name;
+                let candidates = [path.join(name), path.join(format!("{name}.gz"))];
+                let Some(p) = candidates.iter().find(|p| p.is_file()) else {
+                    self.problems.push(format!(
+                        "{name}: neither {name} nor {name}.gz in {}",
+                        path.display()
+                    ));
+                    continue;
+                };
+                match File::open(p) {
+                    Ok(file) => self.install(i, file, &p.display().to_string())?,
+                    Err(e) => self.problems.push(format!("{}: {e}", p.display())),
+                }
+            }
+            Ok(())
+        } else {
+            match File::open(path) {
+                Ok(file) => self.try_archive(file, needed),
+                Err(e) => {
+                    self.problems.push(format!("{}: {e}", path.display()));
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn already_reported(&self, i: usize) -> bool {
+        let prefix = format!("{}: ", self.spec.files[i].name);
+        self.problems.iter().any(|p| p.starts_with(&prefix))
+    }
+
+    /// Installs file `i` from `reader`, recording a source problem on failure.
+    fn install(&mut self, i: usize, reader: impl Read, from: &str) -> Result<(), DataError> {
+        let f = &self.spec.files[i];
+        match install_file(reader, f, self.dir) {
+            Ok(path) => {
+                self.options
+                    .say(&format!("verified and wrote {}", path.display()));
+                self.origins[i] = Some(FileOrigin::Fetched {
+                    source: self.source_desc.clone(),
+                });
+                Ok(())
+            }
+            Err(InstallError::Source(msg)) => {
+                self.options
+                    .say(&format!("{}: {msg} (from {from})", f.name));
+                self.problems.push(format!("{}: {msg}", f.name));
+                Ok(())
+            }
+            Err(InstallError::Local(e)) => Err(e),
+        }
+    }
+}
+
+/// Wraps `reader` in a gzip decoder when it starts with the gzip magic.
+fn maybe_gunzip<'r>(reader: impl Read + 'r) -> io::Result<Box<dyn Read + 'r>> {
+    let mut br = BufReader::with_capacity(1 << 16, reader);
+    let head = br.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(MultiGzDecoder::new(br)))
+    } else {
+        Ok(Box::new(br))
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Streams `reader` (gunzipping if needed) into a temp file in `dir` while
+/// hashing it, and renames it to its final name only if size and md5 match.
+fn install_file(reader: impl Read, f: &FileSpec, dir: &Path) -> Result<PathBuf, InstallError> {
+    let src_err = |e: io::Error| InstallError::Source(format!("read error: {e}"));
+    // Reading one byte past the expected size is enough to reject an
+    // oversized (or endless) body without storing it.
+    let mut reader = maybe_gunzip(reader).map_err(src_err)?.take(f.size + 1);
+
+    let tmp = dir.join(format!(
+        ".{}.part-{}-{}",
+        f.name,
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let local = |action, e| InstallError::Local(DataError::io(&tmp, action, e));
+    let mut out = File::create_new(&tmp).map_err(|e| local("creating", e))?;
+    let result = (|| {
+        let mut hasher = Md5::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(src_err(e)),
+            };
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| local("writing", e))?;
+            size += n as u64;
+        }
+        if size != f.size {
+            return Err(InstallError::Source(if size > f.size {
+                format!("larger than the expected {} bytes", f.size)
+            } else {
+                format!("size {size} bytes, expected {}", f.size)
+            }));
+        }
+        let found = format!("{:x}", hasher.finalize());
+        if found != f.md5 {
+            return Err(InstallError::Source(format!(
+                "md5 mismatch: expected {}, found {found}",
+                f.md5
+            )));
+        }
+        out.sync_all().map_err(|e| local("syncing", e))?;
+        Ok(())
+    })();
+    drop(out);
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let dest = dir.join(f.name);
+    fs::rename(&tmp, &dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        InstallError::Local(DataError::io(&dest, "renaming temp file to", e))
+    })?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{TestServer, TinyDataset, gzip, tempdir, tgz};
+    use crate::{FileRole, load, status};
+    use std::cell::RefCell;
+
+    fn opts(sources: Vec<Source>) -> FetchOptions<'static> {
+        FetchOptions {
+            sources: Some(sources),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            use_env_proxy: false,
+            progress: None,
+        }
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+
+    #[test]
+    fn per_file_gz_fetch_then_idempotent() {
+        let tiny = TinyDataset::new();
+        let server = TestServer::start(
+            tiny.files
+                .iter()
+                .map(|(name, bytes)| (format!("/m/{name}.gz"), gzip(bytes)))
+                .collect(),
+        );
+        let tmp = tempdir();
+        let lines = RefCell::new(Vec::<String>::new());
+        let log = |s: &str| lines.borrow_mut().push(s.to_string());
+        let mut o = opts(vec![Source::per_file_url(server.url("/m/{file}.gz"))]);
+        o.progress = Some(&log);
+
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 4);
+        assert_eq!(server.requests().len(), 4);
+        for (name, bytes) in &tiny.files {
+            assert_eq!(
+                &fs::read(tiny.spec.dir(tmp.path()).join(name)).unwrap(),
+                bytes
+            );
+        }
+        assert!(leftovers(&tiny.spec.dir(tmp.path())).is_empty());
+        assert!(
+            lines
+                .borrow()
+                .iter()
+                .any(|l| l.starts_with("verified and wrote"))
+        );
+        let ds = load(tiny.spec, tmp.path()).unwrap();
+        assert_eq!(ds.train.labels, tiny.train_labels);
+
+        // second run: nothing downloaded, everything reported as present
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 0);
+        assert!(
+            report
+                .files
+                .iter()
+                .all(|f| f.origin == FileOrigin::AlreadyPresent)
+        );
+        assert_eq!(server.requests().len(), 4, "no new requests");
+
+        // a corrupted file on disk is re-fetched (and only that one)
+        let p = tiny.spec.dir(tmp.path()).join(tiny.files[1].0);
+        fs::write(&p, b"garbage").unwrap();
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 1);
+        assert_eq!(server.requests().len(), 5);
+        assert!(
+            status(tiny.spec, tmp.path())
+                .unwrap()
+                .iter()
+                .all(|s| s.verified)
+        );
+    }
+
+    #[test]
+    fn corrupted_source_falls_back_to_next() {
+        let tiny = TinyDataset::new();
+        let corrupt_name = tiny.spec.file(FileRole::TrainImages).unwrap().name;
+        let mut routes: Vec<(String, Vec<u8>)> = tiny
+            .files
+            .iter()
+            .map(|(name, bytes)| {
+                let mut b = bytes.clone();
+                if *name == corrupt_name {
+                    b[20] ^= 1; // same size, wrong md5
+                }
+                (format!("/a/{name}"), b)
+            })
+            .collect();
+        // second source: an archive with the files nested, like the npm tarball
+        routes.push((
+            "/pkg.tgz".into(),
+            tgz(&tiny
+                .files
+                .iter()
+                .map(|(n, b)| (format!("package/data/{n}"), b.clone()))
+                .collect::<Vec<_>>()),
+        ));
+        let server = TestServer::start(routes);
+        let tmp = tempdir();
+        let o = opts(vec![
+            Source::per_file_url(server.url("/a/{file}")),
+            Source::archive_url(server.url("/pkg.tgz")),
+        ]);
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 4);
+        for f in &report.files {
+            let from_archive =
+                matches!(&f.origin, FileOrigin::Fetched { source } if source.contains("pkg.tgz"));
+            assert_eq!(from_archive, f.name == corrupt_name, "{f:?}");
+        }
+        load(tiny.spec, tmp.path()).unwrap();
+        assert!(leftovers(&tiny.spec.dir(tmp.path())).is_empty());
+    }
+
+    #[test]
+    fn all_sources_failing_lists_each() {
+        let tiny = TinyDataset::new();
+        let f0 = tiny.files[0].0;
+        // first source: only one file, and it is truncated; second: 404s
+        let server = TestServer::start(vec![(format!("/a/{f0}"), tiny.files[0].1[..10].to_vec())]);
+        let tmp = tempdir();
+        let o = opts(vec![
+            Source::per_file_url(server.url("/a/{file}")),
+            Source::archive_url(server.url("/nothing.tgz")),
+        ]);
+        let err = fetch(tiny.spec, tmp.path(), &o).unwrap_err();
+        let DataError::FetchFailed {
+            missing, attempts, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(missing.len(), 4);
+        assert_eq!(attempts.len(), 2);
+        let msg = err.to_string();
+        let dir = tiny.spec.dir(tmp.path());
+        for needle in [
+            format!("{}/a/{{file}} (one file per URL)", server.base()),
+            format!("{f0}: size 10 bytes, expected {}", tiny.files[0].1.len()),
+            format!(
+                "{}: {}/a/{}: HTTP status 404",
+                tiny.files[1].0,
+                server.base(),
+                tiny.files[1].0
+            ),
+            format!("{}/nothing.tgz: HTTP status 404", server.base()),
+            format!("put the uncompressed files at {}/<file>", dir.display()),
+            format!(
+                "retain data fetch {} --root {} --from <path>",
+                tiny.spec.name,
+                tmp.path().display()
+            ),
+        ] {
+            assert!(msg.contains(&needle), "missing {needle:?} in:\n{msg}");
+        }
+        // nothing half-written
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn local_archive_and_directory() {
+        let tiny = TinyDataset::new();
+        let src = tempdir();
+        // .tgz with files at different depths, one of them gzipped inside
+        let archive = src.path().join("copy.tar.gz");
+        let entries: Vec<(String, Vec<u8>)> = tiny
+            .files
+            .iter()
+            .enumerate()
+            .map(|(k, (n, b))| match k {
+                0 => (format!("deep/er/{n}.gz"), gzip(b)),
+                1 => (n.to_string(), b.clone()),
+                _ => (format!("x/{n}"), b.clone()),
+            })
+            .collect();
+        fs::write(&archive, tgz(&entries)).unwrap();
+        let tmp = tempdir();
+        let report = fetch(tiny.spec, tmp.path(), &FetchOptions::from_local(&archive)).unwrap();
+        assert_eq!(report.fetched_count(), 4);
+        load(tiny.spec, tmp.path()).unwrap();
+
+        // a directory with a mix of plain and .gz files, one missing
+        let d = src.path().join("dir");
+        fs::create_dir(&d).unwrap();
+        fs::write(
+            d.join(format!("{}.gz", tiny.files[0].0)),
+            gzip(&tiny.files[0].1),
+        )
+        .unwrap();
+        fs::write(d.join(tiny.files[1].0), &tiny.files[1].1).unwrap();
+        fs::write(d.join(tiny.files[2].0), &tiny.files[2].1).unwrap();
+        let tmp2 = tempdir();
+        let err = fetch(tiny.spec, tmp2.path(), &FetchOptions::from_local(&d)).unwrap_err();
+        let DataError::FetchFailed { missing, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(missing, &vec![tiny.files[3].0.to_string()]);
+        assert!(err.to_string().contains("neither"), "{err}");
+        fs::write(d.join(tiny.files[3].0), &tiny.files[3].1).unwrap();
+        let report = fetch(tiny.spec, tmp2.path(), &FetchOptions::from_local(&d)).unwrap();
+        assert_eq!(report.fetched_count(), 1, "the three good files were kept");
+        load(tiny.spec, tmp2.path()).unwrap();
+    }
+}

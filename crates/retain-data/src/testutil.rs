@@ -1,0 +1,205 @@
+//! Test helpers: a tiny generated dataset and a minimal local HTTP server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, encode};
+use crate::load::md5_hex;
+use crate::{DatasetSpec, FileRole, FileSpec};
+
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// A 3-class dataset of 2×3 grayscale images: 4 train, 2 test.
+pub(crate) struct TinyDataset {
+    pub spec: &'static DatasetSpec,
+    /// (file name, content) in spec order.
+    pub files: Vec<(&'static str, Vec<u8>)>,
+    pub train_pixels: Vec<u8>,
+    pub train_labels: Vec<u8>,
+}
+
+impl TinyDataset {
+    pub fn new() -> Self {
+        let train_pixels: Vec<u8> = (0..4 * 6).map(|i| (i * 7 % 256) as u8).collect();
+        let train_labels = vec![2, 0, 1, 2];
+        let test_pixels: Vec<u8> = (0..2 * 6).map(|i| 255 - i as u8).collect();
+        let contents = [
+            (
+                "tiny-train-images",
+                FileRole::TrainImages,
+                encode(IDX_IMAGES_MAGIC, &[4, 2, 3], &train_pixels),
+            ),
+            (
+                "tiny-train-labels",
+                FileRole::TrainLabels,
+                encode(IDX_LABELS_MAGIC, &[4], &train_labels),
+            ),
+            (
+                "tiny-test-images",
+                FileRole::TestImages,
+                encode(IDX_IMAGES_MAGIC, &[2, 2, 3], &test_pixels),
+            ),
+            (
+                "tiny-test-labels",
+                FileRole::TestLabels,
+                encode(IDX_LABELS_MAGIC, &[2], &[1, 0]),
+            ),
+        ];
+        let specs: Vec<FileSpec> = contents
+            .iter()
+            .map(|(name, role, bytes)| FileSpec {
+                name,
+                md5: Box::leak(md5_hex(bytes).into_boxed_str()),
+                size: bytes.len() as u64,
+                role: *role,
+            })
+            .collect();
+        let spec = Box::leak(Box::new(DatasetSpec {
+            name: "tiny",
+            files: Box::leak(specs.into_boxed_slice()),
+            classes: 3,
+            shape: [1, 2, 3],
+            sources: &[],
+        }));
+        TinyDataset {
+            spec,
+            files: contents.into_iter().map(|(n, _, b)| (n, b)).collect(),
+            train_pixels,
+            train_labels,
+        }
+    }
+
+    /// Writes the files uncompressed under `<root>/tiny/`.
+    pub fn write_to(&self, root: &Path) {
+        let dir = self.spec.dir(root);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &self.files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+}
+
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A .tar.gz holding `(path inside archive, content)` entries.
+pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    for (path, bytes) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, bytes.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// HTTP/1.1 server on 127.0.0.1 serving fixed bodies by path (404 otherwise),
+/// one request per connection. Stops when dropped.
+pub(crate) struct TestServer {
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(routes: Vec<(String, Vec<u8>)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, req2) = (stop.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            // bounded: tests make a handful of requests
+            for stream in listener.incoming().take(200) {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                serve_one(stream, &routes, &req2);
+            }
+        });
+        TestServer {
+            addr,
+            stop,
+            requests,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// Paths requested so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(
+    stream: TcpStream,
+    routes: &[(String, Vec<u8>)],
+    log: &Mutex<Vec<String>>,
+) -> Option<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    // skip headers (bounded)
+    for _ in 0..100 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1)?.to_string();
+    // logged before answering so the client cannot observe the response first
+    log.lock().unwrap().push(path.clone());
+    let mut stream = reader.into_inner();
+    let (status, body): (&str, &[u8]) = match routes.iter().find(|(p, _)| *p == path) {
+        Some((_, b)) => ("200 OK", b),
+        None => ("404 Not Found", b"not found"),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let _ = stream.flush();
+    Some(())
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

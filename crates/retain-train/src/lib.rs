@@ -1,0 +1,353 @@
+//! The training loop, the method plugin API ([`Method`]) and on-device evaluation.
+//!
+//! [`run`] owns the loop over tasks, epochs and batches and calls the method's hooks in the
+//! order documented in [`method`]. Two rules keep it fast on a GPU:
+//!
+//! * **No host synchronisation inside a step.** Losses are summed into a device tensor and read
+//!   once per epoch (which is also where a diverging run is caught); progress is counted on
+//!   the host without touching tensors.
+//! * **Evaluation is batched on the device.** Correct-prediction counts for every task and
+//!   read-out accumulate in device tensors and cross to the host in one copy per evaluation.
+
+pub mod method;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use retain_config::{Experiment, OptimizerConfig, Readout};
+use retain_metrics::{AccuracyMatrix, MetricsError};
+use retain_models::Backbone;
+use retain_stream::{SplitKind, TaskStream};
+use tch::nn::{self, OptimizerConfig as _};
+use tch::{Device, Kind, Tensor};
+
+pub use method::{Method, StepContext, TaskContext, parse_params};
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "training diverged: mean loss {loss} in task {task}, epoch {epoch} (lower the learning rate?)"
+    )]
+    Diverged {
+        task: usize,
+        epoch: usize,
+        loss: f64,
+    },
+    #[error("invalid hyper-parameters for method `{method}`: {message}")]
+    MethodParams { method: String, message: String },
+    #[error("method `{method}` failed: {message}")]
+    Method { method: String, message: String },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// Receives progress from [`run`]. Every method is called on the training thread and must
+/// be cheap: `step` is called once per batch.
+pub trait Observer {
+    fn task_started(&mut self, _task: usize, _steps: usize) {}
+    fn step(&mut self) {}
+    fn task_finished(&mut self, _task: usize, _report: &TaskReport) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Correct and total counts of one read-out: rows `0..=T` (0 = untrained), columns = tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountMatrix {
+    pub tasks: usize,
+    pub correct: Vec<u64>,
+    pub samples: Vec<u64>,
+}
+
+impl CountMatrix {
+    fn new(tasks: usize) -> Self {
+        Self {
+            tasks,
+            correct: vec![0; (tasks + 1) * tasks],
+            samples: vec![0; (tasks + 1) * tasks],
+        }
+    }
+
+    /// Counts after `trained` tasks (0 = untrained) on task `task` (0-based).
+    pub fn cell(&self, trained: usize, task: usize) -> (u64, u64) {
+        let i = trained * self.tasks + task;
+        (self.correct[i], self.samples[i])
+    }
+
+    /// The accuracy matrix these counts define.
+    pub fn accuracy(&self) -> Result<AccuracyMatrix, MetricsError> {
+        let rows: Vec<Vec<f64>> = (0..=self.tasks)
+            .map(|row| {
+                (0..self.tasks)
+                    .map(|task| {
+                        let (correct, samples) = self.cell(row, task);
+                        correct as f64 / samples.max(1) as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        AccuracyMatrix::from_rows(&rows)
+    }
+}
+
+/// What happened while training one task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskReport {
+    pub task: usize,
+    pub steps: usize,
+    pub samples: usize,
+    /// Mean training loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+}
+
+/// The outcome of a run: counts per read-out and timings.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub counts: BTreeMap<Readout, CountMatrix>,
+    pub tasks: Vec<TaskReport>,
+    /// Evaluation of the untrained model (row 0), in seconds.
+    pub initial_eval_seconds: f64,
+    pub total_seconds: f64,
+}
+
+impl RunOutcome {
+    /// Total optimiser steps over the run.
+    pub fn steps(&self) -> usize {
+        self.tasks.iter().map(|t| t.steps).sum()
+    }
+
+    /// Mean wall time of one training step (data, forward, backward, update), in seconds.
+    pub fn seconds_per_step(&self) -> f64 {
+        let train: f64 = self.tasks.iter().map(|t| t.train_seconds).sum();
+        train / self.steps().max(1) as f64
+    }
+}
+
+/// The model and its parameters, built under a seed derived from the experiment seed.
+pub struct Network {
+    pub vars: nn::VarStore,
+    pub model: Box<dyn Backbone>,
+}
+
+impl Network {
+    pub fn new(experiment: &Experiment, stream: &TaskStream) -> Self {
+        tch::manual_seed(retain_stream::seed::derive(experiment.seed, "init") as i64);
+        let vars = nn::VarStore::new(stream.device);
+        let model = retain_models::build(
+            &experiment.model,
+            &vars.root(),
+            stream.input_features(),
+            stream.num_classes,
+        );
+        Self { vars, model }
+    }
+}
+
+/// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
+/// before training and after each task.
+pub fn run(
+    experiment: &Experiment,
+    stream: &TaskStream,
+    network: &Network,
+    method: &mut dyn Method,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, TrainError> {
+    let started = Instant::now();
+    let training = &experiment.training;
+    let readouts = &experiment.stream.readouts;
+    let tasks = stream.tasks.len();
+    let mut optimizer = build_optimizer(&training.optimizer, &network.vars)?;
+    let mut counts: BTreeMap<Readout, CountMatrix> = readouts
+        .iter()
+        .map(|&r| (r, CountMatrix::new(tasks)))
+        .collect();
+
+    let clock = Instant::now();
+    record_evaluation(
+        &mut counts,
+        0,
+        evaluate(network, stream, readouts, training.eval_batch_size),
+    );
+    let initial_eval_seconds = clock.elapsed().as_secs_f64();
+
+    let mut reports = Vec::with_capacity(tasks);
+    for task in &stream.tasks {
+        let task_ctx = TaskContext {
+            model: network.model.as_ref(),
+            vars: &network.vars,
+            stream,
+            task,
+            device: stream.device,
+            seed: experiment.seed,
+        };
+        method.before_task(&task_ctx)?;
+        let indices = method.training_indices(&task_ctx);
+        let batch_size = training.batch_size;
+        let steps_per_epoch = indices.len().div_ceil(batch_size);
+        observer.task_started(task.index, steps_per_epoch * training.epochs);
+
+        let clock = Instant::now();
+        let mut epoch_losses = Vec::with_capacity(training.epochs);
+        let mut step = 0;
+        for epoch in 0..training.epochs {
+            let order = stream.epoch_order(&indices, experiment.seed, task.index, epoch);
+            let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
+            for start in (0..indices.len()).step_by(batch_size) {
+                let len = batch_size.min(indices.len() - start);
+                let batch =
+                    stream.batch(SplitKind::Train, &order.narrow(0, start as i64, len as i64));
+                let ctx = StepContext {
+                    model: network.model.as_ref(),
+                    vars: &network.vars,
+                    stream,
+                    task,
+                    device: stream.device,
+                    step,
+                };
+                let loss = method.loss(&ctx, &batch);
+                optimizer.zero_grad();
+                loss.backward();
+                method.after_backward(&ctx);
+                optimizer.step();
+                // In place, on the device: no host synchronisation per step.
+                let _ = loss_sum.g_add_(&loss.detach());
+                step += 1;
+                observer.step();
+            }
+            // The one host read of the epoch.
+            let mean_loss = loss_sum.double_value(&[]) / steps_per_epoch as f64;
+            if !mean_loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    task: task.index,
+                    epoch,
+                    loss: mean_loss,
+                });
+            }
+            epoch_losses.push(mean_loss);
+        }
+        let train_seconds = clock.elapsed().as_secs_f64();
+
+        method.after_task(&task_ctx)?;
+        let clock = Instant::now();
+        record_evaluation(
+            &mut counts,
+            task.index + 1,
+            evaluate(network, stream, readouts, training.eval_batch_size),
+        );
+        let report = TaskReport {
+            task: task.index,
+            steps: step,
+            samples: indices.len(),
+            epoch_losses,
+            train_seconds,
+            eval_seconds: clock.elapsed().as_secs_f64(),
+        };
+        observer.task_finished(task.index, &report);
+        reports.push(report);
+    }
+    Ok(RunOutcome {
+        counts,
+        tasks: reports,
+        initial_eval_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn build_optimizer(
+    config: &OptimizerConfig,
+    vars: &nn::VarStore,
+) -> Result<nn::Optimizer, TrainError> {
+    Ok(match *config {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => nn::Sgd {
+            momentum,
+            wd: weight_decay,
+            ..Default::default()
+        }
+        .build(vars, lr)?,
+        OptimizerConfig::Adam { lr, weight_decay } => nn::Adam {
+            wd: weight_decay,
+            ..Default::default()
+        }
+        .build(vars, lr)?,
+    })
+}
+
+/// Per read-out, per task: (correct, samples) of one evaluation.
+type Evaluation = BTreeMap<Readout, Vec<(u64, u64)>>;
+
+fn record_evaluation(
+    counts: &mut BTreeMap<Readout, CountMatrix>,
+    row: usize,
+    evaluation: Evaluation,
+) {
+    for (readout, per_task) in evaluation {
+        let matrix = counts
+            .get_mut(&readout)
+            .expect("every read-out has a matrix");
+        for (task, (correct, samples)) in per_task.into_iter().enumerate() {
+            let i = row * matrix.tasks + task;
+            matrix.correct[i] = correct;
+            matrix.samples[i] = samples;
+        }
+    }
+}
+
+/// Evaluates every task of the stream in every read-out, batched on the device. Correct
+/// counts accumulate in one device tensor that is copied to the host once.
+pub fn evaluate(
+    network: &Network,
+    stream: &TaskStream,
+    readouts: &[Readout],
+    batch_size: usize,
+) -> Evaluation {
+    let _no_grad = tch::no_grad_guard();
+    let tasks = stream.tasks.len();
+    let correct = Tensor::zeros(
+        [readouts.len() as i64, tasks as i64],
+        (Kind::Int64, stream.device),
+    );
+    for task in &stream.tasks {
+        for start in (0..task.test_len).step_by(batch_size) {
+            let len = batch_size.min(task.test_len - start);
+            let indices = task.test_indices.narrow(0, start as i64, len as i64);
+            let batch = stream.batch(SplitKind::Test, &indices);
+            let logits = network.model.forward_t(&batch.inputs, false);
+            for (r, readout) in readouts.iter().enumerate() {
+                let predictions = match readout {
+                    Readout::ClassIl => logits.argmax(-1, false),
+                    Readout::TaskIl => logits
+                        .masked_fill(&task.class_mask.logical_not(), f64::NEG_INFINITY)
+                        .argmax(-1, false),
+                };
+                let hits = predictions.eq_tensor(&batch.labels).sum(Kind::Int64);
+                let _ = correct.get(r as i64).get(task.index as i64).g_add_(&hits);
+            }
+        }
+    }
+    let host = Vec::<i64>::try_from(correct.to_device(Device::Cpu).flatten(0, -1))
+        .expect("int64 counts convert to Vec<i64>");
+    readouts
+        .iter()
+        .enumerate()
+        .map(|(r, &readout)| {
+            let per_task = stream
+                .tasks
+                .iter()
+                .map(|task| (host[r * tasks + task.index] as u64, task.test_len as u64))
+                .collect();
+            (readout, per_task)
+        })
+        .collect()
+}

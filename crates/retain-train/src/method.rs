@@ -1,0 +1,107 @@
+//! The method plugin API.
+//!
+//! A continual-learning method is a [`Method`]: a set of hooks the trainer calls at fixed
+//! points. Every hook has a default that does what naive fine-tuning does, so a method
+//! implements only the hooks it changes.
+//!
+//! # Call order
+//!
+//! For each task `t` of the stream, the trainer calls:
+//!
+//! 1. [`Method::before_task`] once;
+//! 2. [`Method::training_indices`] once, for the samples to train on (default: task `t`'s);
+//! 3. for every epoch, for every batch of those samples:
+//!    1. [`Method::loss`] (default: cross-entropy of the model on the batch),
+//!    2. the optimiser's `zero_grad`, then `backward` on that loss,
+//!    3. [`Method::after_backward`] (gradient surgery: read and rewrite `p.grad()`),
+//!    4. the optimiser's `step`;
+//! 4. [`Method::after_task`] once (consolidation, buffer updates);
+//! 5. evaluation of every task of the stream, in every read-out.
+//!
+//! Hooks get what they need through context structs, never long argument lists, so adding a
+//! field to a context is not a breaking change for existing methods. Hooks must not read
+//! tensors back to the host inside the step: the trainer keeps the step free of
+//! synchronisation, and a method that reads a loss value per batch would undo that.
+
+use retain_models::Backbone;
+use retain_stream::{Batch, Task, TaskStream};
+use tch::{Device, Tensor, nn};
+
+use crate::TrainError;
+
+/// What a method sees around a task boundary.
+pub struct TaskContext<'a> {
+    pub model: &'a dyn Backbone,
+    pub vars: &'a nn::VarStore,
+    pub stream: &'a TaskStream,
+    /// The task about to be trained (`before_task`, `training_indices`) or just trained
+    /// (`after_task`).
+    pub task: &'a Task,
+    pub device: Device,
+    /// The experiment's master seed; derive purpose-specific seeds from it with
+    /// [`retain_stream::seed::derive`].
+    pub seed: u64,
+}
+
+/// What a method sees inside a training step.
+pub struct StepContext<'a> {
+    pub model: &'a dyn Backbone,
+    pub vars: &'a nn::VarStore,
+    pub stream: &'a TaskStream,
+    pub task: &'a Task,
+    pub device: Device,
+    /// Steps taken so far in this task.
+    pub step: usize,
+}
+
+impl StepContext<'_> {
+    /// Cross-entropy of the model (in training mode) over every output, the class-incremental
+    /// training loss.
+    pub fn cross_entropy(&self, batch: &Batch) -> Tensor {
+        self.model
+            .forward_t(&batch.inputs, true)
+            .cross_entropy_for_logits(&batch.labels)
+    }
+}
+
+/// A continual-learning method. See the module docs for the call order.
+pub trait Method {
+    /// The registry name, e.g. `"naive"`.
+    fn name(&self) -> &str;
+
+    /// Called once before training on a task.
+    fn before_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// Indices into the training split to train on for this task (host side; shuffled per
+    /// epoch by the trainer). Default: the task's own samples.
+    fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
+        ctx.task.train_indices.clone()
+    }
+
+    /// The loss to minimise for one batch. Default: cross-entropy on the batch.
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+        ctx.cross_entropy(batch)
+    }
+
+    /// Called after `backward`, before the optimiser step: gradients are in `p.grad()`.
+    fn after_backward(&mut self, _ctx: &StepContext<'_>) {}
+
+    /// Called once after training on a task, before evaluation.
+    fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// Deserialises a method's hyper-parameters (the `[method]` table without `name`), rejecting
+/// unknown keys with an error that names them.
+pub fn parse_params<T: serde::de::DeserializeOwned>(
+    method: &str,
+    params: &toml::Table,
+) -> Result<T, TrainError> {
+    T::deserialize(params.clone()).map_err(|e| TrainError::MethodParams {
+        method: method.to_owned(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,21 @@
+//! The method registry: the one table that maps a method name to its factory.
+//!
+//! Adding a method is a crate under `crates/methods/` plus one line here.
+
+use retain_train::{Method, TrainError};
+
+/// A factory builds a method from the `[method]` table (without `name`).
+pub type Factory = fn(&toml::Table) -> Result<Box<dyn Method>, TrainError>;
+
+/// Every registered method, by name.
+pub const METHODS: &[(&str, Factory)] = &[("naive", retain_method_naive::from_params)];
+
+/// The factory registered under `name`.
+pub fn factory(name: &str) -> Option<Factory> {
+    METHODS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+/// Registered names, for error messages.
+pub fn names() -> Vec<&'static str> {
+    METHODS.iter().map(|(n, _)| *n).collect()
+}

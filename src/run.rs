@@ -1,0 +1,355 @@
+//! `retain run`: one experiment file → one run folder of results.
+//!
+//! Layout of `<output>/<experiment>/<run>/`:
+//!
+//! | file | content |
+//! |---|---|
+//! | `accuracy.parquet` | long-form accuracy matrix: one row per read-out × trained tasks × evaluated task |
+//! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out |
+//! | `config.toml` | the experiment as run, defaults and overrides resolved |
+//! | `manifest.json` | versions, seed, device, git revision, timings, status |
+//! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
+//!
+//! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
+//! `"complete"` holds a whole run. A run that fails (a diverging loss, say) writes a manifest
+//! with status `"failed"` and the reason, and touches nothing else.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use retain_config::{DeviceSpec, Experiment, Readout};
+use retain_metrics::AccuracyMatrix;
+use retain_results::{AccuracyRecord, MetricsRecord};
+use retain_stream::TaskStream;
+use retain_train::{Network, RunOutcome};
+use serde::Serialize;
+use tch::Device;
+
+use crate::cli::RunArgs;
+use crate::progress::Progress;
+use crate::{UsageError, registry, report};
+
+/// Everything `run` needs, resolved from the file and the command line.
+pub struct Plan {
+    pub experiment: Experiment,
+    pub run_name: String,
+    pub run_dir: PathBuf,
+    pub device: Device,
+}
+
+pub fn plan(args: &RunArgs) -> Result<Plan> {
+    let mut overrides = args.overrides.clone();
+    if let Some(device) = &args.device {
+        overrides.push(format!("device=\"{device}\""));
+    }
+    if let Some(seed) = args.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    if let Some(output) = &args.output {
+        overrides.push(format!("output={}", toml_string(output)));
+    }
+    if let Some(root) = &args.data_root {
+        overrides.push(format!("data_root={}", toml_string(root)));
+    }
+    let experiment = Experiment::load(&args.experiment, &overrides).map_err(UsageError::from)?;
+    if registry::factory(&experiment.method.name).is_none() {
+        return Err(UsageError::new(format!(
+            "{}: unknown method `{}` (known: {})",
+            args.experiment.display(),
+            experiment.method.name,
+            registry::names().join(", ")
+        ))
+        .into());
+    }
+    let device = resolve_device(experiment.device)?;
+    let run_name = args
+        .run_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-seed{}", experiment.method.name, experiment.seed));
+    let run_dir = experiment.output.join(&experiment.name).join(&run_name);
+    Ok(Plan {
+        experiment,
+        run_name,
+        run_dir,
+        device,
+    })
+}
+
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+/// Maps the configured device onto what this machine has.
+pub fn resolve_device(spec: DeviceSpec) -> Result<Device> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+        DeviceSpec::Cuda(n) => {
+            let count = tch::Cuda::device_count() as usize;
+            if n >= count {
+                return Err(UsageError::new(format!(
+                    "device cuda:{n} requested but {count} CUDA device(s) are visible (run `retain doctor`)"
+                ))
+                .into());
+            }
+            Ok(Device::Cuda(n))
+        }
+    }
+}
+
+pub fn execute(args: &RunArgs) -> Result<()> {
+    let plan = plan(args)?;
+    let experiment = &plan.experiment;
+    let started_at = unix_seconds();
+
+    let load_clock = std::time::Instant::now();
+    let dataset = retain_data::load(experiment.stream.dataset.as_str(), &experiment.data_root)?;
+    let stream = TaskStream::build(&dataset, &experiment.stream, experiment.seed, plan.device)
+        .context("building the task stream")?;
+    drop(dataset);
+    let load_seconds = load_clock.elapsed().as_secs_f64();
+
+    let factory = registry::factory(&experiment.method.name).expect("checked by plan");
+    let mut method =
+        factory(&experiment.method.params).map_err(|e| UsageError::new(e.to_string()))?;
+    let network = Network::new(experiment, &stream);
+    std::fs::create_dir_all(&plan.run_dir)
+        .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
+
+    if !args.quiet {
+        eprintln!(
+            "{} / {}: {} tasks of {} on {}, results in {}",
+            experiment.name,
+            plan.run_name,
+            stream.tasks.len(),
+            stream.dataset,
+            device_name(plan.device),
+            plan.run_dir.display()
+        );
+    }
+    let mut progress = Progress::new(stream.tasks.len(), args.quiet);
+    let outcome = retain_train::run(
+        experiment,
+        &stream,
+        &network,
+        method.as_mut(),
+        &mut progress,
+    );
+    progress.finish();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let manifest = Manifest::new(
+                &plan,
+                started_at,
+                load_seconds,
+                None,
+                Some(error.to_string()),
+            );
+            write_manifest(&plan.run_dir, &manifest)?;
+            return Err(error).context(format!(
+                "run {} failed (recorded in {})",
+                plan.run_name,
+                plan.run_dir.join("manifest.json").display()
+            ));
+        }
+    };
+
+    let matrices = write_results(&plan, &outcome)?;
+    let manifest = Manifest::new(&plan, started_at, load_seconds, Some(&outcome), None);
+    write_manifest(&plan.run_dir, &manifest)?;
+    if !args.quiet {
+        report::print_run(&matrices, &outcome);
+        println!("\nresults: {}", plan.run_dir.display());
+    }
+    Ok(())
+}
+
+/// Writes Parquet files, the resolved config and heat-maps; returns the matrices per read-out.
+fn write_results(plan: &Plan, outcome: &RunOutcome) -> Result<Vec<(Readout, AccuracyMatrix)>> {
+    let experiment = &plan.experiment;
+    let dir = &plan.run_dir;
+    let mut accuracy = Vec::new();
+    let mut metrics = Vec::new();
+    let mut matrices = Vec::new();
+    for (&readout, counts) in &outcome.counts {
+        for trained in 0..=counts.tasks {
+            for task in 0..counts.tasks {
+                let (correct, samples) = counts.cell(trained, task);
+                accuracy.push(AccuracyRecord {
+                    run: plan.run_name.clone(),
+                    method: experiment.method.name.clone(),
+                    seed: experiment.seed,
+                    scenario: readout.as_str().to_owned(),
+                    trained_tasks: trained as u32,
+                    eval_task: task as u32,
+                    correct,
+                    samples,
+                    accuracy: correct as f64 / samples.max(1) as f64,
+                });
+            }
+        }
+        let matrix = counts.accuracy()?;
+        let summary = matrix.summary();
+        metrics.push(MetricsRecord {
+            run: plan.run_name.clone(),
+            method: experiment.method.name.clone(),
+            seed: experiment.seed,
+            scenario: readout.as_str().to_owned(),
+            tasks: counts.tasks as u32,
+            acc: summary.acc,
+            bwt: summary.bwt,
+            fwt: summary.fwt,
+            forgetting: summary.forgetting,
+            average_incremental_accuracy: summary.average_incremental_accuracy,
+        });
+        let title = format!(
+            "{} / {} ({})",
+            experiment.name,
+            plan.run_name,
+            readout.as_str()
+        );
+        retain_plot::accuracy_heatmap(
+            &dir.join(format!("heatmap-{}.png", readout.as_str())),
+            &matrix,
+            &title,
+        )?;
+        matrices.push((readout, matrix));
+    }
+    retain_results::write_accuracy(&dir.join("accuracy.parquet"), &accuracy)?;
+    retain_results::write_metrics(&dir.join("metrics.parquet"), &metrics)?;
+    write_atomically(
+        &dir.join("config.toml"),
+        experiment.to_resolved_toml().as_bytes(),
+    )?;
+    Ok(matrices)
+}
+
+/// The run's provenance record.
+#[derive(Debug, Serialize)]
+struct Manifest {
+    status: &'static str,
+    error: Option<String>,
+    experiment: String,
+    run: String,
+    method: String,
+    seed: u64,
+    device: String,
+    retain_version: &'static str,
+    tch_version: &'static str,
+    libtorch_version: String,
+    git_revision: String,
+    started_at_unix: u64,
+    finished_at_unix: u64,
+    timings: Option<Timings>,
+}
+
+#[derive(Debug, Serialize)]
+struct Timings {
+    load_seconds: f64,
+    initial_eval_seconds: f64,
+    total_seconds: f64,
+    train_seconds: f64,
+    eval_seconds: f64,
+    steps: usize,
+    seconds_per_step: f64,
+    per_task: Vec<retain_train::TaskReport>,
+}
+
+impl Manifest {
+    fn new(
+        plan: &Plan,
+        started_at: u64,
+        load_seconds: f64,
+        outcome: Option<&RunOutcome>,
+        error: Option<String>,
+    ) -> Self {
+        let experiment = &plan.experiment;
+        let libtorch_version = crate::doctor::loaded_libtorch()
+            .and_then(|p| crate::doctor::libtorch_version(&p))
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            status: if error.is_some() {
+                "failed"
+            } else {
+                "complete"
+            },
+            error,
+            experiment: experiment.name.clone(),
+            run: plan.run_name.clone(),
+            method: experiment.method.name.clone(),
+            seed: experiment.seed,
+            device: device_name(plan.device),
+            retain_version: env!("CARGO_PKG_VERSION"),
+            tch_version: "0.24.0",
+            libtorch_version,
+            git_revision: git_revision(),
+            started_at_unix: started_at,
+            finished_at_unix: unix_seconds(),
+            timings: outcome.map(|o| Timings {
+                load_seconds,
+                initial_eval_seconds: o.initial_eval_seconds,
+                total_seconds: o.total_seconds,
+                train_seconds: o.tasks.iter().map(|t| t.train_seconds).sum(),
+                eval_seconds: o.tasks.iter().map(|t| t.eval_seconds).sum::<f64>()
+                    + o.initial_eval_seconds,
+                steps: o.steps(),
+                seconds_per_step: o.seconds_per_step(),
+                per_task: o.tasks.clone(),
+            }),
+        }
+    }
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(manifest)?;
+    write_atomically(&dir.join("manifest.json"), json.as_bytes())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place, so a reader
+/// never sees a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} into place", path.display()))
+}
+
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn git_revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(status) if !status.is_empty() => format!("{rev}-dirty"),
+            _ => rev,
+        },
+        None => "unknown".into(),
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

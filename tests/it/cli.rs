@@ -1,0 +1,359 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use polars::prelude::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data_root() -> PathBuf {
+    let root = repo().join("datasets");
+    assert!(
+        root.join("mnist/train-images-idx3-ubyte").exists(),
+        "MNIST is missing: run `just test` (it fetches it) or `retain data fetch mnist`"
+    );
+    root
+}
+
+fn retain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retain"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("the retain binary runs")
+}
+
+/// A reduced Split-MNIST: 3 tasks, 500 training and 300 test samples per task, on the CPU.
+fn reduced_run(output: &Path, run_name: &str, extra: &[&str]) -> Output {
+    let output = output.to_str().unwrap();
+    let data = data_root();
+    let mut args = vec![
+        "run",
+        "experiments/split-mnist.toml",
+        "--device",
+        "cpu",
+        "--output",
+        output,
+        "--data-root",
+        data.to_str().unwrap(),
+        "--run-name",
+        run_name,
+        "--quiet",
+        "--set",
+        "stream.tasks=3",
+        "--set",
+        "stream.train_samples_per_task=500",
+        "--set",
+        "stream.test_samples_per_task=300",
+        "--set",
+        "training.optimizer.lr=0.05",
+    ];
+    args.extend_from_slice(extra);
+    retain(&args)
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "retain failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_parquet(path: &Path) -> DataFrame {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetReader::new(file).finish().unwrap()
+}
+
+/// `matrix[trained][task]` of one scenario, read from the long table.
+fn matrix(frame: &DataFrame, scenario: &str) -> Vec<Vec<f64>> {
+    let scenarios = frame.column("scenario").unwrap().str().unwrap().clone();
+    let trained = frame
+        .column("trained_tasks")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .clone();
+    let task = frame.column("eval_task").unwrap().u32().unwrap().clone();
+    let accuracy = frame.column("accuracy").unwrap().f64().unwrap().clone();
+    let mut m = vec![vec![f64::NAN; 3]; 4];
+    for i in 0..frame.height() {
+        if scenarios.get(i) == Some(scenario) {
+            m[trained.get(i).unwrap() as usize][task.get(i).unwrap() as usize] =
+                accuracy.get(i).unwrap();
+        }
+    }
+    assert!(
+        m.iter().flatten().all(|v| v.is_finite()),
+        "missing cells: {m:?}"
+    );
+    m
+}
+
+#[test]
+fn reduced_split_mnist_learns_forgets_and_is_reproducible() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let first = reduced_run(out_dir.path(), "a", &[]);
+    assert_success(&first);
+    let run_dir = out_dir.path().join("split-mnist/a");
+
+    // The long-form schema, exactly.
+    let accuracy = read_parquet(&run_dir.join("accuracy.parquet"));
+    let schema: Vec<(String, DataType)> = accuracy
+        .schema()
+        .iter()
+        .map(|(name, dtype)| (name.to_string(), dtype.clone()))
+        .collect();
+    assert_eq!(
+        schema,
+        vec![
+            ("run".into(), DataType::String),
+            ("method".into(), DataType::String),
+            ("seed".into(), DataType::UInt64),
+            ("scenario".into(), DataType::String),
+            ("trained_tasks".into(), DataType::UInt32),
+            ("eval_task".into(), DataType::UInt32),
+            ("correct".into(), DataType::UInt64),
+            ("samples".into(), DataType::UInt64),
+            ("accuracy".into(), DataType::Float64),
+        ]
+    );
+    // 2 read-outs × 4 rows (untrained + 3 tasks) × 3 evaluated tasks.
+    assert_eq!(accuracy.height(), 2 * 4 * 3);
+    let samples = accuracy.column("samples").unwrap().u64().unwrap().clone();
+    assert!(samples.into_iter().all(|s| s == Some(300)));
+
+    let class_il = matrix(&accuracy, "class_il");
+    let task_il = matrix(&accuracy, "task_il");
+    for t in 1..=3 {
+        // The task just trained is learned: far above chance (0.1 class-IL, 0.5 task-IL).
+        assert!(
+            class_il[t][t - 1] > 0.85,
+            "R[{t},{t}] = {} in {class_il:?}",
+            class_il[t][t - 1]
+        );
+        assert!(task_il[t][t - 1] > 0.9, "{task_il:?}");
+    }
+    // Naive fine-tuning forgets in class-IL read-out: clearly negative BWT.
+    let bwt = (0..2)
+        .map(|j| class_il[3][j] - class_il[j + 1][j])
+        .sum::<f64>()
+        / 2.0;
+    assert!(bwt < -0.5, "class-IL BWT {bwt} in {class_il:?}");
+    // Knowing the task recovers much of it: task-IL beats class-IL on every old task.
+    for j in 0..2 {
+        assert!(
+            task_il[3][j] > class_il[3][j] + 0.2,
+            "task {j}: {task_il:?} vs {class_il:?}"
+        );
+    }
+
+    // The metrics table agrees with the matrix.
+    let metrics = read_parquet(&run_dir.join("metrics.parquet"));
+    let scenario = metrics.column("scenario").unwrap().str().unwrap().clone();
+    let row = (0..metrics.height())
+        .find(|&i| scenario.get(i) == Some("class_il"))
+        .unwrap();
+    let stored_bwt = metrics
+        .column("bwt")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(row)
+        .unwrap();
+    assert!((stored_bwt - bwt).abs() < 1e-12);
+
+    // Provenance and plots.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["device"], "cpu");
+    assert_eq!(manifest["timings"]["steps"], 150);
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(config.contains("tasks = 3"), "{config}");
+    for readout in ["class_il", "task_il"] {
+        let png = std::fs::metadata(run_dir.join(format!("heatmap-{readout}.png"))).unwrap();
+        assert!(png.len() > 5_000, "heat-map suspiciously small");
+    }
+
+    // Same seed, same device: the identical matrix, count for count.
+    let second = reduced_run(out_dir.path(), "b", &[]);
+    assert_success(&second);
+    let again = read_parquet(&out_dir.path().join("split-mnist/b/accuracy.parquet"));
+    for column in [
+        "scenario",
+        "trained_tasks",
+        "eval_task",
+        "correct",
+        "samples",
+        "accuracy",
+    ] {
+        assert!(
+            accuracy
+                .column(column)
+                .unwrap()
+                .equals(again.column(column).unwrap()),
+            "column {column} differs between two runs with the same seed"
+        );
+    }
+    // A different seed gives a different run.
+    let third = reduced_run(out_dir.path(), "c", &["--seed", "1"]);
+    assert_success(&third);
+    let other = read_parquet(&out_dir.path().join("split-mnist/c/accuracy.parquet"));
+    assert!(
+        !accuracy
+            .column("correct")
+            .unwrap()
+            .equals(other.column("correct").unwrap())
+    );
+}
+
+#[test]
+fn parquet_is_readable_by_pyarrow() {
+    let python = repo().join(".venv/bin/python");
+    let has_pyarrow = Command::new(&python)
+        .args(["-c", "import pyarrow"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_pyarrow {
+        eprintln!(
+            "skipped: {} has no pyarrow (./setup.sh installs it)",
+            python.display()
+        );
+        return;
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    assert_success(&reduced_run(
+        out_dir.path(),
+        "py",
+        &["--set", "stream.tasks=2"],
+    ));
+    let script = r#"
+import sys, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+print(",".join(f"{f.name}:{f.type}" for f in t.schema))
+print(t.num_rows)
+"#;
+    let path = out_dir.path().join("split-mnist/py/accuracy.parquet");
+    let out = Command::new(&python)
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "run:string_view,method:string_view,seed:uint64,scenario:string_view,trained_tasks:uint32,\
+         eval_task:uint32,correct:uint64,samples:uint64,accuracy:double"
+    );
+    assert_eq!(lines.next().unwrap(), "12");
+}
+
+#[test]
+fn config_errors_exit_2_and_name_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("experiments/split-mnist.toml")).unwrap();
+    let bad = text.replace("epochs = 1\n", "epochs = 1\nbatch_sise = 5\n");
+    let line = 1 + bad
+        .lines()
+        .position(|l| l.starts_with("batch_sise"))
+        .unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = retain(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("batch_sise"), "{stderr}");
+    assert!(stderr.contains(&format!("bad.toml:{line}")), "{stderr}");
+
+    let unknown = text.replace("name = \"naive\"", "name = \"naiive\"");
+    std::fs::write(&path, unknown).unwrap();
+    let out = retain(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown method `naiive` (known: naive"));
+
+    let out = retain(&["run", "experiments/split-mnist.toml", "--device", "cuda:99"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = retain(&["run", "no/such/file.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
+}
+
+#[test]
+fn missing_dataset_prints_the_fetch_command() {
+    let empty = tempfile::tempdir().unwrap();
+    let root = empty.path().to_str().unwrap();
+    let out = retain(&[
+        "run",
+        "experiments/split-mnist.toml",
+        "--device",
+        "cpu",
+        "--data-root",
+        root,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("retain data fetch mnist --root {root}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_diverging_run_is_recorded_as_failed_and_keeps_earlier_results() {
+    let out_dir = tempfile::tempdir().unwrap();
+    assert_success(&reduced_run(
+        out_dir.path(),
+        "good",
+        &["--set", "stream.tasks=2"],
+    ));
+    let good = out_dir.path().join("split-mnist/good/accuracy.parquet");
+    let before = std::fs::read(&good).unwrap();
+
+    let out = reduced_run(
+        out_dir.path(),
+        "bad",
+        &["--set", "training.optimizer.lr=1e30"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("diverged"), "{stderr}");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.path().join("split-mnist/bad/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["status"], "failed");
+    assert!(manifest["error"].as_str().unwrap().contains("diverged"));
+    assert!(
+        !out_dir
+            .path()
+            .join("split-mnist/bad/accuracy.parquet")
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        before,
+        "earlier results changed"
+    );
+}
+
+#[test]
+fn doctor_reports_libtorch() {
+    let out = retain(&["doctor"]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let version = stdout
+        .lines()
+        .find(|l| l.starts_with("libtorch version"))
+        .unwrap();
+    assert!(
+        version.trim_end().ends_with("2.11.0") || version.contains("2.11.0+"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("CUDA available"), "{stdout}");
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests of the `retain` binary on real MNIST (fetched by `just test`).
+
+mod cli;

@@ -89,6 +89,52 @@ pub enum DataError {
         classes: usize,
     },
 
+    /// A headerless record file (CIFAR) whose size is not the expected
+    /// number of whole records.
+    #[error(
+        "{}: wrong size for {records} {format} records of {record_len} bytes: expected {} bytes, found {found}",
+        path.display(),
+        *records as u64 * *record_len as u64
+    )]
+    RecordFileSize {
+        path: PathBuf,
+        /// "CIFAR-10" or "CIFAR-100".
+        format: &'static str,
+        records: usize,
+        record_len: usize,
+        found: u64,
+    },
+
+    /// A label byte of a record file that cannot be a class index.
+    #[error(
+        "{}: record {record}: {field} {label} is out of range for {classes} classes",
+        path.display()
+    )]
+    RecordLabelOutOfRange {
+        path: PathBuf,
+        /// 0-based record index within the file.
+        record: usize,
+        /// Which label byte: "label", "coarse label" or "fine label".
+        field: &'static str,
+        label: u8,
+        classes: usize,
+    },
+
+    /// A checksum manifest (`CHECKSUMS.md5`) that cannot be used: malformed,
+    /// or without an entry for a file it should cover.
+    #[error(
+        "{}{}: invalid checksum manifest: {reason}; re-fetch the dataset with: {command}",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default()
+    )]
+    BadManifest {
+        path: PathBuf,
+        /// 1-based line, when the problem is on one.
+        line: Option<usize>,
+        reason: String,
+        command: String,
+    },
+
     /// The images file and the labels file of one split disagree on the count.
     #[error(
         "image/label count mismatch: {} holds {images} images but {} holds {labels} labels",
@@ -153,7 +199,7 @@ pub enum DataError {
     },
 
     /// Every source was tried and some files still could not be obtained.
-    #[error("{}", FetchFailedDisplay { name, dir, missing, attempts, command })]
+    #[error("{}", FetchFailedDisplay { name, dir, missing, attempts, command, archive })]
     FetchFailed {
         name: String,
         dir: PathBuf,
@@ -163,6 +209,9 @@ pub enum DataError {
         attempts: Vec<SourceAttempt>,
         /// The fetch command (without `--from`), for the hint.
         command: String,
+        /// File name of the official archive, for datasets fetched only
+        /// through one (the hint then tells to pass it to `--from`).
+        archive: Option<String>,
     },
 }
 
@@ -181,6 +230,7 @@ struct FetchFailedDisplay<'a> {
     missing: &'a [String],
     attempts: &'a [SourceAttempt],
     command: &'a str,
+    archive: &'a Option<String>,
 }
 
 impl fmt::Display for FetchFailedDisplay<'_> {
@@ -202,14 +252,26 @@ impl fmt::Display for FetchFailedDisplay<'_> {
                 writeln!(f, "     - {p}")?;
             }
         }
-        write!(
-            f,
-            "to install by hand, put the uncompressed files at {}/<file> ({}), \
-             or point at a local directory or .tgz/.tar.gz archive holding them: {} --from <path>",
-            self.dir.display(),
-            self.missing.join(", "),
-            self.command
-        )
+        match self.archive {
+            None => write!(
+                f,
+                "to install by hand, put the uncompressed files at {}/<file> ({}), \
+                 or point at a local directory or .tgz/.tar.gz archive holding them: {} --from <path>",
+                self.dir.display(),
+                self.missing.join(", "),
+                self.command
+            ),
+            Some(archive) => write!(
+                f,
+                "to install by hand, either download {archive} elsewhere and run: {} --from <path to {archive}> \
+                 (its md5 is checked), or extract it yourself and put the files at {}/{} … ({}), \
+                 where they load with structural checks only (no checksum manifest)",
+                self.command,
+                self.dir.display(),
+                self.missing.first().map(String::as_str).unwrap_or("<file>"),
+                self.missing.join(", "),
+            ),
+        }
     }
 }
 

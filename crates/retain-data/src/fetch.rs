@@ -8,7 +8,12 @@
 //!   and a half-finished fetch resumes;
 //! - bodies are streamed to disk while hashed, never held whole in memory;
 //! - gzip is recognised by its magic bytes, not by names or headers, because
-//!   mirrors disagree on `Content-Encoding` for `.gz` files.
+//!   mirrors disagree on `Content-Encoding` for `.gz` files; archives
+//!   likewise (tar, tar.gz, tar.xz, `.deb`);
+//! - datasets with no published per-file md5 (CIFAR) are taken only from
+//!   their official archive, whose md5 is checked over the whole download
+//!   before any extracted file is renamed into place; the md5s of the files
+//!   installed are then recorded in `CHECKSUMS.md5` for later loads.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -19,8 +24,10 @@ use std::time::Duration;
 use flate2::read::MultiGzDecoder;
 use md5::{Digest, Md5};
 
-use crate::load::{fetch_command, verify_file};
-use crate::{DataError, DatasetRef, DatasetSpec, FileSpec, Source, SourceAttempt};
+use crate::archive::open_tar;
+use crate::load::{expected_md5, fetch_command, spec_manifest, verify_file};
+use crate::manifest::{MANIFEST_FILE, remove_manifest, write_manifest};
+use crate::{ArchiveSpec, DataError, DatasetRef, DatasetSpec, FileSpec, Source, SourceAttempt};
 
 /// Settings for [`fetch`]. `Default` gives the spec's sources, environment
 /// proxies, the system's TLS trust store, and timeouts suited to a slow link.
@@ -121,16 +128,37 @@ pub fn fetch(
     let command = fetch_command(spec.name, root);
     fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, "creating directory", e))?;
 
+    // a broken manifest only means nothing can be trusted as present
+    let manifest = spec_manifest(spec, &dir, &command).unwrap_or_else(|e| {
+        options.say(&format!("{e}; will re-fetch"));
+        None
+    });
     let mut origins: Vec<Option<FileOrigin>> = vec![None; spec.files.len()];
+    let mut known_md5: Vec<Option<String>> = vec![None; spec.files.len()];
     for (i, f) in spec.files.iter().enumerate() {
         let path = dir.join(f.name);
         if !path.exists() {
             continue;
         }
-        match verify_file(&path, f, &command) {
+        let md5 = match expected_md5(f, manifest.as_ref(), &command) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                options.say(&format!(
+                    "{}: present but not verified (no {MANIFEST_FILE}); will replace it",
+                    path.display()
+                ));
+                continue;
+            }
+            Err(e) => {
+                options.say(&format!("{e}; will replace {}", path.display()));
+                continue;
+            }
+        };
+        match verify_file(&path, f, Some(md5), &command) {
             Ok(()) => {
                 options.say(&format!("{}: already present and verified", path.display()));
                 origins[i] = Some(FileOrigin::AlreadyPresent);
+                known_md5[i] = Some(md5.to_string());
             }
             Err(e) => options.say(&format!("{e}; will replace it")),
         }
@@ -153,21 +181,30 @@ pub fn fetch(
             options,
             source_desc: source.to_string(),
             origins: &mut origins,
+            known_md5: &mut known_md5,
             problems: Vec::new(),
         };
-        match source {
-            Source::PerFileUrl(template) => {
+        match (source, &spec.archive) {
+            (Source::PerFileUrl(_), Some(archive)) => ctx.problems.push(format!(
+                "per-file downloads cannot be verified for {}: only its archive {} has a published md5",
+                spec.name, archive.name
+            )),
+            (Source::PerFileUrl(template), None) => {
                 let agent = agent.get_or_insert_with(|| make_agent(options));
                 ctx.try_per_file_urls(agent, template, &needed)?;
             }
-            Source::ArchiveUrl(url) => {
+            (Source::ArchiveUrl(url), archive) => {
                 let agent = agent.get_or_insert_with(|| make_agent(options));
-                match http_get(agent, url) {
-                    Ok(body) => ctx.try_archive(body, &needed)?,
-                    Err(e) => ctx.problems.push(e.to_string()),
+                match (http_get(agent, url), archive) {
+                    (Ok(body), Some(a)) => ctx.try_checked_archive(body, &needed, a)?,
+                    (Ok(body), None) => ctx.try_archive(body, &needed)?,
+                    (Err(e), _) => ctx.problems.push(e.to_string()),
                 }
             }
-            Source::Local(path) => ctx.try_local(path, &needed)?,
+            (Source::Local(path), Some(archive)) => {
+                ctx.try_local_checked(path, &needed, archive)?
+            }
+            (Source::Local(path), None) => ctx.try_local(path, &needed)?,
         }
         let problems = ctx.problems;
         if !problems.is_empty() {
@@ -192,6 +229,7 @@ pub fn fetch(
             missing,
             attempts,
             command,
+            archive: spec.archive.as_ref().map(|a| a.name.to_string()),
         });
     }
     Ok(FetchReport {
@@ -277,7 +315,18 @@ struct SourceCtx<'s, 'o> {
     options: &'s FetchOptions<'o>,
     source_desc: String,
     origins: &'s mut [Option<FileOrigin>],
+    /// md5 of each file verified so far (for the manifest of CIFAR-like
+    /// datasets).
+    known_md5: &'s mut [Option<String>],
     problems: Vec<String>,
+}
+
+/// What [`SourceCtx::scan_archive`] found.
+struct Scan {
+    /// Needed files with no (usable) entry in the archive.
+    not_found: Vec<usize>,
+    /// Why the archive could not be read to its end, if it could not.
+    read_error: Option<String>,
 }
 
 /// Failure to install one file: a problem with the source (try the next), or
@@ -317,34 +366,60 @@ impl SourceCtx<'_, '_> {
         Ok(())
     }
 
-    /// Scans a tar (optionally gzipped) stream for the needed files by name.
+    /// Scans an archive (see [`open_tar`]) for the needed files by name and
+    /// installs each from its entry.
     fn try_archive(&mut self, reader: impl Read, needed: &[usize]) -> Result<(), DataError> {
-        let reader = match maybe_gunzip(reader) {
-            Ok(r) => r,
-            Err(e) => {
-                self.problems.push(format!("reading archive: {e}"));
-                return Ok(());
+        let scan = self.scan_archive(reader, needed, |ctx, i, entry, entry_path| {
+            ctx.install(i, entry, &format!("archive entry {entry_path}"))?;
+            Ok(ctx.origins[i].is_some())
+        })?;
+        if let Some(e) = scan.read_error {
+            self.problems.push(format!("reading archive: {e}"));
+            return Ok(());
+        }
+        self.report_not_found(&scan.not_found);
+        Ok(())
+    }
+
+    fn report_not_found(&mut self, not_found: &[usize]) {
+        for &i in not_found {
+            if self.origins[i].is_none() && !self.already_reported(i) {
+                self.problems
+                    .push(format!("{}: not found in archive", self.spec.files[i].name));
             }
+        }
+    }
+
+    /// Walks the tar stream inside `reader`, calling `take` for each file
+    /// entry named like a needed file (plain or `.gz`); `take` returns
+    /// whether it used the entry. Stops once every needed file was taken.
+    fn scan_archive(
+        &mut self,
+        reader: impl Read,
+        needed: &[usize],
+        mut take: impl FnMut(&mut Self, usize, &mut dyn Read, &str) -> Result<bool, DataError>,
+    ) -> Result<Scan, DataError> {
+        let mut remaining: Vec<usize> = needed.to_vec();
+        let fail = |e: io::Error, remaining: Vec<usize>| Scan {
+            not_found: remaining,
+            read_error: Some(e.to_string()),
+        };
+        let reader = match open_tar(reader) {
+            Ok(r) => r,
+            Err(e) => return Ok(fail(e, remaining)),
         };
         let mut archive = tar::Archive::new(reader);
         let entries = match archive.entries() {
             Ok(e) => e,
-            Err(e) => {
-                self.problems.push(format!("reading archive: {e}"));
-                return Ok(());
-            }
+            Err(e) => return Ok(fail(e, remaining)),
         };
-        let mut remaining: Vec<usize> = needed.to_vec();
         for entry in entries {
             if remaining.is_empty() {
                 break; // everything found; don't download the rest
             }
-            let entry = match entry {
+            let mut entry = match entry {
                 Ok(e) => e,
-                Err(e) => {
-                    self.problems.push(format!("reading archive: {e}"));
-                    return Ok(());
-                }
+                Err(e) => return Ok(fail(e, remaining)),
             };
             if !entry.header().entry_type().is_file() {
                 continue;
@@ -371,18 +446,140 @@ impl SourceCtx<'_, '_> {
                 "found {entry_path} in archive for {}",
                 self.spec.files[i].name
             ));
-            self.install(i, entry, &format!("archive entry {entry_path}"))?;
-            if self.origins[i].is_some() {
+            if take(self, i, &mut entry, &entry_path)? {
                 remaining.remove(pos);
             }
         }
-        for i in remaining {
-            if self.origins[i].is_none() && !self.already_reported(i) {
-                self.problems
-                    .push(format!("{}: not found in archive", self.spec.files[i].name));
+        Ok(Scan {
+            not_found: remaining,
+            read_error: None,
+        })
+    }
+
+    /// Like [`Self::try_archive`] for datasets vouched for by an archive
+    /// md5: entries are staged in temp files, the rest of the download is
+    /// read so the md5 covers all of it, and only if it matches are the
+    /// files renamed into place and their md5s written to the manifest.
+    fn try_checked_archive(
+        &mut self,
+        reader: impl Read,
+        needed: &[usize],
+        archive: &ArchiveSpec,
+    ) -> Result<(), DataError> {
+        let mut hashing = HashingReader::new(reader);
+        let mut staged: Vec<(usize, Staged)> = Vec::new();
+        let mut stage_problems = Vec::new();
+        let dir = self.dir;
+        let scan = self.scan_archive(&mut hashing, needed, |ctx, i, entry, _| {
+            let f = &ctx.spec.files[i];
+            match stage_file(entry, f, dir, None) {
+                Ok(s) => {
+                    staged.push((i, s));
+                    Ok(true)
+                }
+                Err(InstallError::Source(msg)) => {
+                    stage_problems.push(format!("{}: {msg}", f.name));
+                    Ok(false)
+                }
+                Err(InstallError::Local(e)) => Err(e),
+            }
+        })?;
+        // the published md5 is of the whole file: read what tar left unread
+        let drained = io::copy(&mut hashing, &mut io::sink());
+        let (found, bytes) = hashing.finish();
+        if found != archive.md5 {
+            let read_error = drained
+                .err()
+                .map(|e| format!(" (reading stopped: {e})"))
+                .unwrap_or_default();
+            let msg = format!(
+                "{}: md5 mismatch: expected {}, found {found} over {bytes} bytes{read_error}; \
+                 the download is corrupt or not the official archive, nothing was installed",
+                archive.name, archive.md5
+            );
+            self.options.say(&msg);
+            self.problems.push(msg);
+            return Ok(()); // dropping `staged` deletes the temp files
+        }
+        if let Some(e) = scan.read_error {
+            self.problems.push(format!(
+                "reading archive {} (md5 verified): {e}",
+                archive.name
+            ));
+            return Ok(());
+        }
+        self.options
+            .say(&format!("{}: md5 {found} verified", archive.name));
+        self.problems.extend(stage_problems);
+        if !staged.is_empty() {
+            // the old manifest must not vouch for files about to be replaced
+            remove_manifest(dir)?;
+            for (i, s) in staged {
+                let md5 = s.md5.clone();
+                let path = s.commit().map_err(|e| match e {
+                    InstallError::Local(e) => e,
+                    InstallError::Source(msg) => {
+                        DataError::io(dir, "installing", io::Error::other(msg))
+                    }
+                })?;
+                self.options.say(&format!("wrote {}", path.display()));
+                self.origins[i] = Some(FileOrigin::Fetched {
+                    source: self.source_desc.clone(),
+                });
+                self.known_md5[i] = Some(md5);
+            }
+            let entries = self
+                .spec
+                .files
+                .iter()
+                .zip(self.known_md5.iter())
+                .filter_map(|(f, m)| Some((f.name.to_string(), m.clone()?)))
+                .collect();
+            let comment = format!(
+                "md5 of the files extracted from {} (md5 {}, verified) by retain-data {}.\n\
+                 Loads verify against these; check by hand with: md5sum -c {MANIFEST_FILE}",
+                archive.name,
+                archive.md5,
+                env!("CARGO_PKG_VERSION")
+            );
+            write_manifest(dir, entries, &comment)?;
+            self.options
+                .say(&format!("wrote {}", dir.join(MANIFEST_FILE).display()));
+        }
+        self.report_not_found(&scan.not_found);
+        Ok(())
+    }
+
+    /// `--from` for archive-checked datasets: the official archive itself,
+    /// or a folder holding it under its official name.
+    fn try_local_checked(
+        &mut self,
+        path: &Path,
+        needed: &[usize],
+        archive: &ArchiveSpec,
+    ) -> Result<(), DataError> {
+        let file = if path.is_dir() {
+            let candidate = path.join(archive.name);
+            if !candidate.is_file() {
+                self.problems.push(format!(
+                    "no {} in {} (the files of {} are only taken from the official archive, whose md5 is published)",
+                    archive.name,
+                    path.display(),
+                    self.spec.name
+                ));
+                return Ok(());
+            }
+            candidate
+        } else {
+            path.to_path_buf()
+        };
+        match File::open(&file) {
+            Ok(f) => self.try_checked_archive(f, needed, archive),
+            Err(e) => {
+                self.problems.push(format!("{}: {e}", file.display()));
+                Ok(())
             }
         }
-        Ok(())
     }
 
     fn try_local(&mut self, path: &Path, needed: &[usize]) -> Result<(), DataError> {
@@ -453,11 +650,86 @@ fn maybe_gunzip<'r>(reader: impl Read + 'r) -> io::Result<Box<dyn Read + 'r>> {
     }
 }
 
+/// Passes bytes through while computing their md5 and count.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Md5,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Md5::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Lower-case hex md5 and byte count of everything read.
+    fn finish(self) -> (String, u64) {
+        (format!("{:x}", self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Streams `reader` (gunzipping if needed) into a temp file in `dir` while
-/// hashing it, and renames it to its final name only if size and md5 match.
+/// A verified file in a temp file next to its destination; deleted when
+/// dropped unless committed.
+struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+    md5: String,
+    committed: bool,
+}
+
+impl Staged {
+    /// Renames the temp file to its final name.
+    fn commit(mut self) -> Result<PathBuf, InstallError> {
+        fs::rename(&self.tmp, &self.dest).map_err(|e| {
+            InstallError::Local(DataError::io(&self.dest, "renaming temp file to", e))
+        })?;
+        self.committed = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Streams `reader` (gunzipping if needed) and installs it as `f` in `dir`
+/// if size and the spec's md5 match.
 fn install_file(reader: impl Read, f: &FileSpec, dir: &Path) -> Result<PathBuf, InstallError> {
+    let Some(md5) = f.md5 else {
+        return Err(InstallError::Source(
+            "no published md5 to verify it against".into(),
+        ));
+    };
+    stage_file(reader, f, dir, Some(md5))?.commit()
+}
+
+/// Streams `reader` (gunzipping if needed) into a temp file in `dir` while
+/// hashing it; succeeds only if the size (and `md5`, when given) match.
+fn stage_file(
+    reader: impl Read,
+    f: &FileSpec,
+    dir: &Path,
+    md5: Option<&str>,
+) -> Result<Staged, InstallError> {
     let src_err = |e: io::Error| InstallError::Source(format!("read error: {e}"));
     // Reading one byte past the expected size is enough to reject an
     // oversized (or endless) body without storing it.
@@ -471,49 +743,44 @@ fn install_file(reader: impl Read, f: &FileSpec, dir: &Path) -> Result<PathBuf, 
     ));
     let local = |action, e| InstallError::Local(DataError::io(&tmp, action, e));
     let mut out = File::create_new(&tmp).map_err(|e| local("creating", e))?;
-    let result = (|| {
-        let mut hasher = Md5::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut size = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(src_err(e)),
-            };
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| local("writing", e))?;
-            size += n as u64;
-        }
-        if size != f.size {
-            return Err(InstallError::Source(if size > f.size {
-                format!("larger than the expected {} bytes", f.size)
-            } else {
-                format!("size {size} bytes, expected {}", f.size)
-            }));
-        }
-        let found = format!("{:x}", hasher.finalize());
-        if found != f.md5 {
-            return Err(InstallError::Source(format!(
-                "md5 mismatch: expected {}, found {found}",
-                f.md5
-            )));
-        }
-        out.sync_all().map_err(|e| local("syncing", e))?;
-        Ok(())
-    })();
-    drop(out);
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
+    let mut staged = Staged {
+        tmp: tmp.clone(),
+        dest: dir.join(f.name),
+        md5: String::new(),
+        committed: false,
+    };
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(src_err(e)),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| local("writing", e))?;
+        size += n as u64;
     }
-    let dest = dir.join(f.name);
-    fs::rename(&tmp, &dest).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        InstallError::Local(DataError::io(&dest, "renaming temp file to", e))
-    })?;
-    Ok(dest)
+    if size != f.size {
+        return Err(InstallError::Source(if size > f.size {
+            format!("larger than the expected {} bytes", f.size)
+        } else {
+            format!("size {size} bytes, expected {}", f.size)
+        }));
+    }
+    let found = format!("{:x}", hasher.finalize());
+    if let Some(expected) = md5
+        && found != expected
+    {
+        return Err(InstallError::Source(format!(
+            "md5 mismatch: expected {expected}, found {found}"
+        )));
+    }
+    out.sync_all().map_err(|e| local("syncing", e))?;
+    staged.md5 = found;
+    Ok(staged)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 
 use crate::idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, encode};
 use crate::load::md5_hex;
-use crate::{DatasetSpec, FileRole, FileSpec};
+use crate::{DatasetSpec, FileRole, FileSpec, Format};
 
 pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -59,17 +59,20 @@ impl TinyDataset {
             .iter()
             .map(|(name, role, bytes)| FileSpec {
                 name,
-                md5: Box::leak(md5_hex(bytes).into_boxed_str()),
+                md5: Some(Box::leak(md5_hex(bytes).into_boxed_str())),
                 size: bytes.len() as u64,
                 role: *role,
             })
             .collect();
         let spec = Box::leak(Box::new(DatasetSpec {
             name: "tiny",
+            dir_name: "tiny",
             files: Box::leak(specs.into_boxed_slice()),
+            format: Format::Idx,
             classes: 3,
             shape: [1, 2, 3],
             sources: &[],
+            archive: None,
         }));
         TinyDataset {
             spec,
@@ -95,9 +98,9 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// A .tar.gz holding `(path inside archive, content)` entries.
-pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+/// A plain tar holding `(path inside archive, content)` entries.
+pub(crate) fn tar_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
     for (path, bytes) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_size(bytes.len() as u64);
@@ -105,7 +108,12 @@ pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
         h.set_cksum();
         b.append_data(&mut h, path, bytes.as_slice()).unwrap();
     }
-    b.into_inner().unwrap().finish().unwrap()
+    b.into_inner().unwrap()
+}
+
+/// A .tar.gz holding `(path inside archive, content)` entries.
+pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    gzip(&tar_bytes(entries))
 }
 
 /// HTTP/1.1 server on 127.0.0.1 serving fixed bodies by path (404 otherwise),

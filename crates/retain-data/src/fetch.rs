@@ -786,8 +786,9 @@ fn stage_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{TestServer, TinyDataset, gzip, tempdir, tgz};
-    use crate::{FileRole, load, status};
+    use crate::archive::tests::deb;
+    use crate::testutil::{TestServer, TinyCifar, TinyDataset, gzip, tempdir, tgz};
+    use crate::{CIFAR10, FileRole, NOT_VERIFIED_NO_MANIFEST, load, md5_hex, status};
     use std::cell::RefCell;
 
     fn opts(sources: Vec<Source>) -> FetchOptions<'static> {
@@ -996,5 +997,325 @@ mod tests {
         let report = fetch(tiny.spec, tmp2.path(), &FetchOptions::from_local(&d)).unwrap();
         assert_eq!(report.fetched_count(), 1, "the three good files were kept");
         load(tiny.spec, tmp2.path()).unwrap();
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn cifar_archive_verified_then_manifest_guards_later_loads() {
+        let tiny = TinyCifar::cifar10(2);
+        let archive_md5 = tiny.spec.archive.as_ref().unwrap().md5;
+        let server = TestServer::start(vec![(
+            "/~kriz/cifar-10-binary.tar.gz".into(),
+            tiny.archive.clone(),
+        )]);
+        let tmp = tempdir();
+        let dir = tiny.spec.dir(tmp.path());
+        let o = opts(vec![Source::archive_url(
+            server.url("/~kriz/cifar-10-binary.tar.gz"),
+        )]);
+
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 6);
+        for (name, bytes) in &tiny.files {
+            assert_eq!(&fs::read(dir.join(name)).unwrap(), bytes, "{name}");
+        }
+        // the manifest lists each file's md5, computed here independently
+        let mut expected = format!(
+            "# md5 of the files extracted from cifar-10-binary.tar.gz (md5 {archive_md5}, verified) by retain-data {}.\n\
+             # Loads verify against these; check by hand with: md5sum -c CHECKSUMS.md5\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        for (name, bytes) in &tiny.files {
+            expected.push_str(&format!("{}  {name}\n", md5_hex(bytes)));
+        }
+        assert_eq!(
+            fs::read_to_string(dir.join("CHECKSUMS.md5")).unwrap(),
+            expected
+        );
+        // nothing else: no temp files, the metadata file was not extracted
+        let mut names: Vec<String> = tiny.files.iter().map(|(n, _)| n.to_string()).collect();
+        names.push("CHECKSUMS.md5".into());
+        names.sort();
+        assert_eq!(dir_entries(&dir), names);
+
+        let ds = load(tiny.spec, tmp.path()).unwrap();
+        assert_eq!((ds.train.len, ds.test.len), (10, 2));
+        assert_eq!(ds.train.labels, tiny.train_labels);
+        assert_eq!(ds.test.labels, tiny.test_labels);
+        assert_eq!(ds.train.images, tiny.train_images);
+        assert!(
+            status(tiny.spec, tmp.path())
+                .unwrap()
+                .iter()
+                .all(|s| s.verified)
+        );
+
+        // idempotent: verified against the manifest, nothing downloaded
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 0);
+        assert_eq!(server.requests().len(), 1);
+
+        // later corruption (same size) is caught on load, naming the file
+        let victim = dir.join("data_batch_3.bin");
+        let mut bytes = fs::read(&victim).unwrap();
+        let good_md5 = md5_hex(&bytes);
+        bytes[100] ^= 0x40;
+        fs::write(&victim, &bytes).unwrap();
+        let err = load(tiny.spec, tmp.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: checksum mismatch: expected md5 {good_md5}, found {}; the file is corrupt or not the right one; \
+                 re-fetch it with: retain data fetch tiny-cifar10 --root {}",
+                victim.display(),
+                md5_hex(&bytes),
+                tmp.path().display()
+            )
+        );
+        let st = status(tiny.spec, tmp.path()).unwrap();
+        let bad: Vec<_> = st.iter().filter(|s| !s.verified).collect();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].name, "data_batch_3.bin");
+        assert!(
+            bad[0]
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("checksum mismatch")
+        );
+
+        // re-fetching replaces just that file and keeps the manifest whole
+        let report = fetch(tiny.spec, tmp.path(), &o).unwrap();
+        assert_eq!(report.fetched_count(), 1);
+        assert_eq!(server.requests().len(), 2);
+        assert_eq!(
+            fs::read_to_string(dir.join("CHECKSUMS.md5")).unwrap(),
+            expected
+        );
+        load(tiny.spec, tmp.path()).unwrap();
+        assert_eq!(dir_entries(&dir), names);
+    }
+
+    #[test]
+    fn cifar_corrupt_or_foreign_archive_installs_nothing() {
+        let tiny = TinyCifar::cifar10(1);
+        let archive_md5 = tiny.spec.archive.as_ref().unwrap().md5;
+        let mut damaged = tiny.archive.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0xff;
+        // a well-formed archive with the right files, but not the official one
+        let foreign = tgz(&tiny
+            .files
+            .iter()
+            .map(|(n, b)| (format!("other/{n}"), b.clone()))
+            .collect::<Vec<_>>());
+        let server = TestServer::start(vec![
+            ("/damaged.tgz".into(), damaged.clone()),
+            ("/foreign.tgz".into(), foreign.clone()),
+            ("/good.tgz".into(), tiny.archive.clone()),
+        ]);
+        for (route, body) in [("/foreign.tgz", &foreign), ("/damaged.tgz", &damaged)] {
+            let tmp = tempdir();
+            let err = fetch(
+                tiny.spec,
+                tmp.path(),
+                &opts(vec![Source::archive_url(server.url(route))]),
+            )
+            .unwrap_err();
+            let DataError::FetchFailed {
+                missing, attempts, ..
+            } = &err
+            else {
+                panic!("{err:?}")
+            };
+            assert_eq!(missing.len(), 6);
+            assert_eq!(attempts.len(), 1);
+            let needle = format!(
+                "cifar-10-binary.tar.gz: md5 mismatch: expected {archive_md5}, found {} over {} bytes",
+                md5_hex(body),
+                body.len()
+            );
+            assert!(
+                attempts[0].problems[0].starts_with(&needle),
+                "{route}: {:?}",
+                attempts[0]
+            );
+            assert!(err.to_string().contains("nothing was installed"), "{err}");
+            // no file, no temp file, no manifest
+            assert!(
+                dir_entries(&tiny.spec.dir(tmp.path())).is_empty(),
+                "{route}"
+            );
+        }
+        // a bad source followed by a good one
+        let tmp = tempdir();
+        let report = fetch(
+            tiny.spec,
+            tmp.path(),
+            &opts(vec![
+                Source::archive_url(server.url("/damaged.tgz")),
+                Source::archive_url(server.url("/good.tgz")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(report.fetched_count(), 6);
+        assert!(report.files.iter().all(
+            |f| matches!(&f.origin, FileOrigin::Fetched { source } if source.contains("/good.tgz"))
+        ));
+        load(tiny.spec, tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn cifar_from_local_archive_or_folder_holding_it() {
+        let tiny = TinyCifar::cifar10(1);
+        let dl = tempdir();
+        let archive = dl.path().join("cifar-10-binary.tar.gz");
+        fs::write(&archive, &tiny.archive).unwrap();
+
+        let tmp = tempdir();
+        let report = fetch(tiny.spec, tmp.path(), &FetchOptions::from_local(&archive)).unwrap();
+        assert_eq!(report.fetched_count(), 6);
+        assert!(tiny.spec.dir(tmp.path()).join("CHECKSUMS.md5").is_file());
+        load(tiny.spec, tmp.path()).unwrap();
+
+        let tmp = tempdir();
+        let report = fetch(tiny.spec, tmp.path(), &FetchOptions::from_local(dl.path())).unwrap();
+        assert_eq!(report.fetched_count(), 6);
+
+        // a folder of loose .bin files is not accepted: nothing vouches for them
+        let loose = tempdir();
+        for (n, b) in &tiny.files {
+            fs::write(loose.path().join(n), b).unwrap();
+        }
+        let err = fetch(
+            tiny.spec,
+            tempdir().path(),
+            &FetchOptions::from_local(loose.path()),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "no cifar-10-binary.tar.gz in {} (the files of tiny-cifar10 are only taken from the official archive",
+                loose.path().display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hand_placed_cifar_files_are_replaced_by_fetch() {
+        let tiny = TinyCifar::cifar10(1);
+        let tmp = tempdir();
+        tiny.write_to(tmp.path());
+        let st = status(tiny.spec, tmp.path()).unwrap();
+        assert!(st.iter().all(|s| s.present
+            && !s.verified
+            && s.problem.as_deref() == Some(NOT_VERIFIED_NO_MANIFEST)));
+        let server = TestServer::start(vec![("/a.tgz".into(), tiny.archive.clone())]);
+        let report = fetch(
+            tiny.spec,
+            tmp.path(),
+            &opts(vec![Source::archive_url(server.url("/a.tgz"))]),
+        )
+        .unwrap();
+        assert_eq!(report.fetched_count(), 6);
+        assert!(
+            status(tiny.spec, tmp.path())
+                .unwrap()
+                .iter()
+                .all(|s| s.verified)
+        );
+    }
+
+    #[test]
+    fn cifar10_without_network_says_what_was_tried_and_how_to_install() {
+        // a port nothing listens on: connection refused, like no network
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/~kriz/cifar-10-binary.tar.gz");
+        let tmp = tempdir();
+        let err = fetch(
+            &CIFAR10,
+            tmp.path(),
+            &opts(vec![
+                Source::per_file_url(format!("http://127.0.0.1:{port}/{{file}}")),
+                Source::archive_url(&url),
+            ]),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        let root = tmp.path().display();
+        for needle in [
+            "could not fetch dataset \"cifar10\": still missing data_batch_1.bin, data_batch_2.bin, \
+             data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin\nsources tried:\n"
+                .to_string(),
+            format!(
+                "  1. http://127.0.0.1:{port}/{{file}} (one file per URL)\n     - per-file downloads cannot be \
+                 verified for cifar10: only its archive cifar-10-binary.tar.gz has a published md5\n"
+            ),
+            format!("  2. {url} (archive)\n     - {url}: "),
+            format!(
+                "to install by hand, either download cifar-10-binary.tar.gz elsewhere and run: \
+                 retain data fetch cifar10 --root {root} --from <path to cifar-10-binary.tar.gz> (its md5 is checked), \
+                 or extract it yourself and put the files at {root}/cifar10/data_batch_1.bin … \
+                 (data_batch_1.bin, data_batch_2.bin, data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, \
+                 test_batch.bin), where they load with structural checks only (no checksum manifest)"
+            ),
+        ] {
+            assert!(msg.contains(&needle), "missing {needle:?} in:\n{msg}");
+        }
+        // and the real spec would have asked the official server
+        assert_eq!(
+            CIFAR10.sources[0].to_string(),
+            "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz (archive)"
+        );
+        assert_eq!(
+            CIFAR10.archive.as_ref().unwrap().md5,
+            "c32a1d4ab5d03f1284b67883e8d87530"
+        );
+    }
+
+    #[test]
+    fn debian_package_as_a_source() {
+        let tiny = TinyDataset::new();
+        let entries: Vec<(String, Vec<u8>)> = tiny
+            .files
+            .iter()
+            .map(|(n, b)| (format!("./usr/share/datasets/tiny/{n}.gz"), gzip(b)))
+            .chain([("./usr/share/doc/tiny/copyright".to_string(), b"x".to_vec())])
+            .collect();
+        let package = deb(&entries);
+        let server = TestServer::start(vec![("/pool/tiny_1_all.deb".into(), package.clone())]);
+        let source = Source::archive_url(server.url("/pool/tiny_1_all.deb"));
+        assert!(
+            source
+                .to_string()
+                .ends_with("/pool/tiny_1_all.deb (Debian package)")
+        );
+        let tmp = tempdir();
+        let report = fetch(tiny.spec, tmp.path(), &opts(vec![source])).unwrap();
+        assert_eq!(report.fetched_count(), 4);
+        let ds = load(tiny.spec, tmp.path()).unwrap();
+        assert_eq!(ds.train.labels, tiny.train_labels);
+
+        // the same package from disk (`--from x.deb`)
+        let dl = tempdir();
+        let path = dl.path().join("tiny_1_all.deb");
+        fs::write(&path, &package).unwrap();
+        let tmp = tempdir();
+        let report = fetch(tiny.spec, tmp.path(), &FetchOptions::from_local(&path)).unwrap();
+        assert_eq!(report.fetched_count(), 4);
+        load(tiny.spec, tmp.path()).unwrap();
     }
 }

@@ -435,7 +435,8 @@ fn file_problem(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{TinyDataset, tempdir};
+    use crate::cifar::Cifar100Labels;
+    use crate::testutil::{TinyCifar, TinyDataset, tempdir};
 
     #[test]
     fn fetch_command_adds_root_only_when_not_default() {
@@ -586,5 +587,146 @@ mod tests {
         // pixels use the full byte range, and the border of image 0 is blank
         assert_eq!(ds.train.images.iter().max(), Some(&255));
         assert!(ds.train.images[..28].iter().all(|&p| p == 0));
+    }
+
+    #[test]
+    fn hand_placed_cifar100_loads_fine_and_coarse_with_structural_checks() {
+        let tiny = TinyCifar::cifar100(4, 3);
+        let coarse = tiny.view(
+            "tiny-cifar100-coarse",
+            CifarLayout::Cifar100(Cifar100Labels::Coarse),
+        );
+        let tmp = tempdir();
+        tiny.write_to(tmp.path());
+        let fine_ds = load(tiny.spec, tmp.path()).unwrap();
+        let coarse_ds = load(coarse, tmp.path()).unwrap();
+        assert_eq!((fine_ds.classes, coarse_ds.classes), (100, 20));
+        assert_eq!((fine_ds.train.len, fine_ds.test.len), (4, 3));
+        assert_eq!(fine_ds.shape, [3, 32, 32]);
+        assert_eq!(fine_ds.train.labels, tiny.train_labels);
+        assert_eq!(fine_ds.test.labels, tiny.test_labels);
+        // the generator's labels: coarse = (7f + 3r) % 20, fine = (7f + 3r + 5) % 100
+        assert_eq!(fine_ds.train.labels, vec![5, 8, 11, 14]);
+        assert_eq!(coarse_ds.train.labels, vec![0, 3, 6, 9]);
+        assert_eq!(coarse_ds.test.labels, vec![7, 10, 13]);
+        assert_eq!(fine_ds.train.images, tiny.train_images);
+        assert_eq!(coarse_ds.train.images, fine_ds.train.images);
+        // image 1 (record 1 of train.bin): byte p is c*80 + p % 251 + 1 with
+        // c = p / 1024, so the first R, G and B bytes are 1, 80+20+1, 160+40+1
+        let img1 = &fine_ds.train.images[3072..2 * 3072];
+        assert_eq!((img1[0], img1[1024], img1[2048]), (1, 101, 201));
+        for spec in [tiny.spec, coarse] {
+            let st = status(spec, tmp.path()).unwrap();
+            assert!(st.iter().all(|s| s.present
+                && !s.verified
+                && s.problem.as_deref() == Some(NOT_VERIFIED_NO_MANIFEST)));
+        }
+
+        // a label byte out of range is reported by record and value
+        let path = tiny.spec.dir(tmp.path()).join("test.bin");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2 * 3074 + 1] = 100; // fine label of record 2
+        std::fs::write(&path, &bytes).unwrap();
+        let expected = format!(
+            "{}: record 2: fine label 100 is out of range for 100 classes",
+            path.display()
+        );
+        for spec in [tiny.spec, coarse] {
+            assert_eq!(load(spec, tmp.path()).unwrap_err().to_string(), expected);
+            let st = status(spec, tmp.path()).unwrap();
+            assert_eq!(st[1].problem.as_deref(), Some(expected.as_str()));
+            assert_eq!(st[0].problem.as_deref(), Some(NOT_VERIFIED_NO_MANIFEST));
+        }
+
+        // a truncated file: size checked first, with the re-fetch command
+        std::fs::write(&path, &bytes[..3074]).unwrap();
+        let err = load(tiny.spec, tmp.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: size mismatch: expected {} bytes, found 3074; the file is incomplete or not the right one; \
+                 re-fetch it with: retain data fetch tiny-cifar100 --root {}",
+                path.display(),
+                3 * 3074,
+                tmp.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn manifest_without_an_entry_is_an_error() {
+        let tiny = TinyCifar::cifar10(1);
+        let tmp = tempdir();
+        tiny.write_to(tmp.path());
+        let dir = tiny.spec.dir(tmp.path());
+        let entries = tiny
+            .files
+            .iter()
+            .filter(|(n, _)| *n != "test_batch.bin")
+            .map(|(n, b)| (n.to_string(), md5_hex(b)))
+            .collect();
+        crate::manifest::write_manifest(&dir, entries, "partial").unwrap();
+        let err = load(tiny.spec, tmp.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: invalid checksum manifest: no entry for test_batch.bin; re-fetch the dataset with: \
+                 retain data fetch tiny-cifar10 --root {}",
+                dir.join("CHECKSUMS.md5").display(),
+                tmp.path().display()
+            )
+        );
+        let st = status(tiny.spec, tmp.path()).unwrap();
+        assert_eq!(st.iter().filter(|s| s.verified).count(), 5);
+        assert!(
+            st[5]
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("no entry for test_batch.bin")
+        );
+        // a malformed manifest makes every covered file unverified
+        std::fs::write(dir.join("CHECKSUMS.md5"), "nonsense\n").unwrap();
+        assert!(matches!(
+            load(tiny.spec, tmp.path()).unwrap_err(),
+            DataError::BadManifest { line: Some(1), .. }
+        ));
+        assert!(status(tiny.spec, tmp.path()).unwrap().iter().all(|s| {
+            !s.verified
+                && s.problem
+                    .as_deref()
+                    .unwrap()
+                    .contains("CHECKSUMS.md5:1: invalid checksum manifest")
+        }));
+    }
+
+    /// Parses the real Fashion-MNIST when it has been fetched into the
+    /// workspace's `datasets/`; skipped (with a note) otherwise.
+    #[test]
+    fn real_fashion_mnist_if_present() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+        if !crate::FASHION_MNIST
+            .dir(&root)
+            .join("t10k-labels-idx1-ubyte")
+            .exists()
+        {
+            eprintln!(
+                "skipping real_fashion_mnist_if_present: no Fashion-MNIST under {} (run `retain data fetch fashion-mnist`)",
+                root.display()
+            );
+            return;
+        }
+        let ds = load("fashion-mnist", &root).unwrap();
+        assert_eq!((ds.train.len, ds.test.len), (60_000, 10_000));
+        let hist = |labels: &[u8]| {
+            let mut h = [0usize; 10];
+            labels.iter().for_each(|&l| h[l as usize] += 1);
+            h
+        };
+        // balanced by construction: 6000 / 1000 per class
+        assert_eq!(hist(&ds.train.labels), [6000; 10]);
+        assert_eq!(hist(&ds.test.labels), [1000; 10]);
+        // first training image is an ankle boot (class 9), per the dataset's README
+        assert_eq!(ds.train.labels[0], 9);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while reading, verifying or fetching dataset files.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,7 @@ pub enum DataError {
     },
 
     /// Every source was tried and some files still could not be obtained.
-    #[error("{}", FetchFailedDisplay { name, dir, missing, attempts, command, archive })]
+    #[error("{}", FetchFailedDisplay { name, missing, attempts, hint })]
     FetchFailed {
         name: String,
         dir: PathBuf,
@@ -207,11 +207,9 @@ pub enum DataError {
         missing: Vec<String>,
         /// Each source tried, in order, with what went wrong there.
         attempts: Vec<SourceAttempt>,
-        /// The fetch command (without `--from`), for the hint.
-        command: String,
-        /// File name of the official archive, for datasets fetched only
-        /// through one (the hint then tells to pass it to `--from`).
-        archive: Option<String>,
+        /// How to install the files by hand (where to put them, or which
+        /// `--from` to use); the message's last line.
+        hint: String,
     },
 }
 
@@ -226,11 +224,9 @@ pub struct SourceAttempt {
 
 struct FetchFailedDisplay<'a> {
     name: &'a str,
-    dir: &'a PathBuf,
     missing: &'a [String],
     attempts: &'a [SourceAttempt],
-    command: &'a str,
-    archive: &'a Option<String>,
+    hint: &'a str,
 }
 
 impl fmt::Display for FetchFailedDisplay<'_> {
@@ -252,26 +248,34 @@ impl fmt::Display for FetchFailedDisplay<'_> {
                 writeln!(f, "     - {p}")?;
             }
         }
-        match self.archive {
-            None => write!(
-                f,
-                "to install by hand, put the uncompressed files at {}/<file> ({}), \
-                 or point at a local directory or .tgz/.tar.gz archive holding them: {} --from <path>",
-                self.dir.display(),
-                self.missing.join(", "),
-                self.command
-            ),
-            Some(archive) => write!(
-                f,
-                "to install by hand, either download {archive} elsewhere and run: {} --from <path to {archive}> \
-                 (its md5 is checked), or extract it yourself and put the files at {}/{} … ({}), \
-                 where they load with structural checks only (no checksum manifest)",
-                self.command,
-                self.dir.display(),
-                self.missing.first().map(String::as_str).unwrap_or("<file>"),
-                self.missing.join(", "),
-            ),
-        }
+        f.write_str(self.hint)
+    }
+}
+
+/// The last line of [`DataError::FetchFailed`]: how to install the missing
+/// files without the network. Datasets vouched for by an archive
+/// (`archive` = its file name) are best installed with `--from` it.
+pub(crate) fn manual_install_hint(
+    dir: &Path,
+    missing: &[String],
+    command: &str,
+    archive: Option<&str>,
+) -> String {
+    match archive {
+        None => format!(
+            "to install by hand, put the uncompressed files at {}/<file> ({}), \
+             or point at a local directory or .tgz/.tar.gz archive holding them: {command} --from <path>",
+            dir.display(),
+            missing.join(", "),
+        ),
+        Some(archive) => format!(
+            "to install by hand, either download {archive} elsewhere and run: {command} --from <path to {archive}> \
+             (its md5 is checked), or extract it yourself and put the files at {}/{} … ({}), \
+             where they load with structural checks only (no checksum manifest)",
+            dir.display(),
+            missing.first().map(String::as_str).unwrap_or("<file>"),
+            missing.join(", "),
+        ),
     }
 }
 

@@ -25,6 +25,7 @@ use flate2::read::MultiGzDecoder;
 use md5::{Digest, Md5};
 
 use crate::archive::open_tar;
+use crate::error::manual_install_hint;
 use crate::load::{expected_md5, fetch_command, spec_manifest, verify_file};
 use crate::manifest::{MANIFEST_FILE, remove_manifest, write_manifest};
 use crate::{ArchiveSpec, DataError, DatasetRef, DatasetSpec, FileSpec, Source, SourceAttempt};
@@ -223,13 +224,18 @@ pub fn fetch(
         .map(|(f, _)| f.name.to_string())
         .collect();
     if !missing.is_empty() {
+        let hint = manual_install_hint(
+            &dir,
+            &missing,
+            &command,
+            spec.archive.as_ref().map(|a| a.name),
+        );
         return Err(DataError::FetchFailed {
             name: spec.name.to_string(),
             dir,
             missing,
             attempts,
-            command,
-            archive: spec.archive.as_ref().map(|a| a.name.to_string()),
+            hint,
         });
     }
     Ok(FetchReport {

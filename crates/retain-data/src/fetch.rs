@@ -136,6 +136,8 @@ pub fn fetch(
     });
     let mut origins: Vec<Option<FileOrigin>> = vec![None; spec.files.len()];
     let mut known_md5: Vec<Option<String>> = vec![None; spec.files.len()];
+    // present, but with nothing to check them against (placed by hand)
+    let mut unverifiable: Vec<&str> = Vec::new();
     for (i, f) in spec.files.iter().enumerate() {
         let path = dir.join(f.name);
         if !path.exists() {
@@ -148,6 +150,7 @@ pub fn fetch(
                     "{}: present but not verified (no {MANIFEST_FILE}); will replace it",
                     path.display()
                 ));
+                unverifiable.push(f.name);
                 continue;
             }
             Err(e) => {
@@ -224,12 +227,20 @@ pub fn fetch(
         .map(|(f, _)| f.name.to_string())
         .collect();
     if !missing.is_empty() {
-        let hint = manual_install_hint(
+        let mut hint = manual_install_hint(
             &dir,
             &missing,
             &command,
             spec.archive.as_ref().map(|a| a.name),
         );
+        if !unverifiable.is_empty() {
+            hint.push_str(&format!(
+                "\nnote: {} already in {} without {MANIFEST_FILE}: they load as they are, \
+                 with structural checks only",
+                unverifiable.join(", "),
+                dir.display()
+            ));
+        }
         return Err(DataError::FetchFailed {
             name: spec.name.to_string(),
             dir,
@@ -1225,6 +1236,17 @@ mod tests {
         assert!(st.iter().all(|s| s.present
             && !s.verified
             && s.problem.as_deref() == Some(NOT_VERIFIED_NO_MANIFEST)));
+        // without a usable source they stay, and the error says they load as they are
+        let err = fetch(tiny.spec, tmp.path(), &opts(vec![])).unwrap_err();
+        assert!(
+            err.to_string().ends_with(&format!(
+                "\nnote: data_batch_1.bin, data_batch_2.bin, data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, \
+                 test_batch.bin already in {} without CHECKSUMS.md5: they load as they are, with structural checks only",
+                tiny.spec.dir(tmp.path()).display()
+            )),
+            "{err}"
+        );
+        load(tiny.spec, tmp.path()).unwrap();
         let server = TestServer::start(vec![("/a.tgz".into(), tiny.archive.clone())]);
         let report = fetch(
             tiny.spec,

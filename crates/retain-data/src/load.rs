@@ -729,4 +729,44 @@ mod tests {
         // first training image is an ankle boot (class 9), per the dataset's README
         assert_eq!(ds.train.labels[0], 9);
     }
+
+    /// Loads the real CIFAR-10 / CIFAR-100 when they have been fetched into
+    /// the workspace's `datasets/`; skipped (with a note) otherwise. Class
+    /// counts are the published ones: CIFAR-10 5000/1000 per class,
+    /// CIFAR-100 500/100 per fine class, 2500/500 per coarse class.
+    #[test]
+    fn real_cifar_if_present() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+        let hist = |labels: &[u8], classes: usize| {
+            let mut h = vec![0usize; classes];
+            labels.iter().for_each(|&l| h[l as usize] += 1);
+            h
+        };
+        for (spec, train, test) in [
+            (&crate::CIFAR10, 5000, 1000),
+            (&crate::CIFAR100, 500, 100),
+            (&crate::CIFAR100_COARSE, 2500, 500),
+        ] {
+            if !spec.dir(&root).join(spec.files[0].name).exists() {
+                eprintln!(
+                    "skipping {} in real_cifar_if_present: not under {} (run `retain data fetch {}`)",
+                    spec.name,
+                    root.display(),
+                    spec.name
+                );
+                continue;
+            }
+            let ds = load(spec, &root).unwrap();
+            assert_eq!((ds.train.len, ds.test.len), (50_000, 10_000));
+            assert_eq!(ds.train.images.len(), 50_000 * 3072);
+            assert_eq!(
+                hist(&ds.train.labels, spec.classes),
+                vec![train; spec.classes]
+            );
+            assert_eq!(
+                hist(&ds.test.labels, spec.classes),
+                vec![test; spec.classes]
+            );
+        }
+    }
 }

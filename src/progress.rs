@@ -68,3 +68,90 @@ impl Observer for Progress {
         );
     }
 }
+
+/// Progress as lines on stdout for a parent process (`retain grid cell --progress-lines`):
+///
+/// ```text
+/// @progress task 2 5 600     task 2 of 5 started, 600 steps
+/// @progress step 120         steps done in the current task (at most ~10 lines a second)
+/// @progress task-done 2
+/// ```
+///
+/// Lines start with `@progress ` so a reader can tell them from anything else on stdout.
+pub struct ProgressLines {
+    tasks: usize,
+    steps: u64,
+    last: std::time::Instant,
+}
+
+/// The prefix of every progress line.
+pub const LINE_PREFIX: &str = "@progress ";
+
+impl ProgressLines {
+    pub fn new(tasks: usize) -> Self {
+        Self {
+            tasks,
+            steps: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    pub fn finish(&mut self) {}
+
+    fn emit(&self, line: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A parent that went away is not this run's problem; the run carries on.
+        let _ = writeln!(out, "{LINE_PREFIX}{line}");
+        let _ = out.flush();
+    }
+}
+
+impl Observer for ProgressLines {
+    fn task_started(&mut self, task: usize, steps: usize) {
+        self.steps = 0;
+        self.last = std::time::Instant::now();
+        self.emit(format_args!("task {} {} {steps}", task + 1, self.tasks));
+    }
+
+    fn step(&mut self) {
+        self.steps += 1;
+        if self.last.elapsed() >= std::time::Duration::from_millis(100) {
+            self.last = std::time::Instant::now();
+            self.emit(format_args!("step {}", self.steps));
+        }
+    }
+
+    fn task_finished(&mut self, task: usize, _report: &TaskReport) {
+        self.emit(format_args!("task-done {}", task + 1));
+    }
+}
+
+/// One parsed progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressEvent {
+    TaskStarted {
+        task: usize,
+        tasks: usize,
+        steps: u64,
+    },
+    Steps(u64),
+    TaskDone(usize),
+}
+
+impl ProgressEvent {
+    /// Parses a line written by [`ProgressLines`]; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut words = line.strip_prefix(LINE_PREFIX)?.split_whitespace();
+        match words.next()? {
+            "task" => Some(Self::TaskStarted {
+                task: words.next()?.parse().ok()?,
+                tasks: words.next()?.parse().ok()?,
+                steps: words.next()?.parse().ok()?,
+            }),
+            "step" => Some(Self::Steps(words.next()?.parse().ok()?)),
+            "task-done" => Some(Self::TaskDone(words.next()?.parse().ok()?)),
+            _ => None,
+        }
+    }
+}

@@ -81,7 +81,7 @@ pub fn parse_baseline(text: &str, origin: &str) -> Result<Vec<BaselineEntry>, Gr
                 METRICS.join(", ")
             )));
         }
-        if !(e.tolerance.is_finite() && e.tolerance >= 0.0) || !e.value.is_finite() {
+        if !(e.tolerance.is_finite() && e.tolerance >= 0.0 && e.value.is_finite()) {
             return Err(fail(format!(
                 "{what}: value and tolerance must be finite, the tolerance ≥ 0"
             )));

@@ -198,15 +198,17 @@ pub fn accuracy_vs_parameters(path: &Path, points: &[Point], title: &str) -> Res
         for (i, p) in points.iter().enumerate() {
             let colour = rgb(series_colour(i));
             let at = (p.x, p.y * 100.0);
+            // The label sits beside the point, in pixels, so it never covers it.
             chart
-                .draw_series(std::iter::once(Circle::new(at, 6, colour.filled())))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    p.label.clone(),
-                    at,
-                    (FAMILY, 12).into_font().color(&BLACK),
-                )))
+                .draw_series(std::iter::once(
+                    EmptyElement::at(at)
+                        + Circle::new((0, 0), 6, colour.filled())
+                        + Text::new(
+                            p.label.clone(),
+                            (10, -16),
+                            (FAMILY, 12).into_font().color(&BLACK),
+                        ),
+                ))
                 .map_err(|e| e.to_string())?;
         }
         Ok(())

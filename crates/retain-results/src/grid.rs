@@ -90,7 +90,12 @@ pub fn write_runs(path: &Path, rows: &[RunRecord]) -> Result<(), ResultsError> {
         .map(|r| r.axes.iter().map(|(k, _)| k.as_str()).collect())
         .unwrap_or_default();
     for r in rows {
-        if !r.axes.iter().map(|(k, _)| k.as_str()).eq(keys.iter().copied()) {
+        if !r
+            .axes
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .eq(keys.iter().copied())
+        {
             return Err(ResultsError::InvalidCounts(format!(
                 "cell `{}` has axes {:?}, expected {keys:?}",
                 r.cell,
@@ -102,7 +107,9 @@ pub fn write_runs(path: &Path, rows: &[RunRecord]) -> Result<(), ResultsError> {
     for (i, key) in keys.iter().enumerate() {
         columns.push(Column::new(
             format!("{AXIS_PREFIX}{key}").into(),
-            rows.iter().map(|r| r.axes[i].1.as_str()).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| r.axes[i].1.as_str())
+                .collect::<Vec<_>>(),
         ));
     }
     let opt_str = |f: fn(&RunRecord) -> &Option<String>| {
@@ -181,7 +188,10 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
     Ok((0..df.height())
         .map(|i| RunRecord {
             cell: cell[i].clone(),
-            axes: axes.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect(),
+            axes: axes
+                .iter()
+                .map(|(k, v)| (k.clone(), v[i].clone()))
+                .collect(),
             method: method[i].clone(),
             seed: seed[i],
             status: status[i].clone(),
@@ -333,7 +343,10 @@ mod tests {
             ]
         );
         assert_eq!(df.column("error").unwrap().null_count(), 2);
-        assert_eq!(df.column("peak_device_memory_bytes").unwrap().null_count(), 3);
+        assert_eq!(
+            df.column("peak_device_memory_bytes").unwrap().null_count(),
+            3
+        );
 
         let mut ragged = rows.clone();
         ragged[1].axes.pop();
@@ -359,7 +372,11 @@ mod tests {
         let first = std::fs::read(&path).unwrap();
         assert_eq!(read_cell_accuracy(&path).unwrap(), rows);
         write_cell_accuracy(&path, &rows).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), first, "same rows, same bytes");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            first,
+            "same rows, same bytes"
+        );
         // A plain run file has no `cell` column: the grid reader says so.
         write_accuracy_plain(&path);
         let err = read_cell_accuracy(&path).unwrap_err();

@@ -96,8 +96,6 @@ impl ProgressLines {
         }
     }
 
-    pub fn finish(&mut self) {}
-
     fn emit(&self, line: std::fmt::Arguments<'_>) {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

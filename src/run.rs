@@ -161,10 +161,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let outcome = match display {
         Display::Lines => {
             let mut lines = ProgressLines::new(stream.tasks.len());
-            let outcome =
-                retain_train::run(experiment, &stream, &network, method.as_mut(), &mut lines);
-            lines.finish();
-            outcome
+            retain_train::run(experiment, &stream, &network, method.as_mut(), &mut lines)
         }
         _ => {
             let mut progress = Progress::new(stream.tasks.len(), display == Display::Quiet);

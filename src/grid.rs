@@ -111,6 +111,35 @@ fn check_methods(loaded: &Loaded) -> Result<()> {
     Ok(())
 }
 
+/// Every dataset the cells read must be present and intact: checked once, before any cell
+/// starts, so a missing dataset is one message with the fetch command, not a grid of failures.
+fn check_datasets(loaded: &Loaded) -> Result<()> {
+    let mut seen = Vec::new();
+    for cell in &loaded.spec.cells {
+        let experiment = loaded.spec.experiment(cell, &loaded.extra)?;
+        let key = (
+            experiment.stream.dataset.as_str(),
+            experiment.data_root.clone(),
+        );
+        if seen.contains(&key) {
+            continue;
+        }
+        let files = retain_data::status(key.0, &key.1)?;
+        if let Some(bad) = files.iter().find(|f| !f.verified) {
+            return Err(anyhow!(
+                "dataset {} is not ready under {}: {} {}; run `{}`",
+                key.0,
+                key.1.display(),
+                bad.path.display(),
+                bad.problem.as_deref().unwrap_or("is missing"),
+                retain_data::fetch_command(key.0, &key.1)
+            ));
+        }
+        seen.push(key);
+    }
+    Ok(())
+}
+
 fn run_cell(args: &GridCellArgs) -> Result<()> {
     if args.watch_stdin {
         // The parent holds our stdin open; EOF means it is gone, so stop training at once.
@@ -205,6 +234,7 @@ struct Finished {
 fn run_grid(args: &GridRunArgs) -> Result<()> {
     let loaded = load(&args.grid)?;
     check_methods(&loaded)?;
+    check_datasets(&loaded)?;
     let spec = &loaded.spec;
     let devices_list = match &args.devices {
         Some(text) => text

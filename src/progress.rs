@@ -153,3 +153,37 @@ impl ProgressEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_parse_and_other_lines_are_ignored() {
+        assert_eq!(
+            ProgressEvent::parse("@progress task 2 5 600"),
+            Some(ProgressEvent::TaskStarted {
+                task: 2,
+                tasks: 5,
+                steps: 600
+            })
+        );
+        assert_eq!(
+            ProgressEvent::parse("@progress step 120"),
+            Some(ProgressEvent::Steps(120))
+        );
+        assert_eq!(
+            ProgressEvent::parse("@progress task-done 2"),
+            Some(ProgressEvent::TaskDone(2))
+        );
+        for other in [
+            "accuracy (%), class_il read-out",
+            "@progress step",
+            "@progress step many",
+            "@progress jump 3",
+            "progress step 3",
+        ] {
+            assert_eq!(ProgressEvent::parse(other), None, "{other}");
+        }
+    }
+}

@@ -545,4 +545,25 @@ fn invalid_grid_keys_are_rejected_before_anything_runs() {
         "{stderr}"
     );
     assert!(!dir.path().join("results").exists(), "something ran");
+
+    // A missing dataset: one error with the fetch command, no cell started.
+    let grid = grid_file(dir.path(), "nodata", "\"seed\" = [0, 1]", "");
+    let empty = dir.path().join("empty");
+    let out = retain(&[
+        "grid",
+        "run",
+        grid.to_str().unwrap(),
+        "--data-root",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "retain data fetch mnist --root {}",
+            empty.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("results").exists(), "something ran");
 }

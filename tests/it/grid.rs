@@ -567,3 +567,118 @@ fn invalid_grid_keys_are_rejected_before_anything_runs() {
     );
     assert!(!dir.path().join("results").exists(), "something ran");
 }
+
+/// Writes a complete cell folder by hand: a 2-task class-IL matrix given as correct counts
+/// out of 100 per cell, its metrics row and a manifest.
+fn fake_cell(dir: &Path, id: &str, method: &str, correct: [[u64; 2]; 3]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let rows: Vec<(u32, u32, u64)> = (0..3u32)
+        .flat_map(|i| (0..2u32).map(move |j| (i, j, correct[i as usize][j as usize])))
+        .collect();
+    let n = rows.len();
+    let mut accuracy = DataFrame::new(
+        n,
+        vec![
+            Column::new("run".into(), vec![id; n]),
+            Column::new("method".into(), vec![method; n]),
+            Column::new("seed".into(), vec![0u64; n]),
+            Column::new("scenario".into(), vec!["class_il"; n]),
+            Column::new(
+                "trained_tasks".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "eval_task".into(),
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "correct".into(),
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            ),
+            Column::new("samples".into(), vec![100u64; n]),
+            Column::new(
+                "accuracy".into(),
+                rows.iter().map(|r| r.2 as f64 / 100.0).collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .unwrap();
+    let write = |name: &str, df: &mut DataFrame| {
+        ParquetWriter::new(std::fs::File::create(dir.join(name)).unwrap())
+            .finish(df)
+            .unwrap();
+    };
+    write("accuracy.parquet", &mut accuracy);
+    let last = correct[2];
+    let mut metrics = DataFrame::new(
+        1,
+        vec![
+            Column::new("run".into(), [id]),
+            Column::new("method".into(), [method]),
+            Column::new("seed".into(), [0u64]),
+            Column::new("scenario".into(), ["class_il"]),
+            Column::new("tasks".into(), [2u32]),
+            Column::new("acc".into(), [(last[0] + last[1]) as f64 / 200.0]),
+            Column::new("bwt".into(), [Some(0.0)]),
+            Column::new("fwt".into(), [Some(0.0)]),
+            Column::new("forgetting".into(), [Some(0.0)]),
+            Column::new("average_incremental_accuracy".into(), [0.5]),
+        ],
+    )
+    .unwrap();
+    write("metrics.parquet", &mut metrics);
+    std::fs::write(
+        dir.join("manifest.json"),
+        format!(
+            r#"{{"status": "complete", "method": "{method}", "seed": 0, "device": "cpu",
+                "wall_seconds": 2.0, "trainable_parameters": 1000,
+                "timings": {{"steps": 100, "seconds_per_step": 0.001}}}}"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn collect_computes_intransigence_against_the_matching_joint_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = grid_file(
+        dir.path(),
+        "joint",
+        "\"method.name\" = [\"naive\", \"joint\"]\n\"seed\" = [0]",
+        "",
+    );
+    let cells = dir.path().join("results/joint/cells");
+    // R[k,k]: naive (0.90, 0.95), joint (0.95, 0.92).
+    fake_cell(
+        &cells.join("method=naive,seed=0"),
+        "method=naive,seed=0",
+        "naive",
+        [[10, 10], [90, 0], [0, 95]],
+    );
+    fake_cell(
+        &cells.join("method=joint,seed=0"),
+        "method=joint,seed=0",
+        "joint",
+        [[10, 10], [95, 0], [90, 92]],
+    );
+    assert_success(&retain(&["grid", "collect", grid.to_str().unwrap()]));
+    let metrics = read_parquet(&dir.path().join("results/joint/metrics.parquet"));
+    assert_eq!(
+        strings(&metrics, "cell"),
+        ["method=naive,seed=0", "method=joint,seed=0"]
+    );
+    let intransigence = metrics.column("intransigence").unwrap().f64().unwrap();
+    // ((0.95 − 0.90) + (0.92 − 0.95)) / 2 = 0.01; none for the joint cell itself.
+    assert!((intransigence.get(0).unwrap() - 0.01).abs() < 1e-12);
+    assert_eq!(intransigence.get(1), None);
+
+    let out = retain(&["report", dir.path().join("results/joint").to_str().unwrap()]);
+    assert_success(&out);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let naive = report
+        .lines()
+        .find(|l| l.contains("method=naive"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(report.contains("intransigence"), "{report}");
+    assert!(naive.trim_end().ends_with("1.00"), "{report}");
+}

@@ -1,4 +1,5 @@
-//! `retain run`: one experiment file → one run folder of results.
+//! `retain run`: one experiment file → one run folder of results. A grid cell
+//! (`retain grid cell`) is the same run with the cell's overrides and folder: [`run_plan`].
 //!
 //! Layout of `<output>/<experiment>/<run>/`:
 //!
@@ -7,7 +8,7 @@
 //! | `accuracy.parquet` | long-form accuracy matrix: one row per read-out × trained tasks × evaluated task |
 //! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out |
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
-//! | `manifest.json` | versions, seed, device, git revision, timings, status |
+//! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says

@@ -35,6 +35,17 @@ test:
     {{env}} && cargo run --quiet -- data fetch fashion-mnist
     {{env}} && cargo test --workspace
 
+# Run a grid file (cells in parallel, resumable), then collect it: `just grid experiments/x.toml`.
+grid file *args: (fetch "mnist")
+    {{env}} && {{bin}} grid run {{file}} {{args}}
+
+# Regression check: a small CPU grid (reduced Split-MNIST, naive, 2 seeds) against results/baselines/.
+check:
+    {{env}} && cargo run --quiet -- data fetch mnist
+    rm -rf results/check
+    {{env}} && cargo run --quiet -- grid run experiments/check-split-mnist.toml --output results/check --quiet
+    {{env}} && cargo run --quiet -- check results/check/check-split-mnist --baseline results/baselines/check-split-mnist.toml
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check

@@ -21,6 +21,111 @@ pub enum Command {
     /// Fetch, verify and list datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Run, resume and collect grids of experiments (`[grid]` axes in an experiment file).
+    #[command(subcommand)]
+    Grid(GridCommand),
+    /// Table of a collected grid, mean ± std over seeds, with published numbers if declared.
+    Report(ReportArgs),
+    /// Compare a collected grid with a stored baseline; exits 1 when a metric moved.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GridCommand {
+    /// Run every unfinished cell concurrently (child processes), then collect. Complete cells
+    /// are skipped, so re-running resumes an interrupted grid.
+    Run(GridRunArgs),
+    /// Run one cell in this process (what `grid run` starts; also a job for a cluster
+    /// scheduler). Skips a complete cell unless `--force`.
+    Cell(GridCellArgs),
+    /// Merge the cells' results into runs/accuracy/metrics Parquet files and plots.
+    Collect(GridArgs),
+    /// List the cells: id and status, one per line.
+    List(GridArgs),
+}
+
+/// Where a grid is and where its results go.
+#[derive(Debug, Args)]
+pub struct GridArgs {
+    /// The grid file (an experiment TOML with a `[grid]` table).
+    pub grid: PathBuf,
+    /// Override the results folder.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Override the datasets folder.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GridRunArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// Rerun cells that failed before (by default they are reported and skipped).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Devices to use: auto, cpu, or a list like cuda:0,cuda:1 (overrides `[grid] devices`).
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Concurrent runs per device (overrides `[grid] runs_per_device`).
+    #[arg(long)]
+    pub runs_per_device: Option<usize>,
+    /// No progress display, only the summary and errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GridCellArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// The cell id (see `retain grid list`).
+    pub cell: String,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Run even if the cell is complete or failed.
+    #[arg(long)]
+    pub force: bool,
+    /// Rerun the cell if it failed before.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Report progress as `@progress ...` lines on stdout instead of bars.
+    #[arg(long)]
+    pub progress_lines: bool,
+    /// Exit when stdin closes: a child of `grid run` dies with its parent.
+    #[arg(long, hide = true)]
+    pub watch_stdin: bool,
+    /// libtorch CPU threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bars or tables, only errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A collected grid folder (`results/<grid>/`).
+    pub results: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A collected grid folder (`results/<grid>/`).
+    pub results: PathBuf,
+    /// The baseline: a .toml (`[[metric]]` tables) or .csv (metric,method,scenario,value,tolerance).
+    #[arg(long)]
+    pub baseline: PathBuf,
 }
 
 #[derive(Debug, Args)]

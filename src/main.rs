@@ -3,6 +3,7 @@
 mod cli;
 mod data;
 mod doctor;
+mod grid;
 mod progress;
 mod registry;
 mod report;
@@ -44,6 +45,9 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::execute(args),
         cli::Command::Doctor => doctor::run(),
         cli::Command::Data(command) => data::execute(command),
+        cli::Command::Grid(command) => grid::execute(command),
+        cli::Command::Report(args) => report::execute(args),
+        cli::Command::Check(args) => report::check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

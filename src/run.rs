@@ -1,4 +1,5 @@
-//! `retain run`: one experiment file → one run folder of results.
+//! `retain run`: one experiment file → one run folder of results. A grid cell
+//! (`retain grid cell`) is the same run with the cell's overrides and folder: [`run_plan`].
 //!
 //! Layout of `<output>/<experiment>/<run>/`:
 //!
@@ -7,7 +8,7 @@
 //! | `accuracy.parquet` | long-form accuracy matrix: one row per read-out × trained tasks × evaluated task |
 //! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out |
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
-//! | `manifest.json` | versions, seed, device, git revision, timings, status |
+//! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
@@ -27,7 +28,7 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::cli::RunArgs;
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressLines};
 use crate::{UsageError, registry, report};
 
 /// Everything `run` needs, resolved from the file and the command line.
@@ -53,15 +54,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
         overrides.push(format!("data_root={}", toml_string(root)));
     }
     let experiment = Experiment::load(&args.experiment, &overrides).map_err(UsageError::from)?;
-    if registry::factory(&experiment.method.name).is_none() {
-        return Err(UsageError::new(format!(
-            "{}: unknown method `{}` (known: {})",
-            args.experiment.display(),
-            experiment.method.name,
-            registry::names().join(", ")
-        ))
-        .into());
-    }
+    check_method(&experiment, &args.experiment.display().to_string())?;
     let device = resolve_device(experiment.device)?;
     let run_name = args
         .run_name
@@ -100,7 +93,45 @@ pub fn resolve_device(spec: DeviceSpec) -> Result<Device> {
 
 pub fn execute(args: &RunArgs) -> Result<()> {
     let plan = plan(args)?;
+    let display = if args.quiet {
+        Display::Quiet
+    } else {
+        Display::Interactive
+    };
+    run_plan(&plan, display)
+}
+
+/// How a run shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// Bars, tables and a summary on the terminal.
+    Interactive,
+    /// Errors only.
+    Quiet,
+    /// Machine-readable progress lines on stdout for a parent process (`retain grid run`);
+    /// see [`crate::progress::ProgressLines`].
+    Lines,
+}
+
+/// Checks that the method exists and accepts its hyper-parameters, before any data loads.
+pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
+    let Some(factory) = registry::factory(&experiment.method.name) else {
+        return Err(UsageError::new(format!(
+            "{origin}: unknown method `{}` (known: {})",
+            experiment.method.name,
+            registry::names().join(", ")
+        ))
+        .into());
+    };
+    factory(&experiment.method.params).map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
+    Ok(())
+}
+
+/// Runs a resolved plan: loads the data, trains, writes every result file and the manifest.
+/// A grid cell is exactly this, with the cell's overrides and folder.
+pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let experiment = &plan.experiment;
+    let wall = std::time::Instant::now();
     let started_at = unix_seconds();
 
     let load_clock = std::time::Instant::now();
@@ -117,7 +148,7 @@ pub fn execute(args: &RunArgs) -> Result<()> {
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
 
-    if !args.quiet {
+    if display == Display::Interactive {
         eprintln!(
             "{} / {}: {} tasks of {} on {}, results in {}",
             experiment.name,
@@ -128,23 +159,47 @@ pub fn execute(args: &RunArgs) -> Result<()> {
             plan.run_dir.display()
         );
     }
-    let mut progress = Progress::new(stream.tasks.len(), args.quiet);
-    let outcome = retain_train::run(
-        experiment,
-        &stream,
-        &network,
-        method.as_mut(),
-        &mut progress,
-    );
-    progress.finish();
+    let outcome = match display {
+        Display::Lines => {
+            let mut lines = ProgressLines::new(stream.tasks.len());
+            retain_train::run(experiment, &stream, &network, method.as_mut(), &mut lines)
+        }
+        _ => {
+            let mut progress = Progress::new(stream.tasks.len(), display == Display::Quiet);
+            let outcome = retain_train::run(
+                experiment,
+                &stream,
+                &network,
+                method.as_mut(),
+                &mut progress,
+            );
+            progress.finish();
+            outcome
+        }
+    };
+    let costs = Costs {
+        wall_seconds: 0.0,
+        trainable_parameters: network
+            .vars
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as u64)
+            .sum(),
+        peak_host_memory_bytes: peak_host_memory_bytes(),
+    };
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
+            let costs = Costs {
+                wall_seconds: wall.elapsed().as_secs_f64(),
+                ..costs
+            };
             let manifest = Manifest::new(
-                &plan,
+                plan,
                 started_at,
                 load_seconds,
                 None,
+                &costs,
                 Some(error.to_string()),
             );
             write_manifest(&plan.run_dir, &manifest)?;
@@ -156,14 +211,37 @@ pub fn execute(args: &RunArgs) -> Result<()> {
         }
     };
 
-    let matrices = write_results(&plan, &outcome)?;
-    let manifest = Manifest::new(&plan, started_at, load_seconds, Some(&outcome), None);
+    let matrices = write_results(plan, &outcome)?;
+    let costs = Costs {
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        ..costs
+    };
+    let manifest = Manifest::new(plan, started_at, load_seconds, Some(&outcome), &costs, None);
     write_manifest(&plan.run_dir, &manifest)?;
-    if !args.quiet {
+    if display == Display::Interactive {
         report::print_run(&matrices, &outcome);
         println!("\nresults: {}", plan.run_dir.display());
     }
     Ok(())
+}
+
+/// What a run cost, beyond the trainer's timings.
+struct Costs {
+    wall_seconds: f64,
+    trainable_parameters: u64,
+    peak_host_memory_bytes: Option<u64>,
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), Linux only.
+///
+/// There is no honest equivalent for GPU memory: tch exposes no CUDA allocator statistics,
+/// and the driver's per-process figures would not separate runs sharing a GPU. The manifest
+/// therefore records no device memory.
+fn peak_host_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Writes Parquet files, the resolved config and heat-maps; returns the matrices per read-out.
@@ -242,6 +320,13 @@ struct Manifest {
     git_revision: String,
     started_at_unix: u64,
     finished_at_unix: u64,
+    /// Wall time of the whole run, loading and writing included.
+    wall_seconds: f64,
+    /// Σ numel of the model's trainable variables at the end of the run.
+    trainable_parameters: u64,
+    /// Peak resident memory of the process (Linux); GPU memory is not recorded (see
+    /// `peak_host_memory_bytes` in run.rs).
+    peak_host_memory_bytes: Option<u64>,
     timings: Option<Timings>,
 }
 
@@ -263,6 +348,7 @@ impl Manifest {
         started_at: u64,
         load_seconds: f64,
         outcome: Option<&RunOutcome>,
+        costs: &Costs,
         error: Option<String>,
     ) -> Self {
         let experiment = &plan.experiment;
@@ -287,6 +373,9 @@ impl Manifest {
             git_revision: git_revision(),
             started_at_unix: started_at,
             finished_at_unix: unix_seconds(),
+            wall_seconds: costs.wall_seconds,
+            trainable_parameters: costs.trainable_parameters,
+            peak_host_memory_bytes: costs.peak_host_memory_bytes,
             timings: outcome.map(|o| Timings {
                 load_seconds,
                 initial_eval_seconds: o.initial_eval_seconds,
@@ -300,6 +389,12 @@ impl Manifest {
             }),
         }
     }
+}
+
+pub fn write_manifest_json(dir: &Path, value: &serde_json::Value) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(value)?;
+    write_atomically(&dir.join("manifest.json"), json.as_bytes())
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
@@ -347,7 +442,7 @@ fn git_revision() -> String {
     }
 }
 
-fn unix_seconds() -> u64 {
+pub fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

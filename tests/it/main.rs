@@ -1,3 +1,4 @@
 //! End-to-end tests of the `retain` binary on real MNIST (fetched by `just test`).
 
 mod cli;
+mod grid;

@@ -155,6 +155,13 @@ impl AccuracyMatrix {
         mean((1..=t).map(|i| mean((1..=i).map(|j| self.r(i, j)))))
     }
 
+    /// The diagonal `R[k,k]`, `k = 1..=T`: each task's accuracy right after learning it.
+    /// For a joint model (trained on tasks `1..=k` at step `k`) this is the `a*_k` that
+    /// [`AccuracyMatrix::intransigence`] compares against.
+    pub fn diagonal(&self) -> Vec<f64> {
+        (1..=self.tasks).map(|k| self.r(k, k)).collect()
+    }
+
     /// Intransigence `I_k = a*_k − R[k,k]` against the accuracies `a*_k` of a joint model
     /// trained on tasks `1..=k` (Chaudhry et al. 2018), averaged over `k`.
     pub fn intransigence(&self, joint_diagonal: &[f64]) -> Option<f64> {
@@ -217,6 +224,49 @@ pub struct Summary {
     pub fwt: Option<f64>,
     pub forgetting: Option<f64>,
     pub average_incremental_accuracy: f64,
+}
+
+/// Mean and spread of one metric over repeated runs (seeds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    /// Sample standard deviation (divided by `n − 1`, as numpy's `std(ddof=1)` and pandas'
+    /// default): the seeds are a sample of the runs one could make. `None` for one value.
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+impl MeanStd {
+    /// Of `values`; `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = (n > 1).then(|| {
+            let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+            (ss / (n - 1) as f64).sqrt()
+        });
+        Some(Self { mean, std, n })
+    }
+}
+
+/// The element-wise mean of matrices with the same task count (for plotting the typical
+/// run of a configuration over its seeds). `None` for no matrices or mismatched task counts.
+pub fn mean_matrix(matrices: &[AccuracyMatrix]) -> Option<AccuracyMatrix> {
+    let first = matrices.first()?;
+    if matrices.iter().any(|m| m.tasks != first.tasks) {
+        return None;
+    }
+    let n = matrices.len() as f64;
+    let values = (0..first.values.len())
+        .map(|i| matrices.iter().map(|m| m.values[i]).sum::<f64>() / n)
+        .collect();
+    Some(AccuracyMatrix {
+        tasks: first.tasks,
+        values,
+    })
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -349,6 +399,62 @@ mod tests {
             0.25 / 3.0,
         );
         assert_eq!(example().intransigence(&[1.0]), None);
+    }
+
+    #[test]
+    fn intransigence_against_a_joint_matrix_diagonal() {
+        // A joint run whose diagonal is (0.95, 0.9, 0.92).
+        let joint = AccuracyMatrix::from_rows(&[
+            vec![0.1, 0.1, 0.1],
+            vec![0.95, 0.2, 0.1],
+            vec![0.9, 0.9, 0.3],
+            vec![0.9, 0.85, 0.92],
+        ])
+        .unwrap();
+        assert_eq!(joint.diagonal(), [0.95, 0.9, 0.92]);
+        // (0.95 − 0.9) + (0.9 − 0.8) + (0.92 − 0.9) = 0.17 over 3 tasks.
+        close(
+            example().intransigence(&joint.diagonal()).unwrap(),
+            0.17 / 3.0,
+        );
+        // Against itself a model is never intransigent.
+        close(joint.intransigence(&joint.diagonal()).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn mean_and_sample_std_by_hand() {
+        // mean 0.5; deviations ±0.1, 0 → ss = 0.02, / (3 − 1) = 0.01 → std 0.1.
+        let s = MeanStd::of(&[0.4, 0.5, 0.6]).unwrap();
+        close(s.mean, 0.5);
+        close(s.std.unwrap(), 0.1);
+        assert_eq!(s.n, 3);
+        // Two seeds: 0.2 and 0.8 → mean 0.5, std sqrt(2 · 0.09 / 1) = 0.424264...
+        let two = MeanStd::of(&[0.2, 0.8]).unwrap();
+        close(two.std.unwrap(), 0.18f64.sqrt());
+        let one = MeanStd::of(&[0.7]).unwrap();
+        assert_eq!((one.mean, one.std, one.n), (0.7, None, 1));
+        assert_eq!(MeanStd::of(&[]), None);
+    }
+
+    #[test]
+    fn mean_matrix_is_element_wise() {
+        let a =
+            AccuracyMatrix::from_rows(&[vec![0.0, 0.2], vec![1.0, 0.4], vec![0.5, 0.5]]).unwrap();
+        let b =
+            AccuracyMatrix::from_rows(&[vec![0.2, 0.2], vec![0.8, 0.0], vec![0.5, 1.0]]).unwrap();
+        let m = mean_matrix(&[a.clone(), b]).unwrap();
+        for (got, want) in m
+            .row(0)
+            .iter()
+            .chain(m.row(1))
+            .chain(m.row(2))
+            .zip([0.1, 0.2, 0.9, 0.2, 0.5, 0.75])
+        {
+            close(*got, want);
+        }
+        let three = AccuracyMatrix::from_rows(&[vec![0.0], vec![1.0]]).unwrap();
+        assert_eq!(mean_matrix(&[a, three]), None);
+        assert_eq!(mean_matrix(&[]), None);
     }
 
     #[test]

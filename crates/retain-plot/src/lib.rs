@@ -15,6 +15,8 @@
 //! and tests use. Tests can therefore sample the pixel at a cell and check it shows that
 //! cell's value, instead of only checking that some image was produced.
 
+mod charts;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,6 +26,11 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use retain_metrics::AccuracyMatrix;
+
+pub use charts::{
+    Bar, PALETTE, Point, accuracy_vs_parameters, comparison_bars, series_colour,
+    task_accuracy_lines,
+};
 
 /// DejaVu Sans, embedded so text renders without system font libraries.
 static DEJAVU_SANS: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -196,20 +203,7 @@ pub fn accuracy_heatmap(
     matrix: &AccuracyMatrix,
     title: &str,
 ) -> Result<(), PlotError> {
-    let format = match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("png") => Format::Png,
-        Some("svg") => Format::Svg,
-        _ => {
-            return Err(PlotError::UnsupportedFormat {
-                path: path.to_path_buf(),
-            });
-        }
-    };
+    let format = Format::of(path)?;
     let font = embedded_font()?;
     let layout = HeatmapLayout::new(matrix.tasks());
     let size = (layout.width, layout.height);
@@ -270,6 +264,22 @@ enum Format {
 }
 
 impl Format {
+    /// From the file extension, any case.
+    fn of(path: &Path) -> Result<Self, PlotError> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("png") => Ok(Format::Png),
+            Some("svg") => Ok(Format::Svg),
+            _ => Err(PlotError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             Format::Png => ".png",

@@ -54,6 +54,12 @@
 //! | `forgetting`                   | Float64 | yes      | final average forgetting (max over earlier rows); null when `T = 1` |
 //! | `average_incremental_accuracy` | Float64 | no       | `(1/T) Σ_t mean_{j≤t} R[t,j]`                                    |
 //!
+//! ## Grid files
+//!
+//! A grid (`retain grid collect`) merges its cells into `runs.parquet` (one row per cell:
+//! axis values, status, error, costs) and into `accuracy.parquet` / `metrics.parquet` with a
+//! leading `cell` column (and `intransigence` in the metrics). Their schemas are in [`grid`].
+//!
 //! # Atomic writes
 //!
 //! Writers serialise into a temporary file in the destination's directory and rename it over
@@ -324,10 +330,14 @@ pub fn matrix_from_records(
 
 /// Writes the long-form accuracy rows to `path` atomically (see the crate docs for the schema).
 pub fn write_accuracy(path: &Path, rows: &[AccuracyRecord]) -> Result<(), ResultsError> {
+    write_frame(path, rows.len(), accuracy_columns(rows)?)
+}
+
+fn accuracy_columns(rows: &[AccuracyRecord]) -> Result<Vec<Column>, ResultsError> {
     for r in rows {
         check_scenario(&r.scenario)?;
     }
-    let columns = vec![
+    Ok(vec![
         Column::new("run".into(), strings(rows, |r| &r.run)),
         Column::new("method".into(), strings(rows, |r| &r.method)),
         Column::new(
@@ -355,14 +365,17 @@ pub fn write_accuracy(path: &Path, rows: &[AccuracyRecord]) -> Result<(), Result
             "accuracy".into(),
             rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
         ),
-    ];
-    write_frame(path, rows.len(), columns)
+    ])
 }
 
 /// Reads the long-form accuracy rows from `path`, checking the schema first.
 pub fn read_accuracy(path: &Path) -> Result<Vec<AccuracyRecord>, ResultsError> {
     let df = read_frame(path)?;
-    let c = Reader { df: &df, path };
+    accuracy_from(&Reader { df: &df, path })
+}
+
+fn accuracy_from(c: &Reader<'_>) -> Result<Vec<AccuracyRecord>, ResultsError> {
+    let df = c.df;
     let run = c.strings("run")?;
     let method = c.strings("method")?;
     let seed = c.u64s("seed")?;
@@ -389,10 +402,14 @@ pub fn read_accuracy(path: &Path) -> Result<Vec<AccuracyRecord>, ResultsError> {
 
 /// Writes the metrics rows to `path` atomically (see the crate docs for the schema).
 pub fn write_metrics(path: &Path, rows: &[MetricsRecord]) -> Result<(), ResultsError> {
+    write_frame(path, rows.len(), metrics_columns(rows)?)
+}
+
+fn metrics_columns(rows: &[MetricsRecord]) -> Result<Vec<Column>, ResultsError> {
     for r in rows {
         check_scenario(&r.scenario)?;
     }
-    let columns = vec![
+    Ok(vec![
         Column::new("run".into(), strings(rows, |r| &r.run)),
         Column::new("method".into(), strings(rows, |r| &r.method)),
         Column::new(
@@ -417,14 +434,17 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRecord]) -> Result<(), ResultsE
                 .map(|r| r.average_incremental_accuracy)
                 .collect::<Vec<_>>(),
         ),
-    ];
-    write_frame(path, rows.len(), columns)
+    ])
 }
 
 /// Reads the metrics rows from `path`, checking the schema first.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>, ResultsError> {
     let df = read_frame(path)?;
-    let c = Reader { df: &df, path };
+    metrics_from(&Reader { df: &df, path })
+}
+
+fn metrics_from(c: &Reader<'_>) -> Result<Vec<MetricsRecord>, ResultsError> {
+    let df = c.df;
     let run = c.strings("run")?;
     let method = c.strings("method")?;
     let seed = c.u64s("seed")?;
@@ -453,6 +473,12 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>, ResultsError> {
         })
         .collect())
 }
+
+pub mod grid;
+pub use grid::{
+    CellAccuracyRecord, CellMetricsRecord, RunRecord, read_cell_accuracy, read_cell_metrics,
+    read_runs, write_cell_accuracy, write_cell_metrics, write_runs,
+};
 
 fn check_scenario(scenario: &str) -> Result<(), ResultsError> {
     if SCENARIOS.contains(&scenario) {

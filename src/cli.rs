@@ -42,6 +42,40 @@ pub enum GridCommand {
     Collect(GridArgs),
     /// List the cells: id and status, one per line.
     List(GridArgs),
+    /// Submit the cells to a cluster scheduler as a job array (one array task per cell).
+    Submit(GridSubmitArgs),
+    /// Cells done, running or queued (from `squeue`), failed (with the reason) and missing.
+    Status(GridArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GridSubmitArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// Submit to Slurm with `sbatch` (the supported scheduler).
+    #[arg(long)]
+    pub slurm: bool,
+    /// Slurm partition (checked with `sinfo` before submitting).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per array task; cells then run on `cuda`.
+    #[arg(long)]
+    pub gpus_per_task: Option<u32>,
+    /// Wall-time limit per array task, in Slurm's format (e.g. 02:00:00).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// CPU cores per array task (also the cell's libtorch threads).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: u32,
+    /// At most this many array tasks at once (`--array=0-N%K`).
+    #[arg(long)]
+    pub array_parallelism: Option<u32>,
+    /// Submit only cells that are missing or failed.
+    #[arg(long)]
+    pub resume: bool,
+    /// Only write the script (and the cells file); do not submit.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where a grid is and where its results go.

@@ -43,6 +43,8 @@ pub fn execute(command: &GridCommand) -> Result<()> {
             let loaded = load(args)?;
             collect(&loaded, false)
         }
+        GridCommand::Submit(args) => crate::slurm::submit(args),
+        GridCommand::Status(args) => crate::slurm::status(args),
         GridCommand::List(args) => {
             let loaded = load(args)?;
             for cell in &loaded.spec.cells {
@@ -66,7 +68,7 @@ pub struct Loaded {
     pub path: PathBuf,
 }
 
-fn load(args: &GridArgs) -> Result<Loaded> {
+pub fn load(args: &GridArgs) -> Result<Loaded> {
     let source = std::fs::read_to_string(&args.grid).map_err(|e| {
         UsageError::new(format!(
             "cannot read grid file {}: {e}",
@@ -100,7 +102,7 @@ fn toml_path(path: &Path) -> String {
 
 /// Every cell's method must exist and accept its hyper-parameters: checked before anything
 /// runs, so a typo fails in a second, not after the first hour of a grid.
-fn check_methods(loaded: &Loaded) -> Result<()> {
+pub fn check_methods(loaded: &Loaded) -> Result<()> {
     let spec = &loaded.spec;
     for cell in &spec.cells {
         let experiment = spec
@@ -113,7 +115,7 @@ fn check_methods(loaded: &Loaded) -> Result<()> {
 
 /// Every dataset the cells read must be present and intact: checked once, before any cell
 /// starts, so a missing dataset is one message with the fetch command, not a grid of failures.
-fn check_datasets(loaded: &Loaded) -> Result<()> {
+pub fn check_datasets(loaded: &Loaded) -> Result<()> {
     let mut seen = Vec::new();
     for cell in &loaded.spec.cells {
         let experiment = loaded.spec.experiment(cell, &loaded.extra)?;

@@ -8,6 +8,7 @@ mod progress;
 mod registry;
 mod report;
 mod run;
+mod slurm;
 
 use std::fmt;
 use std::process::ExitCode;

@@ -1,28 +1,9 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use polars::prelude::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data_root() -> PathBuf {
-    let root = repo().join("datasets");
-    assert!(
-        root.join("mnist/train-images-idx3-ubyte").exists(),
-        "MNIST is missing: run `just test` (it fetches it) or `retain data fetch mnist`"
-    );
-    root
-}
-
-fn retain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retain"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("the retain binary runs")
-}
+use crate::common::{assert_success, data_root, read_parquet, repo, retain};
 
 /// A reduced Split-MNIST: 3 tasks, 500 training and 300 test samples per task, on the CPU.
 fn reduced_run(output: &Path, run_name: &str, extra: &[&str]) -> Output {
@@ -51,21 +32,6 @@ fn reduced_run(output: &Path, run_name: &str, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     retain(&args)
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "retain failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn read_parquet(path: &Path) -> DataFrame {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ParquetReader::new(file).finish().unwrap()
 }
 
 /// `matrix[trained][task]` of one scenario, read from the long table.

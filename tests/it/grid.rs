@@ -3,50 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data_root() -> PathBuf {
-    let root = repo().join("datasets");
-    assert!(
-        root.join("mnist/train-images-idx3-ubyte").exists(),
-        "MNIST is missing: run `just test` (it fetches it) or `retain data fetch mnist`"
-    );
-    root
-}
-
-fn retain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retain"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("the retain binary runs")
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "retain failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn read_parquet(path: &Path) -> DataFrame {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ParquetReader::new(file).finish().unwrap()
-}
+use crate::common::{assert_success, data_root, read_parquet, repo, retain, toml_str};
 
 /// A reduced Split-MNIST grid file (3 tasks, 500/300 samples per task, CPU) writing under
 /// `dir`, with `grid` as the body of its `[grid]` table and `extra` appended.
-fn grid_file(dir: &Path, name: &str, grid: &str, extra: &str) -> PathBuf {
+pub fn grid_file(dir: &Path, name: &str, grid: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"name = "{name}"
 seed = 0
@@ -87,10 +53,6 @@ devices = "cpu"
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn toml_str(path: &Path) -> String {
-    format!("{:?}", path.to_str().unwrap())
 }
 
 fn status_of(cell_dir: &Path) -> Option<String> {

@@ -1,4 +1,6 @@
 //! End-to-end tests of the `retain` binary on real MNIST (fetched by `just test`).
 
 mod cli;
+mod common;
 mod grid;
+mod slurm;

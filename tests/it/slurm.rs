@@ -1,0 +1,361 @@
+//! Grids on a real single-node Slurm cluster started by the test (`scripts/slurm-local.sh`):
+//! submission as a job array, status, collect, `scancel` and `--resume`, and the checks that run
+//! before anything is submitted. CI installs Slurm; elsewhere the cluster tests say why they
+//! cannot run and return.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::common::{assert_success, read_parquet, repo};
+use crate::grid::grid_file;
+
+/// A running cluster; stopped (daemons and munged) when dropped, also when a test panics.
+/// Slurm's daemons listen on fixed ports, so tests take turns through `CLUSTER_LOCK`.
+struct Cluster {
+    dir: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+}
+
+static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
+
+impl Cluster {
+    /// Starts one, or explains why this machine cannot (no Slurm installed, not root).
+    fn start() -> Option<Self> {
+        let installed = ["slurmctld", "slurmd", "sbatch", "munged"]
+            .iter()
+            .all(|p| on_path(p) || Path::new("/usr/sbin").join(p).exists());
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if !installed || !root {
+            eprintln!(
+                "skipped: needs Slurm installed (`scripts/slurm-local.sh install`, as CI does) and root"
+            );
+            return None;
+        }
+        let turn = CLUSTER_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/slurm-local.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Self { dir, _turn: turn })
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("SLURM_CONF", self.conf()).current_dir(repo());
+        command
+    }
+
+    fn retain(&self, args: &[&str]) -> Output {
+        self.command(env!("CARGO_BIN_EXE_retain"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Polls `squeue` until the job has left the queue (capped).
+    fn wait(&self, job: &str) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(240) {
+            let out = self
+                .command("squeue")
+                .args(["-h", "-j", job])
+                .output()
+                .unwrap();
+            if out.status.success() && out.stdout.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("job {job} still queued after 240 s");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/slurm-local.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join(program).is_file())
+}
+
+fn job_id(out: &Output) -> String {
+    assert_success(out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted job "))
+        .unwrap_or_else(|| panic!("no job id in: {stdout}"))
+        .trim()
+        .to_owned()
+}
+
+/// `(cell, scenario, trained_tasks, eval_task, correct)` rows of a collected grid, sorted.
+fn accuracy_rows(results: &Path) -> Vec<(String, String, u32, u32, u64)> {
+    let frame = read_parquet(&results.join("accuracy.parquet"));
+    let col = |name: &str| frame.column(name).unwrap().clone();
+    let (cell, scenario, trained, task, correct) = (
+        col("cell"),
+        col("scenario"),
+        col("trained_tasks"),
+        col("eval_task"),
+        col("correct"),
+    );
+    let mut rows: Vec<_> = (0..frame.height())
+        .map(|i| {
+            (
+                cell.str().unwrap().get(i).unwrap().to_owned(),
+                scenario.str().unwrap().get(i).unwrap().to_owned(),
+                trained.u32().unwrap().get(i).unwrap(),
+                task.u32().unwrap().get(i).unwrap(),
+                correct.u64().unwrap().get(i).unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn status_lines(cluster: &Cluster, grid: &str, output: &str) -> Vec<(String, String)> {
+    let out = cluster.retain(&["grid", "status", grid, "--output", output]);
+    assert_success(&out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('\t');
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_grid_on_slurm_matches_the_same_grid_run_locally() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let grid = grid_file(dir.path(), "slurm-grid", "\"seed\" = [0, 1]", "");
+    let grid = grid.to_str().unwrap();
+    let slurm_out = dir.path().join("slurm");
+    let local_out = dir.path().join("local");
+    let (slurm_s, local_s) = (slurm_out.to_str().unwrap(), local_out.to_str().unwrap());
+
+    let job = job_id(&cluster.retain(&[
+        "grid",
+        "submit",
+        grid,
+        "--slurm",
+        "--partition",
+        "debug",
+        "--output",
+        slurm_s,
+    ]));
+    let script = std::fs::read_dir(slurm_out.join("slurm-grid/slurm"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "sbatch"))
+        .expect("the sbatch script is kept");
+    let text = std::fs::read_to_string(script).unwrap();
+    assert!(
+        text.contains("#SBATCH --array=0-1") && text.contains("#SBATCH --partition=debug"),
+        "{text}"
+    );
+    cluster.wait(&job);
+
+    let statuses = status_lines(&cluster, grid, slurm_s);
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.iter().all(|(_, s)| s == "done"), "{statuses:?}");
+    assert_success(&cluster.retain(&["grid", "collect", grid, "--output", slurm_s]));
+    assert_success(&cluster.retain(&["grid", "run", grid, "--output", local_s, "--quiet"]));
+
+    let on_slurm = accuracy_rows(&slurm_out.join("slurm-grid"));
+    let locally = accuracy_rows(&local_out.join("slurm-grid"));
+    assert_eq!(on_slurm.len(), 2 * 2 * 4 * 3);
+    assert_eq!(
+        on_slurm, locally,
+        "the cluster's matrices differ from the local run's"
+    );
+}
+
+#[test]
+fn a_cancelled_cell_is_missing_and_the_only_one_resubmitted() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let grid = grid_file(dir.path(), "cancel-grid", "\"seed\" = [0, 1, 2]", "");
+    let grid = grid.to_str().unwrap();
+    let out = dir.path().join("results");
+    let out_s = out.to_str().unwrap();
+
+    // One task at a time, so the last one is still pending when it is cancelled.
+    let job = job_id(&cluster.retain(&[
+        "grid",
+        "submit",
+        grid,
+        "--slurm",
+        "--array-parallelism",
+        "1",
+        "--output",
+        out_s,
+    ]));
+    let cancel = cluster
+        .command("scancel")
+        .arg(format!("{job}_2"))
+        .output()
+        .unwrap();
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    cluster.wait(&job);
+
+    let statuses = status_lines(&cluster, grid, out_s);
+    let missing: Vec<&String> = statuses
+        .iter()
+        .filter(|(_, s)| s == "missing")
+        .map(|(c, _)| c)
+        .collect();
+    let done = statuses.iter().filter(|(_, s)| s == "done").count();
+    assert_eq!((missing.len(), done), (1, 2), "{statuses:?}");
+    assert!(missing[0].contains("seed=2"), "{statuses:?}");
+
+    let resumed = cluster.retain(&[
+        "grid", "submit", grid, "--slurm", "--resume", "--output", out_s,
+    ]);
+    let job = job_id(&resumed);
+    let slurm_dir = out.join("cancel-grid/slurm");
+    let mut cell_files: Vec<PathBuf> = std::fs::read_dir(&slurm_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("cells-")
+        })
+        .collect();
+    cell_files.sort();
+    let resubmitted = std::fs::read_to_string(cell_files.last().unwrap()).unwrap();
+    assert_eq!(
+        resubmitted.lines().collect::<Vec<_>>(),
+        vec![missing[0].as_str()]
+    );
+    cluster.wait(&job);
+    assert!(
+        status_lines(&cluster, grid, out_s)
+            .iter()
+            .all(|(_, s)| s == "done")
+    );
+}
+
+#[test]
+fn bad_submissions_fail_before_anything_is_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = grid_file(dir.path(), "bad-grid", "\"seed\" = [0]", "");
+    let grid = grid.to_str().unwrap();
+    let out_s = dir.path().join("results");
+    let out_s = out_s.to_str().unwrap();
+
+    // No sbatch on PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_retain"))
+        .args(["grid", "submit", grid, "--slurm", "--output", out_s])
+        .env("PATH", empty.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`sbatch` is not on PATH"));
+
+    // A results folder that cannot be written (a file stands where the folder should be).
+    let blocker = dir.path().join("blocked");
+    std::fs::write(&blocker, b"").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_retain"))
+        .args([
+            "grid",
+            "submit",
+            grid,
+            "--slurm",
+            "--dry-run",
+            "--output",
+            blocker.to_str().unwrap(),
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not writable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A dry run writes a readable script and submits nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_retain"))
+        .args([
+            "grid",
+            "submit",
+            grid,
+            "--slurm",
+            "--dry-run",
+            "--output",
+            out_s,
+            "--time",
+            "01:00:00",
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run: not submitted"));
+
+    // An unknown partition, checked against the running cluster.
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let out = cluster.retain(&[
+        "grid",
+        "submit",
+        grid,
+        "--slurm",
+        "--partition",
+        "nosuch",
+        "--output",
+        out_s,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown partition `nosuch`") && stderr.contains("debug"),
+        "{stderr}"
+    );
+    assert!(
+        !Path::new(out_s).join("bad-grid/slurm/jobs.tsv").exists(),
+        "nothing may be submitted"
+    );
+}

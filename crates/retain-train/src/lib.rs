@@ -25,6 +25,8 @@ use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
 
 pub use method::{Method, StepContext, TaskContext, gradients, parse_params};
+/// Re-exported so that method crates need no direct dependency on `retain-stream`.
+pub use retain_stream::Batch;
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,10 @@ test:
     {{env}} && cargo run --quiet -- data fetch mnist
     {{env}} && cargo test --workspace
 
+# Create crates/methods/NAME from templates/method and register it (see README, "Adding a method").
+new-method name:
+    scripts/new-method.sh {{name}}
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check

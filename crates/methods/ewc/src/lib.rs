@@ -31,8 +31,10 @@
 //!   low: cross terms between samples partly cancel before squaring, so values shrink by up
 //!   to the batch size. With `fisher_batch_size = 1` it equals `per_sample`.
 //!
-//! Fisher matrices and anchors live on the training device; the penalty adds a few element-wise
-//! kernels per parameter to each step and never reads back to the host.
+//! Fisher matrices and anchors live on the training device, flattened into one tensor each;
+//! the step computes the penalty's gradient `λ Σ_c F_c ⊙ (θ − θ*_c)` in closed form over all
+//! parameters at once (a few kernels) and adds it to the gradients after `backward`, never
+//! reading back to the host.
 //!
 //! # Hyper-parameters
 //!
@@ -119,11 +121,50 @@ fn default_fisher_batch_size() -> usize {
     10
 }
 
-/// A Fisher diagonal and the parameters it is anchored at, parallel to the network's
-/// parameters sorted by name.
+/// A Fisher diagonal and the parameters it is anchored at, each one flat tensor: the
+/// network's parameters sorted by name, flattened and concatenated (see [`Layout`]).
 struct Consolidation {
-    fisher: Vec<Tensor>,
-    anchor: Vec<Tensor>,
+    fisher: Tensor,
+    anchor: Tensor,
+}
+
+/// Where each parameter (sorted by name) lies in the flat tensors: name, offset, shape.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    name: String,
+    offset: i64,
+    shape: Vec<i64>,
+}
+
+type Layout = Vec<Slot>;
+
+fn layout(named: impl IntoIterator<Item = (String, Vec<i64>)>) -> Layout {
+    let mut offset = 0;
+    named
+        .into_iter()
+        .map(|(name, shape)| {
+            let slot = Slot {
+                name,
+                offset,
+                shape: shape.clone(),
+            };
+            offset += shape.iter().product::<i64>();
+            slot
+        })
+        .collect()
+}
+
+/// The tensors (one per parameter, in layout order) as one flat tensor.
+fn flatten(tensors: &[Tensor]) -> Tensor {
+    let flat: Vec<Tensor> = tensors.iter().map(|t| t.reshape([-1])).collect();
+    Tensor::cat(&flat, 0)
+}
+
+/// The part of a flat tensor that belongs to `slot`, shaped like its parameter (a view).
+fn unflatten(flat: &Tensor, slot: &Slot) -> Tensor {
+    let numel: i64 = slot.shape.iter().product();
+    flat.narrow(0, slot.offset, numel)
+        .view(slot.shape.as_slice())
 }
 
 /// EWC or online EWC (see the crate docs).
@@ -135,12 +176,15 @@ pub struct Ewc {
     estimator: FisherEstimator,
     fisher_samples: usize,
     fisher_batch_size: usize,
-    /// Parameter names the consolidations are laid out by (sorted).
-    names: Vec<String>,
+    /// How the consolidations' flat tensors map onto parameters (sorted by name).
+    layout: Layout,
     consolidations: Vec<Consolidation>,
-    /// Shallow handles on the live parameters (same order as `names`), refreshed in
-    /// `before_task` so that the step does not look them up.
+    /// Shallow handles on the live parameters (layout order), refreshed in `before_task` so
+    /// that the step does not look them up.
     params: Vec<Tensor>,
+    /// `λ Σ_c F_c ⊙ (θ − θ*_c)`, flat, computed by `loss` and added to the gradients by
+    /// `after_backward` of the same step.
+    pending_gradient: Option<Tensor>,
 }
 
 /// Registry factory for `ewc` (default `mode = "separate"`).
@@ -208,9 +252,10 @@ impl Ewc {
             estimator: params.fisher,
             fisher_samples: params.fisher_samples,
             fisher_batch_size: params.fisher_batch_size,
-            names: Vec::new(),
+            layout: Vec::new(),
             consolidations: Vec::new(),
             params: Vec::new(),
+            pending_gradient: None,
         })
     }
 
@@ -219,23 +264,20 @@ impl Ewc {
     }
 
     /// `λ/2 · Σ_c Σ_i F_c,i (θ_i − θ*_c,i)²` for `params` (sorted by name, as
-    /// [`retain_train::Network::parameters`] gives them); `None` before the first task ends.
+    /// [`retain_train::Network::parameters`] gives them), differentiable through autograd;
+    /// `None` before the first task ends. The training step computes the same value and its
+    /// gradient in fused form instead (see [`Method::loss`] below); this is the reference.
     pub fn penalty(&self, params: &[Tensor]) -> Option<Tensor> {
-        let mut total: Option<Tensor> = None;
-        for consolidation in &self.consolidations {
-            for ((theta, fisher), anchor) in params
-                .iter()
-                .zip(&consolidation.fisher)
-                .zip(&consolidation.anchor)
-            {
-                let term = (fisher * (theta - anchor).square()).sum(Kind::Float);
-                total = Some(match total {
-                    Some(t) => t + term,
-                    None => term,
-                });
-            }
+        if self.consolidations.is_empty() {
+            return None;
         }
-        total.map(|t| t * (self.lambda / 2.0))
+        let theta = flatten(params);
+        let total = self
+            .consolidations
+            .iter()
+            .map(|c| (&c.fisher * (&theta - &c.anchor).square()).sum(Kind::Float))
+            .reduce(|a, b| a + b)?;
+        Some(total * (self.lambda / 2.0))
     }
 
     /// The diagonal empirical Fisher of the task in `ctx` (see the crate docs), one tensor
@@ -269,12 +311,11 @@ impl Ewc {
     }
 
     fn consolidate(&mut self, fisher: Vec<Tensor>, params: &[Tensor]) {
-        let anchor: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
+        let fisher = flatten(&fisher);
+        let anchor = flatten(params).detach().copy();
         match (self.mode, self.consolidations.last_mut()) {
             (Mode::Online, Some(running)) => {
-                for (old, new) in running.fisher.iter_mut().zip(fisher) {
-                    *old = &*old * self.gamma + new;
-                }
+                running.fisher = &running.fisher * self.gamma + fisher;
                 running.anchor = anchor;
             }
             _ => self.consolidations.push(Consolidation { fisher, anchor }),
@@ -288,26 +329,29 @@ impl Ewc {
         }
     }
 
-    /// Checks the network's parameter names against the stored consolidations and caches
-    /// handles on the parameters.
+    /// Checks the network's parameters against the stored consolidations' layout and caches
+    /// handles on them.
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let (names, params): (Vec<String>, Vec<Tensor>) = ctx.parameters().into_iter().unzip();
+        let current = layout(names.into_iter().zip(params.iter().map(Tensor::size)));
         if self.consolidations.is_empty() {
-            self.names = names;
-        } else if names != self.names {
+            self.layout = current;
+        } else if current != self.layout {
+            let describe = |l: &Layout| {
+                l.iter()
+                    .map(|s| format!("{} {:?}", s.name, s.shape))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             return Err(self.error(format!(
-                "the network's parameters {names:?} differ from the consolidated ones {:?}",
-                self.names
+                "the network's parameters [{}] differ from the consolidated ones [{}]",
+                describe(&current),
+                describe(&self.layout)
             )));
         }
         for consolidation in &mut self.consolidations {
-            for t in consolidation
-                .fisher
-                .iter_mut()
-                .chain(consolidation.anchor.iter_mut())
-            {
-                *t = t.to_device(ctx.device);
-            }
+            consolidation.fisher = consolidation.fisher.to_device(ctx.device);
+            consolidation.anchor = consolidation.anchor.to_device(ctx.device);
         }
         self.params = params;
         Ok(())
@@ -330,11 +374,52 @@ impl Method for Ewc {
         self.bind(ctx)
     }
 
+    /// Cross-entropy plus the penalty's value. The penalty enters the returned loss as a
+    /// constant (no autograd graph): its gradient `λ Σ_c F_c ⊙ (θ − θ*_c)` is computed here in
+    /// closed form on flat tensors and added by `after_backward`. That is a handful of kernels
+    /// per step for all parameters together, where differentiating the penalty through
+    /// autograd costs about ten per parameter (at batch 10 on the CPU, 2.8× the step time of
+    /// naive fine-tuning).
     fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
         let ce = ctx.cross_entropy(batch);
-        match self.penalty(&self.params) {
-            Some(penalty) => ce + penalty,
+        if self.consolidations.is_empty() {
+            return ce;
+        }
+        let theta = flatten(&self.params).detach();
+        let mut gradient: Option<Tensor> = None;
+        let mut value: Option<Tensor> = None;
+        for c in &self.consolidations {
+            let delta = &theta - &c.anchor;
+            let weighted = &c.fisher * &delta;
+            let quadratic = weighted.dot(&delta);
+            value = Some(match value {
+                Some(v) => v + quadratic,
+                None => quadratic,
+            });
+            gradient = Some(match gradient {
+                Some(g) => g + weighted,
+                None => weighted,
+            });
+        }
+        self.pending_gradient = gradient.map(|g| g * self.lambda);
+        match value {
+            Some(v) => ce + v * (self.lambda / 2.0),
             None => ce,
+        }
+    }
+
+    /// Adds the penalty's gradient computed by `loss`. A parameter whose `grad()` is still
+    /// undefined has never received a gradient from the model's loss, so its Fisher entries,
+    /// estimated through the same forward pass, are zero and so is its penalty gradient.
+    fn after_backward(&mut self, _ctx: &StepContext<'_>) {
+        let Some(gradient) = self.pending_gradient.take() else {
+            return;
+        };
+        for (param, slot) in self.params.iter().zip(&self.layout) {
+            let mut grad = param.grad();
+            if grad.defined() {
+                let _ = grad.g_add_(&unflatten(&gradient, slot));
+            }
         }
     }
 
@@ -353,12 +438,15 @@ impl Method for Ewc {
         let mut state = Vec::new();
         for (c, consolidation) in self.consolidations.iter().enumerate() {
             let prefix = self.state_prefix(c);
-            for (kind, tensors) in [
+            for (kind, flat) in [
                 ("fisher", &consolidation.fisher),
                 ("anchor", &consolidation.anchor),
             ] {
-                for (name, t) in self.names.iter().zip(tensors) {
-                    state.push((format!("{prefix}{kind}.{name}"), t.shallow_clone()));
+                for slot in &self.layout {
+                    state.push((
+                        format!("{prefix}{kind}.{}", slot.name),
+                        unflatten(flat, slot),
+                    ));
                 }
             }
         }
@@ -397,7 +485,7 @@ impl Method for Ewc {
                 tensor,
             ));
         }
-        let mut names: Option<Vec<String>> = None;
+        let mut names: Option<Layout> = None;
         let mut consolidations = Vec::with_capacity(groups.len());
         for (expected, (c, mut entries)) in groups.into_iter().enumerate() {
             if c != expected {
@@ -409,6 +497,7 @@ impl Method for Ewc {
             let mut fisher = Vec::new();
             let mut anchor = Vec::new();
             let mut these = Vec::new();
+            let mut shapes = Vec::new();
             for pair in entries.chunks(2) {
                 match pair {
                     [(k1, n1, a), (k2, n2, f)] if k1 == "anchor" && k2 == "fisher" && n1 == n2 => {
@@ -420,6 +509,7 @@ impl Method for Ewc {
                             )));
                         }
                         these.push(n1.clone());
+                        shapes.push(a.size());
                         anchor.push(a.shallow_clone());
                         fisher.push(f.shallow_clone());
                     }
@@ -431,22 +521,27 @@ impl Method for Ewc {
                     }
                 }
             }
+            let this_layout = layout(these.into_iter().zip(shapes));
             match &names {
-                Some(n) if *n != these => {
+                Some(first) if *first != this_layout => {
                     return Err(self.error(format!(
-                        "consolidation {c} covers parameters {these:?}, consolidation 0 covers {n:?}"
+                        "consolidation {c} covers other parameters or shapes than consolidation 0"
                     )));
                 }
-                _ => names = Some(these),
+                _ => names = Some(this_layout),
             }
-            consolidations.push(Consolidation { fisher, anchor });
+            consolidations.push(Consolidation {
+                fisher: flatten(&fisher),
+                anchor: flatten(&anchor),
+            });
         }
         if self.mode == Mode::Online && consolidations.len() > 1 {
             return Err(self.error("online EWC keeps a single consolidation".into()));
         }
-        self.names = names.unwrap_or_default();
+        self.layout = names.unwrap_or_default();
         self.consolidations = consolidations;
         self.params.clear();
+        self.pending_gradient = None;
         Ok(())
     }
 }

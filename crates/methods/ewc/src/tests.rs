@@ -50,7 +50,7 @@ fn assert_close(actual: &[f64], expected: &[f64], what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert!(
-            (a - e).abs() <= 1e-6 * e.abs().max(1e-3),
+            (a - e).abs() <= 1e-7 + 1e-5 * e.abs(),
             "{what}[{i}]: {a} vs expected {e}"
         );
     }
@@ -110,6 +110,17 @@ fn hand_fisher(grads: &[(Vec<f64>, Vec<f64>)], group: usize) -> (Vec<f64>, Vec<f
         }
     }
     (fb, fw)
+}
+
+/// Moves every parameter by a known, element-specific amount.
+fn shift(net: &Network) {
+    let _no_grad = tch::no_grad_guard();
+    for (i, p) in params_of(net).iter().enumerate() {
+        let numel = p.numel() as i64;
+        let delta = (Tensor::arange(numel, (Kind::Float, Device::Cpu)) * 0.01 + 0.1 * i as f64)
+            .view(p.size().as_slice());
+        let _ = p.shallow_clone().g_add_(&delta);
+    }
 }
 
 fn params_of(net: &Network) -> Vec<Tensor> {
@@ -191,16 +202,7 @@ fn penalty_is_zero_at_the_anchor_and_its_gradient_is_lambda_f_delta() {
     let at_anchor = method.penalty(&params_of(&net)).unwrap();
     assert_eq!(at_anchor.double_value(&[]), 0.0);
 
-    // Move every parameter by a known, element-specific amount.
-    {
-        let _no_grad = tch::no_grad_guard();
-        for (i, p) in params_of(&net).iter().enumerate() {
-            let numel = p.numel() as i64;
-            let delta = (Tensor::arange(numel, (Kind::Float, Device::Cpu)) * 0.01 + 0.1 * i as f64)
-                .view(p.size().as_slice());
-            let _ = p.shallow_clone().g_add_(&delta);
-        }
-    }
+    shift(&net);
     let params = params_of(&net);
     let deltas: Vec<Vec<f64>> = params
         .iter()
@@ -221,6 +223,70 @@ fn penalty_is_zero_at_the_anchor_and_its_gradient_is_lambda_f_delta() {
     for ((g, f), d) in grads.iter().zip(&fisher).zip(&deltas) {
         let expected: Vec<f64> = f.iter().zip(d).map(|(f, d)| 7.5 * f * d).collect();
         assert_close(&host(g), &expected, "∂penalty/∂θ");
+    }
+}
+
+#[test]
+fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_loss() {
+    let stream = stream();
+    let net = linear(5);
+    let mut method = ewc("lambda = 7.5");
+    let ctx = task_context(&net, &stream, 0);
+    method.before_task(&ctx).unwrap();
+    method.after_task(&ctx).unwrap();
+    let (fb, fw) = hand_fisher(&hand_gradients(&net, &stream, 0), 1);
+    let anchors: Vec<Vec<f64>> = params_of(&net).iter().map(host).collect();
+    shift(&net);
+    method.before_task(&task_context(&net, &stream, 1)).unwrap();
+
+    let step = StepContext {
+        network: &net,
+        model: net.model.as_ref(),
+        vars: &net.vars,
+        stream: &stream,
+        task: &stream.tasks[1],
+        device: Device::Cpu,
+        step: 0,
+    };
+    let indices = Tensor::from_slice(&stream.tasks[1].train_indices);
+    let batch = stream.batch(SplitKind::Train, &indices);
+    let ce = step.cross_entropy(&batch).double_value(&[]);
+    let loss = method.loss(&step, &batch);
+    loss.backward();
+    method.after_backward(&step);
+
+    let params = params_of(&net);
+    let deltas: Vec<Vec<f64>> = params
+        .iter()
+        .zip(&anchors)
+        .map(|(p, a)| host(p).iter().zip(a).map(|(x, y)| x - y).collect())
+        .collect();
+    let fisher = [fb, fw];
+    let penalty: f64 = 7.5 / 2.0
+        * fisher
+            .iter()
+            .zip(&deltas)
+            .flat_map(|(f, d)| f.iter().zip(d).map(|(f, d)| f * d * d))
+            .sum::<f64>();
+    assert_close(&[loss.double_value(&[])], &[ce + penalty], "loss");
+
+    // Cross-entropy gradient: the mean of the per-sample gradients (by hand, at the moved
+    // parameters).
+    let per_sample = hand_gradients(&net, &stream, 1);
+    let n = per_sample.len() as f64;
+    let ce_grad = [
+        (0..CLASSES)
+            .map(|k| per_sample.iter().map(|g| g.0[k]).sum::<f64>() / n)
+            .collect::<Vec<_>>(),
+        (0..CLASSES * FEATURES)
+            .map(|i| per_sample.iter().map(|g| g.1[i]).sum::<f64>() / n)
+            .collect(),
+    ];
+    for (i, p) in params.iter().enumerate() {
+        let expected: Vec<f64> = (0..ce_grad[i].len())
+            .map(|j| ce_grad[i][j] + 7.5 * fisher[i][j] * deltas[i][j])
+            .collect();
+        assert_close(&host(&p.grad()), &expected, "p.grad() after the step");
     }
 }
 
@@ -369,7 +435,11 @@ fn a_network_with_other_parameters_is_rejected() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.starts_with("method `ewc` failed: the network's parameters [\"head.bias\", \"head.weight\", \"hidden.0.bias\", \"hidden.0.weight\"] differ"),
+        error.starts_with(
+            "method `ewc` failed: the network's parameters [head.bias [4], head.weight [4, 2], \
+             hidden.0.bias [2], hidden.0.weight [2, 3]] differ from the consolidated ones \
+             [head.bias [4], head.weight [4, 3]]"
+        ),
         "{error}"
     );
 }

@@ -46,6 +46,10 @@ check:
     {{env}} && cargo run --quiet -- grid run experiments/check-split-mnist.toml --output results/check --quiet
     {{env}} && cargo run --quiet -- check results/check/check-split-mnist --baseline results/baselines/check-split-mnist.toml
 
+# Create crates/methods/NAME from templates/method and register it (see README, "Adding a method").
+new-method name:
+    scripts/new-method.sh {{name}}
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check

@@ -8,7 +8,13 @@ use retain_train::{Method, TrainError};
 pub type Factory = fn(&toml::Table) -> Result<Box<dyn Method>, TrainError>;
 
 /// Every registered method, by name.
-pub const METHODS: &[(&str, Factory)] = &[("naive", retain_method_naive::from_params)];
+pub const METHODS: &[(&str, Factory)] = &[
+    ("naive", retain_method_naive::from_params),
+    ("ewc", retain_method_ewc::from_params),
+    ("online-ewc", retain_method_ewc::from_params_online),
+    ("lwf", retain_method_lwf::from_params),
+    ("joint", retain_method_joint::from_params),
+];
 
 /// The factory registered under `name`.
 pub fn factory(name: &str) -> Option<Factory> {

@@ -10,8 +10,11 @@
 //!   read-out accumulate in device tensors and cross to the host in one copy per evaluation.
 
 pub mod method;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Instant;
 
 use retain_config::{Experiment, OptimizerConfig, Readout};
@@ -21,7 +24,9 @@ use retain_stream::{SplitKind, TaskStream};
 use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
 
-pub use method::{Method, StepContext, TaskContext, parse_params};
+pub use method::{Method, StepContext, TaskContext, gradients, parse_params};
+/// Re-exported so that method crates need no direct dependency on `retain-stream`.
+pub use retain_stream::Batch;
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
@@ -131,24 +136,82 @@ impl RunOutcome {
     }
 }
 
+/// Builds a backbone under a path; [`Network`] keeps it so that it can build copies.
+pub type ModelBuilder = dyn Fn(&nn::Path) -> Box<dyn Backbone>;
+
 /// The model and its parameters, built under a seed derived from the experiment seed.
 pub struct Network {
     pub vars: nn::VarStore,
     pub model: Box<dyn Backbone>,
+    /// How `model` was built, kept so that [`Network::frozen_copy`] can build the same
+    /// architecture with the same parameter names.
+    builder: Rc<ModelBuilder>,
 }
 
 impl Network {
     pub fn new(experiment: &Experiment, stream: &TaskStream) -> Self {
         tch::manual_seed(retain_stream::seed::derive(experiment.seed, "init") as i64);
-        let vars = nn::VarStore::new(stream.device);
-        let model = retain_models::build(
-            &experiment.model,
-            &vars.root(),
-            stream.input_features(),
-            stream.num_classes,
-        );
-        Self { vars, model }
+        let config = experiment.model.clone();
+        let (inputs, outputs) = (stream.input_features(), stream.num_classes);
+        Self::from_builder(stream.device, move |path| {
+            retain_models::build(&config, path, inputs, outputs)
+        })
     }
+
+    /// A network whose model `builder` creates on `device` (initialised from torch's global
+    /// generator). [`Network::new`] is this with the experiment's `[model]`; tests use it for
+    /// tiny hand-made models.
+    pub fn from_builder(
+        device: Device,
+        builder: impl Fn(&nn::Path) -> Box<dyn Backbone> + 'static,
+    ) -> Self {
+        let vars = nn::VarStore::new(device);
+        let model = builder(&vars.root());
+        Self {
+            vars,
+            model,
+            builder: Rc::new(builder),
+        }
+    }
+
+    /// An independent, frozen copy of the network as it is now: same architecture and
+    /// parameter names, values copied into fresh storage (so later training of `self` leaves
+    /// the copy untouched), `requires_grad` off (so no gradient or optimiser ever reaches it),
+    /// on the same device. Methods keep one as "the model after the previous task" (LwF's
+    /// teacher, a reference for regularisers).
+    ///
+    /// Building the copy initialises its parameters before overwriting them, which draws from
+    /// torch's global generator; every random choice of the stream and trainer has its own
+    /// seeded generator, so runs stay reproducible.
+    pub fn frozen_copy(&self) -> Result<Network, TrainError> {
+        let mut vars = nn::VarStore::new(self.vars.device());
+        let model = (self.builder)(&vars.root());
+        vars.copy(&self.vars)?;
+        vars.freeze();
+        Ok(Network {
+            vars,
+            model,
+            builder: Rc::clone(&self.builder),
+        })
+    }
+
+    /// The trainable parameters with their names, sorted by name. Sorting makes the order a
+    /// function of the architecture alone, so per-parameter method state (Fisher matrices,
+    /// anchors) lines up across copies of the network and across checkpoints.
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        named_parameters(&self.vars)
+    }
+}
+
+/// The trainable (`requires_grad`) variables of `vars` with their names, sorted by name.
+pub fn named_parameters(vars: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vars
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 /// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
@@ -181,6 +244,7 @@ pub fn run(
     let mut reports = Vec::with_capacity(tasks);
     for task in &stream.tasks {
         let task_ctx = TaskContext {
+            network,
             model: network.model.as_ref(),
             vars: &network.vars,
             stream,
@@ -205,6 +269,7 @@ pub fn run(
                 let batch =
                     stream.batch(SplitKind::Train, &order.narrow(0, start as i64, len as i64));
                 let ctx = StepContext {
+                    network,
                     model: network.model.as_ref(),
                     vars: &network.vars,
                     stream,
@@ -212,11 +277,7 @@ pub fn run(
                     device: stream.device,
                     step,
                 };
-                let loss = method.loss(&ctx, &batch);
-                optimizer.zero_grad();
-                loss.backward();
-                method.after_backward(&ctx);
-                optimizer.step();
+                let loss = train_step(method, &ctx, &batch, &mut optimizer);
                 // In place, on the device: no host synchronisation per step.
                 let _ = loss_sum.g_add_(&loss.detach());
                 step += 1;
@@ -261,7 +322,25 @@ pub fn run(
     })
 }
 
-fn build_optimizer(
+/// One optimisation step of `method` on `batch`: its loss, `zero_grad`, `backward`, its
+/// `after_backward`, the optimiser's `step` (the order documented in [`method`]). Returns
+/// the loss, still on the device: nothing here reads a tensor back to the host.
+pub fn train_step(
+    method: &mut dyn Method,
+    ctx: &StepContext<'_>,
+    batch: &retain_stream::Batch,
+    optimizer: &mut nn::Optimizer,
+) -> Tensor {
+    let loss = method.loss(ctx, batch);
+    optimizer.zero_grad();
+    loss.backward();
+    method.after_backward(ctx);
+    optimizer.step();
+    loss
+}
+
+/// The optimiser `config` describes, over the trainable variables of `vars`.
+pub fn build_optimizer(
     config: &OptimizerConfig,
     vars: &nn::VarStore,
 ) -> Result<nn::Optimizer, TrainError> {
@@ -351,3 +430,6 @@ pub fn evaluate(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,19 +18,32 @@
 //! 4. [`Method::after_task`] once (consolidation, buffer updates);
 //! 5. evaluation of every task of the stream, in every read-out.
 //!
+//! Between tasks (after step 5 of one task, before step 1 of the next) a method's
+//! [`Method::state`] may be read for a checkpoint, and on resuming [`Method::load_state`] is
+//! called once, before the first hook of the next task.
+//!
+//! Helpers for what methods commonly need: [`crate::Network::frozen_copy`] (an independent,
+//! frozen copy of the model, e.g. the model after the previous task), and on a
+//! [`TaskContext`] the named parameters, seeded samples of the task's training data and
+//! [`gradients`] of a loss without touching `p.grad()` (per-sample gradients for a Fisher
+//! matrix in `after_task`).
+//!
 //! Hooks get what they need through context structs, never long argument lists, so adding a
 //! field to a context is not a breaking change for existing methods. Hooks must not read
 //! tensors back to the host inside the step: the trainer keeps the step free of
 //! synchronisation, and a method that reads a loss value per batch would undo that.
 
 use retain_models::Backbone;
-use retain_stream::{Batch, Task, TaskStream};
+use retain_stream::seed::{self, SplitMix64};
+use retain_stream::{Batch, SplitKind, Task, TaskStream};
 use tch::{Device, Tensor, nn};
 
-use crate::TrainError;
+use crate::{Network, TrainError};
 
 /// What a method sees around a task boundary.
 pub struct TaskContext<'a> {
+    /// The network being trained (`model` and `vars` are its fields, repeated for brevity).
+    pub network: &'a Network,
     pub model: &'a dyn Backbone,
     pub vars: &'a nn::VarStore,
     pub stream: &'a TaskStream,
@@ -43,8 +56,39 @@ pub struct TaskContext<'a> {
     pub seed: u64,
 }
 
+impl TaskContext<'_> {
+    /// The trainable parameters with their names, sorted by name (see
+    /// [`Network::parameters`]).
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.network.parameters()
+    }
+
+    /// Up to `n` of this task's training indices, drawn without replacement by a generator
+    /// seeded from the experiment seed and `purpose` (e.g. `"ewc/fisher"`) and this task, in
+    /// ascending order; all of them when the task has at most `n`.
+    pub fn sample_train_indices(&self, n: usize, purpose: &str) -> Vec<i64> {
+        let mut indices = self.task.train_indices.clone();
+        if n < indices.len() {
+            let purpose = format!("{purpose}/task{}", self.task.index);
+            SplitMix64::new(seed::derive(self.seed, &purpose)).shuffle(&mut indices);
+            indices.truncate(n);
+            indices.sort_unstable();
+        }
+        indices
+    }
+
+    /// The training samples at `indices` (host indices into the training split), as one
+    /// batch on the device.
+    pub fn train_batch(&self, indices: &[i64]) -> Batch {
+        let indices = Tensor::from_slice(indices).to_device(self.device);
+        self.stream.batch(SplitKind::Train, &indices)
+    }
+}
+
 /// What a method sees inside a training step.
 pub struct StepContext<'a> {
+    /// The network being trained (`model` and `vars` are its fields, repeated for brevity).
+    pub network: &'a Network,
     pub model: &'a dyn Backbone,
     pub vars: &'a nn::VarStore,
     pub stream: &'a TaskStream,
@@ -92,6 +136,47 @@ pub trait Method {
     fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         Ok(())
     }
+
+    /// The method's own state between tasks, as named tensors (e.g. a Fisher matrix and its
+    /// anchor parameters), for checkpoints: together with the network's variables it must be
+    /// enough to continue the run with [`Method::load_state`]. Names are stable strings the
+    /// method chooses. Default: no state. Anything a method can rebuild from the network and
+    /// stream (the previous model, when that is the checkpointed model itself) need not be
+    /// included.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Restores what [`Method::state`] returned. Default: accepts an empty state and rejects
+    /// any other, naming the unexpected tensors.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        Err(TrainError::Method {
+            method: self.name().to_owned(),
+            message: format!(
+                "keeps no state but the checkpoint holds {}",
+                state
+                    .iter()
+                    .map(|(n, _)| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+}
+
+/// Gradients of the scalar `loss` with respect to each of `params`, computed without reading
+/// or writing any `p.grad()` (so they do not mix with the optimiser's gradients). A
+/// parameter the loss does not depend on gets zeros of its shape. The graph is freed. Fails
+/// when a parameter does not require gradients (a frozen copy's, say).
+pub fn gradients(loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>, TrainError> {
+    Ok(Tensor::f_run_backward(&[loss], params, false, false)?
+        .into_iter()
+        .zip(params)
+        .map(|(g, p)| if g.defined() { g } else { p.zeros_like() })
+        .collect())
 }
 
 /// Deserialises a method's hyper-parameters (the `[method]` table without `name`), rejecting

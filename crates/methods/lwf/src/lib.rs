@@ -1,0 +1,167 @@
+//! Learning without Forgetting (LwF, Li & Hoiem 2017).
+//!
+//! Before each task after the first, LwF keeps a frozen copy of the model (the model as it
+//! left the previous task). While training the new task it asks the current model to keep
+//! reproducing that copy's *temperature-softened* outputs on the new task's inputs, so no
+//! data of old tasks is stored.
+//!
+//! # The loss
+//!
+//! For a batch `x` with labels `y`, current logits `z = f_θ(x)`, the copy's logits
+//! `z° = f_θ°(x)` (no gradient), and `O` the classes of all earlier tasks:
+//!
+//! ```text
+//! loss = CE(z, y) + α · T² · (1/B) Σ_b KL( softmax(z°_b,O / T) ‖ softmax(z_b,O / T) )
+//! KL(p ‖ q) = Σ_k p_k (log p_k − log q_k)
+//! ```
+//!
+//! * The distillation covers the **old classes' logits only** (`O`), softmaxed among
+//!   themselves: the single-head form of LwF used for class- and task-incremental read-out
+//!   (as in van de Ven et al. 2019, "Three scenarios for continual learning"). The original
+//!   multi-head LwF distils each old task's head, which this matches when a task's classes are
+//!   its head.
+//! * KL rather than the cross-entropy `−Σ p log q` of the paper: the two differ by the
+//!   entropy of `p`, which does not depend on `θ`, so gradients are identical; KL is zero when
+//!   the model agrees with its copy.
+//! * Multiplying by `T²` keeps the distillation gradients' scale independent of `T`
+//!   (Hinton et al. 2015), the usual convention.
+//!
+//! On the first task there is no copy and the loss is plain cross-entropy. LwF keeps no
+//! checkpoint state ([`Method::state`] is empty): its copy is the model as a between-task
+//! checkpoint stores it, rebuilt by `before_task`.
+//!
+//! # Hyper-parameters
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `alpha` | `1.0` | weight `α` of the distillation term (≥ 0; the paper's `λ_o`) |
+//! | `temperature` | `2.0` | softening temperature `T` (> 0; the paper uses 2) |
+//!
+//! # Example
+//!
+//! ```toml
+//! [method]
+//! name = "lwf"
+//! alpha = 1.0
+//! temperature = 2.0
+//! ```
+//!
+//! Li & Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2017.
+
+use retain_train::{Batch, Method, Network, StepContext, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+/// LwF's hyper-parameters (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LwfParams {
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+fn default_alpha() -> f64 {
+    1.0
+}
+fn default_temperature() -> f64 {
+    2.0
+}
+
+/// Learning without Forgetting (see the crate docs).
+pub struct Lwf {
+    alpha: f64,
+    temperature: f64,
+    /// The model after the previous task, and the classes of all earlier tasks (on the
+    /// device); `None` during the first task.
+    teacher: Option<(Network, Tensor)>,
+}
+
+/// Registry factory.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(Lwf::new(parse_params("lwf", params)?)?))
+}
+
+impl Lwf {
+    pub fn new(params: LwfParams) -> Result<Self, TrainError> {
+        let invalid = |message: String| TrainError::MethodParams {
+            method: "lwf".into(),
+            message,
+        };
+        if !(params.alpha.is_finite() && params.alpha >= 0.0) {
+            return Err(invalid(format!(
+                "`alpha` must be finite and ≥ 0, got {}",
+                params.alpha
+            )));
+        }
+        if !(params.temperature.is_finite() && params.temperature > 0.0) {
+            return Err(invalid(format!(
+                "`temperature` must be finite and > 0, got {}",
+                params.temperature
+            )));
+        }
+        Ok(Self {
+            alpha: params.alpha,
+            temperature: params.temperature,
+            teacher: None,
+        })
+    }
+
+    /// The frozen copy distilled from, if a task has finished.
+    pub fn teacher(&self) -> Option<&Network> {
+        self.teacher.as_ref().map(|(network, _)| network)
+    }
+}
+
+/// `T² · (1/B) Σ_b KL(softmax(old_b / T) ‖ softmax(new_b / T))` over `[B, K]` logits (see the
+/// crate docs); gradients flow into `new` only through the caller's graph.
+pub fn distillation_loss(new: &Tensor, old: &Tensor, temperature: f64) -> Tensor {
+    let log_p = (old / temperature).log_softmax(-1, Kind::Float);
+    let log_q = (new / temperature).log_softmax(-1, Kind::Float);
+    let per_sample = (log_p.exp() * (&log_p - log_q)).sum_dim_intlist(-1, false, Kind::Float);
+    per_sample.mean(Kind::Float) * (temperature * temperature)
+}
+
+impl Method for Lwf {
+    fn name(&self) -> &str {
+        "lwf"
+    }
+
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        let index = ctx.task.index;
+        self.teacher = if index == 0 {
+            None
+        } else {
+            let old: Vec<i64> = ctx.stream.tasks[..index]
+                .iter()
+                .flat_map(|t| t.classes.iter().copied())
+                .collect();
+            Some((
+                ctx.network.frozen_copy()?,
+                Tensor::from_slice(&old).to_device(ctx.device),
+            ))
+        };
+        Ok(())
+    }
+
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+        let logits = ctx.model.forward_t(&batch.inputs, true);
+        let ce = logits.cross_entropy_for_logits(&batch.labels);
+        let Some((teacher, old_classes)) = &self.teacher else {
+            return ce;
+        };
+        let old = {
+            let _no_grad = tch::no_grad_guard();
+            teacher
+                .model
+                .forward_t(&batch.inputs, false)
+                .index_select(1, old_classes)
+        };
+        let new = logits.index_select(1, old_classes);
+        ce + distillation_loss(&new, &old, self.temperature) * self.alpha
+    }
+}
+
+#[cfg(test)]
+mod tests;

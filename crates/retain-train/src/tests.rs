@@ -1,0 +1,282 @@
+use super::*;
+use crate::testkit::{synthetic_dataset, task_context};
+use retain_config::{ClassOrder, ClassOrderName, DatasetName, StreamConfig, StreamKind};
+use retain_stream::Batch;
+
+/// A two-layer MLP `inputs → hidden → outputs` (or a linear layer when `hidden` is empty),
+/// initialised under `seed`.
+fn network(inputs: usize, hidden: &[usize], outputs: usize, seed: i64) -> Network {
+    tch::manual_seed(seed);
+    let hidden = hidden.to_vec();
+    Network::from_builder(Device::Cpu, move |path| {
+        Box::new(retain_models::Mlp::new(path, inputs, &hidden, outputs))
+    })
+}
+
+fn snapshot(vars: &nn::VarStore) -> BTreeMap<String, Tensor> {
+    vars.variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().copy()))
+        .collect()
+}
+
+/// A split stream over [`synthetic_dataset`]: `tasks` tasks of two classes.
+fn stream(tasks: usize, per_class: usize, features: usize) -> TaskStream {
+    let config = StreamConfig {
+        kind: StreamKind::Split,
+        dataset: DatasetName::Mnist,
+        tasks,
+        classes_per_task: 2,
+        class_order: ClassOrder::Named(ClassOrderName::Natural),
+        train_samples_per_task: None,
+        test_samples_per_task: None,
+        readouts: vec![Readout::ClassIl, Readout::TaskIl],
+    };
+    let dataset = synthetic_dataset(2 * tasks, per_class, features);
+    TaskStream::build(&dataset, &config, 0, Device::Cpu).unwrap()
+}
+
+#[test]
+fn frozen_copy_is_an_independent_frozen_snapshot() {
+    let live = network(4, &[3], 2, 7);
+    let before = snapshot(&live.vars);
+    let inputs = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25, 1.0, 1.5, -0.5, 0.0]).view([2, 4]);
+    let labels = Tensor::from_slice(&[1i64, 0]);
+    let old_outputs = live.model.forward_t(&inputs, false).detach();
+
+    let copy = live.frozen_copy().unwrap();
+    assert!(
+        copy.parameters().is_empty(),
+        "every copied parameter is frozen"
+    );
+    let copied = snapshot(&copy.vars);
+    assert_eq!(
+        copied.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    for (name, value) in &copied {
+        assert!(value.equal(&before[name]), "{name} copied exactly");
+        assert_ne!(
+            copy.vars.variables()[name].data_ptr(),
+            live.vars.variables()[name].data_ptr(),
+            "{name} has its own storage"
+        );
+    }
+
+    let mut optimizer = build_optimizer(
+        &OptimizerConfig::Sgd {
+            lr: 0.5,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        &live.vars,
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let loss = live
+            .model
+            .forward_t(&inputs, true)
+            .cross_entropy_for_logits(&labels);
+        optimizer.zero_grad();
+        loss.backward();
+        optimizer.step();
+    }
+
+    let after = snapshot(&live.vars);
+    for (name, value) in snapshot(&copy.vars) {
+        assert!(value.equal(&before[&name]), "{name} of the copy unchanged");
+    }
+    assert!(
+        after
+            .iter()
+            .any(|(name, value)| !value.equal(&before[name])),
+        "training moved the live model"
+    );
+    let copy_outputs = copy.model.forward_t(&inputs, false);
+    assert!(copy_outputs.equal(&old_outputs));
+    assert!(!copy_outputs.requires_grad());
+    assert!(!live.model.forward_t(&inputs, false).equal(&old_outputs));
+}
+
+#[test]
+fn parameters_are_named_and_sorted_by_name() {
+    let net = network(4, &[3], 2, 0);
+    let names: Vec<String> = net.parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "head.bias",
+            "head.weight",
+            "hidden.0.bias",
+            "hidden.0.weight"
+        ]
+    );
+    let shapes: Vec<Vec<i64>> = net.parameters().iter().map(|(_, t)| t.size()).collect();
+    assert_eq!(shapes, vec![vec![2], vec![2, 3], vec![3], vec![3, 4]]);
+}
+
+#[test]
+fn gradients_match_hand_computation_and_leave_grad_untouched() {
+    let net = network(3, &[], 2, 0);
+    let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, -4.0, 0.5, 2.0]).view([2, 3]);
+    // loss = Σ_b Σ_k (W x_b + c)_k, so ∂/∂W_kj = Σ_b x_bj and ∂/∂c_k = batch size.
+    let loss = net.model.forward_t(&x, true).sum(Kind::Float);
+    let unused = Tensor::ones([4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let params: Vec<Tensor> = net
+        .parameters()
+        .into_iter()
+        .map(|(_, t)| t)
+        .chain([unused])
+        .collect();
+    let grads = gradients(&loss, &params).unwrap();
+    assert!(grads[0].equal(&Tensor::from_slice(&[2.0f32, 2.0])));
+    assert!(grads[1].equal(&Tensor::from_slice(&[-3.0f32, 2.5, 5.0, -3.0, 2.5, 5.0]).view([2, 3])));
+    assert!(grads[2].equal(&Tensor::zeros([4], (Kind::Float, Device::Cpu))));
+    for p in &params[..2] {
+        assert!(!p.grad().defined(), "p.grad() is not written");
+    }
+
+    let frozen = net.frozen_copy().unwrap();
+    let weight = frozen.vars.variables()["head.weight"].shallow_clone();
+    let loss = net.model.forward_t(&x, true).sum(Kind::Float);
+    assert!(gradients(&loss, &[weight]).is_err());
+}
+
+#[test]
+fn task_context_samples_are_seeded_subsets_of_the_task() {
+    let stream = stream(2, 10, 3);
+    let net = network(3, &[], 4, 0);
+    let ctx = task_context(&net, &stream, 1);
+    let all = &stream.tasks[1].train_indices;
+    assert_eq!(all.len(), 20);
+
+    let sample = ctx.sample_train_indices(5, "fisher");
+    assert_eq!(sample.len(), 5);
+    assert!(
+        sample.windows(2).all(|w| w[0] < w[1]),
+        "ascending, distinct"
+    );
+    assert!(sample.iter().all(|i| all.contains(i)));
+    assert_eq!(sample, ctx.sample_train_indices(5, "fisher"));
+    assert_ne!(sample, ctx.sample_train_indices(5, "other"));
+    assert_eq!(&ctx.sample_train_indices(20, "fisher"), all);
+    assert_eq!(&ctx.sample_train_indices(100, "fisher"), all);
+
+    let batch = ctx.train_batch(&sample);
+    let labels: Vec<i64> = Vec::try_from(&batch.labels).unwrap();
+    let expected: Vec<i64> = sample
+        .iter()
+        .map(|&i| i64::from(stream.train.host_labels[i as usize]))
+        .collect();
+    assert_eq!(labels, expected);
+    assert_eq!(batch.inputs.size(), vec![5, 3]);
+}
+
+/// Records every hook call, and what it saw, as a line of text.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<String>,
+}
+
+impl Method for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.events.push(format!("before_task {}", ctx.task.index));
+        Ok(())
+    }
+    fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
+        self.events
+            .push(format!("training_indices {}", ctx.task.index));
+        // Only the first 7 samples, to check the trainer uses what this hook returns.
+        ctx.task.train_indices[..7].to_vec()
+    }
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+        self.events.push(format!(
+            "loss {} step {} batch {}",
+            ctx.task.index,
+            ctx.step,
+            batch.labels.size()[0]
+        ));
+        ctx.cross_entropy(batch)
+    }
+    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+        let all_defined = ctx
+            .network
+            .parameters()
+            .iter()
+            .all(|(_, p)| p.grad().defined());
+        self.events.push(format!(
+            "after_backward {} step {} grads {all_defined}",
+            ctx.task.index, ctx.step
+        ));
+    }
+    fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.events.push(format!("after_task {}", ctx.task.index));
+        Ok(())
+    }
+}
+
+#[test]
+fn run_calls_the_hooks_in_the_documented_order() {
+    let stream = stream(2, 6, 3);
+    let experiment = Experiment::from_source(
+        r#"
+name = "order"
+device = "cpu"
+[stream]
+kind = "split"
+dataset = "mnist"
+tasks = 2
+classes_per_task = 2
+[model]
+kind = "mlp"
+hidden = []
+[training]
+batch_size = 5
+[method]
+name = "recorder"
+"#,
+        "order.toml",
+        &[],
+    )
+    .unwrap();
+    let net = Network::new(&experiment, &stream);
+    let mut recorder = Recorder::default();
+    let outcome = run(&experiment, &stream, &net, &mut recorder, &mut Silent).unwrap();
+    let mut expected = Vec::new();
+    for task in 0..2 {
+        expected.push(format!("before_task {task}"));
+        expected.push(format!("training_indices {task}"));
+        for (step, len) in [(0, 5), (1, 2)] {
+            expected.push(format!("loss {task} step {step} batch {len}"));
+            expected.push(format!("after_backward {task} step {step} grads true"));
+        }
+        expected.push(format!("after_task {task}"));
+    }
+    assert_eq!(recorder.events, expected);
+    assert_eq!(
+        outcome
+            .tasks
+            .iter()
+            .map(|t| (t.steps, t.samples))
+            .collect::<Vec<_>>(),
+        [(2, 7), (2, 7)]
+    );
+}
+
+#[test]
+fn default_state_is_empty_and_only_empty_state_loads() {
+    let mut recorder = Recorder::default();
+    assert!(recorder.state().is_empty());
+    recorder.load_state(Vec::new()).unwrap();
+    let error = recorder
+        .load_state(vec![("fisher.head.weight".into(), Tensor::from(1.0f32))])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "method `recorder` failed: keeps no state but the checkpoint holds `fisher.head.weight`"
+    );
+}

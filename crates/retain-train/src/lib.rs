@@ -17,7 +17,7 @@ use std::time::Instant;
 use retain_config::{Experiment, OptimizerConfig, Readout};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
-use retain_stream::{SplitKind, TaskStream};
+use retain_stream::TaskStream;
 use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
 
@@ -144,7 +144,7 @@ impl Network {
         let model = retain_models::build(
             &experiment.model,
             &vars.root(),
-            stream.input_features(),
+            stream.image_shape,
             stream.num_classes,
         );
         Self { vars, model }
@@ -202,8 +202,10 @@ pub fn run(
             let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
             for start in (0..indices.len()).step_by(batch_size) {
                 let len = batch_size.min(indices.len() - start);
-                let batch =
-                    stream.batch(SplitKind::Train, &order.narrow(0, start as i64, len as i64));
+                let batch = stream.training_batch(
+                    &order.narrow(0, start as i64, len as i64),
+                    TaskStream::draw(task.index, step),
+                );
                 let ctx = StepContext {
                     model: network.model.as_ref(),
                     vars: &network.vars,
@@ -319,14 +321,17 @@ pub fn evaluate(
         (Kind::Int64, stream.device),
     );
     for task in &stream.tasks {
-        for start in (0..task.test_len).step_by(batch_size) {
-            let len = batch_size.min(task.test_len - start);
-            let indices = task.test_indices.narrow(0, start as i64, len as i64);
-            let batch = stream.batch(SplitKind::Test, &indices);
+        let (split, eval_indices, eval_len) = stream.evaluation_set(task);
+        for start in (0..eval_len).step_by(batch_size) {
+            let len = batch_size.min(eval_len - start);
+            let indices = eval_indices.narrow(0, start as i64, len as i64);
+            let batch = stream.batch(split, &indices);
             let logits = network.model.forward_t(&batch.inputs, false);
             for (r, readout) in readouts.iter().enumerate() {
                 let predictions = match readout {
-                    Readout::ClassIl => logits.argmax(-1, false),
+                    // Domain-IL: one label space shared by every task, so the single head's
+                    // arg-max over all classes, as class-IL.
+                    Readout::ClassIl | Readout::DomainIl => logits.argmax(-1, false),
                     Readout::TaskIl => logits
                         .masked_fill(&task.class_mask.logical_not(), f64::NEG_INFINITY)
                         .argmax(-1, false),
@@ -345,7 +350,10 @@ pub fn evaluate(
             let per_task = stream
                 .tasks
                 .iter()
-                .map(|task| (host[r * tasks + task.index] as u64, task.test_len as u64))
+                .map(|task| {
+                    let (_, _, samples) = stream.evaluation_set(task);
+                    (host[r * tasks + task.index] as u64, samples as u64)
+                })
                 .collect();
             (readout, per_task)
         })

@@ -658,3 +658,49 @@ fn mismatched_or_unknown_datasets_are_rejected() {
     );
     assert_eq!(config.readouts, vec![Readout::ClassIl, Readout::TaskIl]);
 }
+
+/// The data path computes the same bytes on CUDA as on the CPU: transforms, the on-device
+/// augmentation hash, crops and flips. Runs where a CUDA device is visible.
+#[test]
+fn cuda_batches_equal_cpu_batches_where_cuda_exists() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: no CUDA device visible");
+        return;
+    }
+    let augment = AugmentConfig {
+        crop_padding: 4,
+        flip: true,
+    };
+    let dataset = synthetic("cifar10", 10, [3, 32, 32], 8);
+    let cifar = StreamConfig {
+        dataset: DatasetName::Cifar10,
+        augment: Some(augment),
+        ..config(StreamKind::Split, 5)
+    };
+    let cpu = TaskStream::build(&dataset, &cifar, 3, Device::Cpu).unwrap();
+    let gpu = TaskStream::build(&dataset, &cifar, 3, Device::Cuda(0)).unwrap();
+    let indices: Vec<i64> = (0..64).map(|i| (i * 5) % 80).collect();
+    for draw in [0u64, 12345] {
+        let a = cpu.training_batch(&Tensor::from_slice(&indices), draw);
+        let b = gpu.training_batch(
+            &Tensor::from_slice(&indices).to_device(Device::Cuda(0)),
+            draw,
+        );
+        assert!(a.labels.equal(&b.labels.to_device(Device::Cpu)));
+        let diff = (a.inputs - b.inputs.to_device(Device::Cpu)).abs().max();
+        assert!(diff.double_value(&[]) < 1e-5, "draw {draw}: {diff}");
+    }
+    for kind in [StreamKind::Permuted, StreamKind::Rotated] {
+        let dataset = synthetic("mnist", 10, [1, 28, 28], 4);
+        let config = config(kind, 4);
+        let cpu = TaskStream::build(&dataset, &config, 3, Device::Cpu).unwrap();
+        let gpu = TaskStream::build(&dataset, &config, 3, Device::Cuda(0)).unwrap();
+        let indices: Vec<i64> = (0..40).map(|i| i * 3).collect();
+        let (a, _) = cpu.raw_batch(SplitKind::Train, &Tensor::from_slice(&indices));
+        let (b, _) = gpu.raw_batch(
+            SplitKind::Train,
+            &Tensor::from_slice(&indices).to_device(Device::Cuda(0)),
+        );
+        assert!(a.equal(&b.to_device(Device::Cpu)), "{kind:?}");
+    }
+}

@@ -32,6 +32,7 @@ data-list: build
 # The whole test suite (dev profile), with the MNIST data it needs.
 test:
     {{env}} && cargo run --quiet -- data fetch mnist
+    {{env}} && cargo run --quiet -- data fetch fashion-mnist
     {{env}} && cargo test --workspace
 
 # Formatting and lints, as CI checks them.

@@ -54,9 +54,15 @@ pub fn execute(command: &DataCommand) -> Result<()> {
                 let present = files.iter().filter(|f| f.present).count();
                 let bytes: u64 = files.iter().filter_map(|f| f.size).sum();
                 let verified = files.iter().all(|f| f.verified);
-                let problem = files
+                // A missing checksum manifest only means "not verified"; a real problem in
+                // any file (wrong size, bad label) must not hide behind it.
+                let problems: Vec<&String> =
+                    files.iter().filter_map(|f| f.problem.as_ref()).collect();
+                let problem = problems
                     .iter()
-                    .find_map(|f| f.problem.clone())
+                    .find(|p| !p.contains(retain_data::NOT_VERIFIED_NO_MANIFEST))
+                    .or(problems.first())
+                    .map(|p| (*p).clone())
                     .or_else(|| {
                         (present < files.len()).then(|| {
                             format!("missing: {}", retain_data::fetch_command(spec.name, root))

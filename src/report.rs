@@ -65,9 +65,25 @@ pub fn print_run(matrices: &[(Readout, AccuracyMatrix)], outcome: &RunOutcome) {
     );
 }
 
-/// Right-aligned columns, first column left-aligned, header underlined.
+/// Numbers right-aligned, text (and the first column) left-aligned, header underlined.
 pub fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let numeric = |s: &str| {
+        s.is_empty()
+            || s == "-"
+            || s.split('/')
+                .all(|p| p.trim_start_matches('+').parse::<f64>().is_ok())
+    };
+    let text_column: Vec<bool> = (0..columns)
+        .map(|c| {
+            c == 0
+                || rows
+                    .iter()
+                    .skip(1)
+                    .filter_map(|r| r.get(c))
+                    .any(|s| !numeric(s))
+        })
+        .collect();
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
             rows.iter()
@@ -82,7 +98,7 @@ pub fn print_table(rows: &[Vec<String>]) {
             .iter()
             .enumerate()
             .map(|(c, cell)| {
-                if c == 0 {
+                if text_column[c] {
                     format!("{cell:<w$}", w = widths[c])
                 } else {
                     format!("{cell:>w$}", w = widths[c])

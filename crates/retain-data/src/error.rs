@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while reading, verifying or fetching dataset files.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,52 @@ pub enum DataError {
         classes: usize,
     },
 
+    /// A headerless record file (CIFAR) whose size is not the expected
+    /// number of whole records.
+    #[error(
+        "{}: wrong size for {records} {format} records of {record_len} bytes: expected {} bytes, found {found}",
+        path.display(),
+        *records as u64 * *record_len as u64
+    )]
+    RecordFileSize {
+        path: PathBuf,
+        /// "CIFAR-10" or "CIFAR-100".
+        format: &'static str,
+        records: usize,
+        record_len: usize,
+        found: u64,
+    },
+
+    /// A label byte of a record file that cannot be a class index.
+    #[error(
+        "{}: record {record}: {field} {label} is out of range for {classes} classes",
+        path.display()
+    )]
+    RecordLabelOutOfRange {
+        path: PathBuf,
+        /// 0-based record index within the file.
+        record: usize,
+        /// Which label byte: "label", "coarse label" or "fine label".
+        field: &'static str,
+        label: u8,
+        classes: usize,
+    },
+
+    /// A checksum manifest (`CHECKSUMS.md5`) that cannot be used: malformed,
+    /// or without an entry for a file it should cover.
+    #[error(
+        "{}{}: invalid checksum manifest: {reason}; re-fetch the dataset with: {command}",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default()
+    )]
+    BadManifest {
+        path: PathBuf,
+        /// 1-based line, when the problem is on one.
+        line: Option<usize>,
+        reason: String,
+        command: String,
+    },
+
     /// The images file and the labels file of one split disagree on the count.
     #[error(
         "image/label count mismatch: {} holds {images} images but {} holds {labels} labels",
@@ -153,7 +199,7 @@ pub enum DataError {
     },
 
     /// Every source was tried and some files still could not be obtained.
-    #[error("{}", FetchFailedDisplay { name, dir, missing, attempts, command })]
+    #[error("{}", FetchFailedDisplay { name, missing, attempts, hint })]
     FetchFailed {
         name: String,
         dir: PathBuf,
@@ -161,8 +207,9 @@ pub enum DataError {
         missing: Vec<String>,
         /// Each source tried, in order, with what went wrong there.
         attempts: Vec<SourceAttempt>,
-        /// The fetch command (without `--from`), for the hint.
-        command: String,
+        /// How to install the files by hand (where to put them, or which
+        /// `--from` to use); the message's last line.
+        hint: String,
     },
 }
 
@@ -177,10 +224,9 @@ pub struct SourceAttempt {
 
 struct FetchFailedDisplay<'a> {
     name: &'a str,
-    dir: &'a PathBuf,
     missing: &'a [String],
     attempts: &'a [SourceAttempt],
-    command: &'a str,
+    hint: &'a str,
 }
 
 impl fmt::Display for FetchFailedDisplay<'_> {
@@ -202,14 +248,34 @@ impl fmt::Display for FetchFailedDisplay<'_> {
                 writeln!(f, "     - {p}")?;
             }
         }
-        write!(
-            f,
+        f.write_str(self.hint)
+    }
+}
+
+/// The last line of [`DataError::FetchFailed`]: how to install the missing
+/// files without the network. Datasets vouched for by an archive
+/// (`archive` = its file name) are best installed with `--from` it.
+pub(crate) fn manual_install_hint(
+    dir: &Path,
+    missing: &[String],
+    command: &str,
+    archive: Option<&str>,
+) -> String {
+    match archive {
+        None => format!(
             "to install by hand, put the uncompressed files at {}/<file> ({}), \
-             or point at a local directory or .tgz/.tar.gz archive holding them: {} --from <path>",
-            self.dir.display(),
-            self.missing.join(", "),
-            self.command
-        )
+             or point at a local directory or .tgz/.tar.gz archive holding them: {command} --from <path>",
+            dir.display(),
+            missing.join(", "),
+        ),
+        Some(archive) => format!(
+            "to install by hand, either download {archive} elsewhere and run: {command} --from <path to {archive}> \
+             (its md5 is checked), or extract it yourself and put the files at {}/{} … ({}), \
+             where they load with structural checks only (no checksum manifest)",
+            dir.display(),
+            missing.first().map(String::as_str).unwrap_or("<file>"),
+            missing.join(", "),
+        ),
     }
 }
 

@@ -10,19 +10,39 @@
 //!   tensors are built elsewhere so this crate stays free of libtorch).
 //!
 //! Datasets live uncompressed under `<root>/<name>/`, e.g.
-//! `datasets/mnist/train-images-idx3-ubyte`.
+//! `datasets/mnist/train-images-idx3-ubyte` or `datasets/cifar10/data_batch_1.bin`.
+//!
+//! Formats: IDX (MNIST, Fashion-MNIST; [`idx`]) and CIFAR binary records
+//! (CIFAR-10, CIFAR-100; [`cifar`]). `cifar100` yields the 100 fine labels,
+//! `cifar100-coarse` the 20 coarse ones from the same files.
+//!
+//! Checks: MNIST-style datasets have published per-file md5s. CIFAR has
+//! only an md5 per archive, so [`fetch`] verifies the archive while
+//! streaming it and records each extracted file's md5 in
+//! `<dir>/CHECKSUMS.md5` ([`MANIFEST_FILE`]); [`load`] verifies against
+//! that, and files placed by hand without it load with structural checks
+//! only (exact size, label ranges).
 
+mod archive;
+pub mod cifar;
 mod error;
 mod fetch;
 pub mod idx;
 mod load;
+mod manifest;
 mod spec;
 #[cfg(test)]
 mod testutil;
 
 pub use error::{DataError, SourceAttempt};
 pub use fetch::{FetchOptions, FetchReport, FetchedFile, FileOrigin, fetch};
-pub use load::{FileStatus, ImageDataset, Split, fetch_command, file_md5, load, md5_hex, status};
+pub use load::{
+    FileStatus, ImageDataset, NOT_VERIFIED_NO_MANIFEST, Split, fetch_command, file_md5, load,
+    md5_hex, status,
+};
+pub use manifest::MANIFEST_FILE;
 pub use spec::{
-    DATASETS, DatasetRef, DatasetSpec, FASHION_MNIST, FileRole, FileSpec, MNIST, Source,
+    ArchiveSpec, CIFAR10, CIFAR10_ARCHIVE, CIFAR100, CIFAR100_ARCHIVE, CIFAR100_COARSE, DATASETS,
+    DatasetRef, DatasetSpec, FASHION_MNIST, FASHION_MNIST_DEB_URL, FileRole, FileSpec, Format,
+    MNIST, Source,
 };

@@ -1,4 +1,5 @@
-//! Test helpers: a tiny generated dataset and a minimal local HTTP server.
+//! Test helpers: tiny generated datasets (IDX and CIFAR) and a minimal
+//! local HTTP server.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,9 +12,10 @@ use std::time::Duration;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use crate::cifar::{Cifar100Labels, CifarLayout};
 use crate::idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, encode};
 use crate::load::md5_hex;
-use crate::{DatasetSpec, FileRole, FileSpec};
+use crate::{ArchiveSpec, DatasetSpec, FileRole, FileSpec, Format};
 
 pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -59,17 +61,20 @@ impl TinyDataset {
             .iter()
             .map(|(name, role, bytes)| FileSpec {
                 name,
-                md5: Box::leak(md5_hex(bytes).into_boxed_str()),
+                md5: Some(Box::leak(md5_hex(bytes).into_boxed_str())),
                 size: bytes.len() as u64,
                 role: *role,
             })
             .collect();
         let spec = Box::leak(Box::new(DatasetSpec {
             name: "tiny",
+            dir_name: "tiny",
             files: Box::leak(specs.into_boxed_slice()),
+            format: Format::Idx,
             classes: 3,
             shape: [1, 2, 3],
             sources: &[],
+            archive: None,
         }));
         TinyDataset {
             spec,
@@ -95,9 +100,9 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// A .tar.gz holding `(path inside archive, content)` entries.
-pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+/// A plain tar holding `(path inside archive, content)` entries.
+pub(crate) fn tar_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
     for (path, bytes) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_size(bytes.len() as u64);
@@ -105,7 +110,12 @@ pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
         h.set_cksum();
         b.append_data(&mut h, path, bytes.as_slice()).unwrap();
     }
-    b.into_inner().unwrap().finish().unwrap()
+    b.into_inner().unwrap()
+}
+
+/// A .tar.gz holding `(path inside archive, content)` entries.
+pub(crate) fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    gzip(&tar_bytes(entries))
 }
 
 /// HTTP/1.1 server on 127.0.0.1 serving fixed bodies by path (404 otherwise),
@@ -200,6 +210,169 @@ impl Drop for TestServer {
         let _ = TcpStream::connect(self.addr); // wake the accept loop
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Small CIFAR-format datasets in the official file layout, with the spec
+/// and the official-style archive that vouches for them.
+pub(crate) struct TinyCifar {
+    pub spec: &'static DatasetSpec,
+    /// (file name, content) in spec order.
+    pub files: Vec<(&'static str, Vec<u8>)>,
+    /// A `.tar.gz` laid out like the official one (files in a subfolder,
+    /// plus a metadata file the spec does not ask for).
+    pub archive: Vec<u8>,
+    /// Labels (the layout's) of all train files, then of the test file.
+    pub train_labels: Vec<u8>,
+    pub test_labels: Vec<u8>,
+    /// Images of all train files concatenated, C×H×W each.
+    pub train_images: Vec<u8>,
+}
+
+/// Record `r` of file `file`: label bytes derived from both, and an image
+/// whose R, G and B planes differ so channel order is observable.
+pub(crate) fn cifar_record(layout: CifarLayout, file: usize, r: usize) -> (Vec<u8>, Vec<u8>) {
+    let labels: Vec<u8> = layout
+        .label_fields()
+        .iter()
+        .enumerate()
+        .map(|(k, &(_, classes))| ((file * 7 + r * 3 + k * 5) % classes) as u8)
+        .collect();
+    let image: Vec<u8> = (0..3 * 1024)
+        .map(|p| ((p / 1024) * 80 + p % 251 + file * 13 + r) as u8)
+        .collect();
+    (labels, image)
+}
+
+impl TinyCifar {
+    /// CIFAR-10 names (`data_batch_1.bin` … `_5.bin`, `test_batch.bin`),
+    /// `per_file` records each.
+    pub fn cifar10(per_file: usize) -> Self {
+        let names = [
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            "test_batch.bin",
+        ];
+        Self::build(
+            "tiny-cifar10",
+            "tiny-cifar10",
+            CifarLayout::Cifar10,
+            &names.map(|n| (n, per_file)),
+            "cifar-10-batches-bin",
+            "cifar-10-binary.tar.gz",
+        )
+    }
+
+    /// CIFAR-100 names (`train.bin`, `test.bin`) with fine labels, in folder
+    /// `tiny-cifar100`.
+    pub fn cifar100(train: usize, test: usize) -> Self {
+        Self::build(
+            "tiny-cifar100",
+            "tiny-cifar100",
+            CifarLayout::Cifar100(Cifar100Labels::Fine),
+            &[("train.bin", train), ("test.bin", test)],
+            "cifar-100-binary",
+            "cifar-100-binary.tar.gz",
+        )
+    }
+
+    /// The last file is the test split, the others the training split.
+    fn build(
+        name: &'static str,
+        dir_name: &'static str,
+        layout: CifarLayout,
+        files: &[(&'static str, usize)],
+        archive_dir: &str,
+        archive_name: &'static str,
+    ) -> Self {
+        let mut contents = Vec::new();
+        let (mut train_labels, mut test_labels, mut train_images) = (vec![], vec![], vec![]);
+        for (k, &(fname, records)) in files.iter().enumerate() {
+            let test = k + 1 == files.len();
+            let mut bytes = Vec::new();
+            for r in 0..records {
+                let (labels, image) = cifar_record(layout, k, r);
+                let label = labels[layout.used_label()];
+                if test {
+                    test_labels.push(label);
+                } else {
+                    train_labels.push(label);
+                    train_images.extend_from_slice(&image);
+                }
+                bytes.extend(labels);
+                bytes.extend(image);
+            }
+            contents.push((fname, bytes));
+        }
+        let mut entries: Vec<(String, Vec<u8>)> = contents
+            .iter()
+            .map(|(n, b)| (format!("{archive_dir}/{n}"), b.clone()))
+            .collect();
+        entries.insert(
+            1,
+            (
+                format!("{archive_dir}/batches.meta.txt"),
+                b"airplane\n".to_vec(),
+            ),
+        );
+        let archive = tgz(&entries);
+        let specs: Vec<FileSpec> = contents
+            .iter()
+            .enumerate()
+            .map(|(k, (n, b))| FileSpec {
+                name: n,
+                md5: None,
+                size: b.len() as u64,
+                role: if k + 1 == contents.len() {
+                    FileRole::TestRecords
+                } else {
+                    FileRole::TrainRecords
+                },
+            })
+            .collect();
+        let spec = Box::leak(Box::new(DatasetSpec {
+            name,
+            dir_name,
+            files: Box::leak(specs.into_boxed_slice()),
+            format: Format::Cifar(layout),
+            classes: layout.classes(),
+            shape: [3, 32, 32],
+            sources: &[],
+            archive: Some(ArchiveSpec {
+                name: archive_name,
+                md5: Box::leak(md5_hex(&archive).into_boxed_str()),
+            }),
+        }));
+        TinyCifar {
+            spec,
+            files: contents,
+            archive,
+            train_labels,
+            test_labels,
+            train_images,
+        }
+    }
+
+    /// The same files read with another label choice (CIFAR-100 coarse).
+    pub fn view(&self, name: &'static str, layout: CifarLayout) -> &'static DatasetSpec {
+        Box::leak(Box::new(DatasetSpec {
+            name,
+            format: Format::Cifar(layout),
+            classes: layout.classes(),
+            ..self.spec.clone()
+        }))
+    }
+
+    /// Writes the files under the spec's folder, as if placed by hand.
+    pub fn write_to(&self, root: &Path) {
+        let dir = self.spec.dir(root);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &self.files {
+            std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
 }

@@ -137,6 +137,9 @@ pub enum DatasetName {
     Cifar10,
     #[serde(rename = "cifar100")]
     Cifar100,
+    /// CIFAR-100 with its 20 coarse (superclass) labels.
+    #[serde(rename = "cifar100-coarse")]
+    Cifar100Coarse,
 }
 
 impl DatasetName {
@@ -148,6 +151,7 @@ impl DatasetName {
             Self::FashionMnist => "fashion-mnist",
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
+            Self::Cifar100Coarse => "cifar100-coarse",
         }
     }
 }
@@ -749,6 +753,7 @@ pub fn dataset_classes(dataset: DatasetName) -> usize {
     match dataset {
         DatasetName::Mnist | DatasetName::FashionMnist | DatasetName::Cifar10 => 10,
         DatasetName::Cifar100 => 100,
+        DatasetName::Cifar100Coarse => 20,
     }
 }
 
@@ -756,7 +761,7 @@ pub fn dataset_classes(dataset: DatasetName) -> usize {
 pub fn dataset_shape(dataset: DatasetName) -> [usize; 3] {
     match dataset {
         DatasetName::Mnist | DatasetName::FashionMnist => [1, 28, 28],
-        DatasetName::Cifar10 | DatasetName::Cifar100 => [3, 32, 32],
+        DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Cifar100Coarse => [3, 32, 32],
     }
 }
 

@@ -313,6 +313,13 @@ fn cifar_resnet_and_augmentation_parse() {
         err.contains(&format!("exp.toml:{line}")) && err.contains("32×32 images of cifar100"),
         "{err}"
     );
+    let coarse = text
+        .replace("\"cifar100\"", "\"cifar100-coarse\"")
+        .replace("tasks = 20", "tasks = 4");
+    assert_eq!(
+        load(&coarse).unwrap().stream.dataset,
+        DatasetName::Cifar100Coarse
+    );
     let err = load(&text.replace("tasks = 20", "tasks = 21"))
         .unwrap_err()
         .to_string();

@@ -57,7 +57,7 @@ pub enum StreamError {
         available: usize,
     },
     #[error(
-        "no normalisation constants for dataset `{dataset}` (known: mnist, fashion-mnist, cifar10, cifar100)"
+        "no normalisation constants for dataset `{dataset}` (known: mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse)"
     )]
     UnknownNormalisation { dataset: String },
     #[error("dataset `{found}` given for a stream configured on `{expected}`")]
@@ -458,6 +458,45 @@ impl TaskStream {
         (images.view([-1, c, h, w]), labels)
     }
 
+    /// As [`TaskStream::raw_batch`] for indices that all belong to task `task` (as a task's
+    /// test, validation and training indices do): the task's transform is then a single
+    /// `index_select` over the pixel dimension, with no per-sample map.
+    pub fn raw_task_batch(
+        &self,
+        split: SplitKind,
+        task: usize,
+        indices: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let Some(domains) = &self.domains else {
+            return self.raw_batch(split, indices);
+        };
+        let source = self.split(split);
+        let [c, h, w] = self.image_shape.map(|d| d as i64);
+        let sample = indices - (task * source.len()) as i64;
+        let stored = source.images.index_select(0, &sample);
+        let stored = if domains.fill {
+            let zeros = Tensor::zeros([stored.size()[0], 1], (Kind::Uint8, self.device));
+            Tensor::cat(&[stored, zeros], 1)
+        } else {
+            stored
+        };
+        let images = stored.index_select(1, &domains.maps.get(task as i64));
+        (
+            images.view([-1, c, h, w]),
+            source.labels.index_select(0, &sample),
+        )
+    }
+
+    /// As [`TaskStream::batch`] for indices that all belong to task `task`; faster for
+    /// permuted and rotated streams (see [`TaskStream::raw_task_batch`]).
+    pub fn task_batch(&self, split: SplitKind, task: usize, indices: &Tensor) -> Batch {
+        let (images, labels) = self.raw_task_batch(split, task, indices);
+        Batch {
+            inputs: self.normalise(&images),
+            labels,
+        }
+    }
+
     /// Gathers, transforms and normalises the samples at `indices` (a device tensor) of a
     /// split, without augmentation: what evaluation and methods that need clean inputs use.
     pub fn batch(&self, split: SplitKind, indices: &Tensor) -> Batch {
@@ -514,7 +553,7 @@ pub fn normalisation_constants(dataset: &str) -> Option<(&'static [f64], &'stati
         "mnist" => (&[0.1307], &[0.3081]),
         "fashion-mnist" => (&[0.2860], &[0.3530]),
         "cifar10" => (&[0.4914, 0.4822, 0.4465], &[0.2470, 0.2435, 0.2615]),
-        "cifar100" => (&[0.5071, 0.4865, 0.4409], &[0.2673, 0.2564, 0.2762]),
+        "cifar100" | "cifar100-coarse" => (&[0.5071, 0.4865, 0.4409], &[0.2673, 0.2564, 0.2762]),
         _ => return None,
     })
 }

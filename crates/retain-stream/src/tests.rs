@@ -331,6 +331,12 @@ fn permutation_matches_a_naive_host_gather_in_mixed_batches() {
             dataset.train.labels[i as usize]
         );
     }
+    // The single-task path reads the same bytes.
+    let task_two: Vec<i64> = [7, 0, n - 1].iter().map(|i| 2 * n + i).collect();
+    let task_two = Tensor::from_slice(&task_two);
+    let (a, la) = stream.raw_batch(SplitKind::Train, &task_two);
+    let (b, lb) = stream.raw_task_batch(SplitKind::Train, 2, &task_two);
+    assert!(a.equal(&b) && la.equal(&lb));
     // Test indices of task t are offset by t·N_test and carry task t's permutation.
     let test = ints(&stream.tasks[2].test_indices);
     assert_eq!(test[0], 2 * test_n);
@@ -413,6 +419,8 @@ fn rotation_by_90_degrees_turns_a_hand_made_image_exactly() {
     assert_eq!(ints(&labels), vec![3, 3, 3]);
     // 45° needs the zero fill for corners: the map reads the appended zero column.
     let (images, _) = stream.raw_batch(SplitKind::Test, &Tensor::from_slice(&[3i64]));
+    let (single, _) = stream.raw_task_batch(SplitKind::Test, 3, &Tensor::from_slice(&[3i64]));
+    assert!(images.equal(&single));
     let expected: Vec<u8> = transform::rotation_map(45.0, 4, 4)
         .iter()
         .map(|&j| if j < 0 { 0 } else { image[j as usize] })

@@ -325,7 +325,7 @@ pub fn evaluate(
         for start in (0..eval_len).step_by(batch_size) {
             let len = batch_size.min(eval_len - start);
             let indices = eval_indices.narrow(0, start as i64, len as i64);
-            let batch = stream.batch(split, &indices);
+            let batch = stream.task_batch(split, task.index, &indices);
             let logits = network.model.forward_t(&batch.inputs, false);
             for (r, readout) in readouts.iter().enumerate() {
                 let predictions = match readout {

@@ -12,7 +12,11 @@
 //!
 //! Synthetic bytes stand in for the images (timing does not depend on their values). Every
 //! measurement uses `iter_custom` and synchronises a CUDA device before reading the clock;
-//! CUDA groups run only when a device is visible.
+//! CUDA groups run only when a device is visible. `eval/…` times the evaluation batch of a
+//! permuted or rotated task (one `index_select` over the pixels).
+//!
+//! On a CPU shared with other work, set `OMP_NUM_THREADS` to the cores actually free:
+//! libtorch's OpenMP pool, oversubscribed, turns microseconds into milliseconds.
 //!
 //!     cargo bench -p retain-stream --bench loader
 
@@ -125,6 +129,27 @@ fn bench_loader(c: &mut Criterion, device: Device, name: &str, stream: &TaskStre
     group.finish();
 }
 
+/// The evaluation path: a whole task's batch through the single-task transform.
+fn bench_eval(c: &mut Criterion, device: Device, name: &str, stream: &TaskStream, batch: i64) {
+    let device_name = match device {
+        Device::Cuda(i) => format!("cuda{i}"),
+        _ => "cpu".to_owned(),
+    };
+    let task = stream.tasks.len() - 1;
+    let indices = stream.tasks[task].test_indices.narrow(0, 0, batch);
+    let mut group = c.benchmark_group(format!("eval/{device_name}"));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(format!("{name}/b{batch}"), |b| {
+        b.iter_custom(|iters| {
+            timed(device, iters, |_| {
+                let batch = stream.task_batch(SplitKind::Test, task, &indices);
+                let _ = black_box(batch.inputs);
+            })
+        })
+    });
+    group.finish();
+}
+
 fn bench_step(
     c: &mut Criterion,
     device: Device,
@@ -188,6 +213,13 @@ fn loader(c: &mut Criterion) {
                 TaskStream::build(&mnist, &stream_config(kind, DatasetName::Mnist), 0, device)
                     .unwrap();
             bench_loader(c, device, &format!("mnist-{}", kind.as_str()), &stream, 10);
+            bench_eval(
+                c,
+                device,
+                &format!("mnist-{}", kind.as_str()),
+                &stream,
+                1000,
+            );
         }
         bench_step(c, device, "mlp-784-100-100-10", &mlp, &split, 10, 100);
         drop(split);

@@ -82,21 +82,40 @@ pub struct DeviceSplit {
     pub labels: Tensor,
     /// Labels kept on the host too: scenario construction reads them, training never does.
     pub host_labels: Vec<u8>,
+    /// For streams whose transforms read a zero fill (rotations): `[N, C·H·W + 1]` with a
+    /// zero last column, of which `images` is a view, so a batch needs no concatenation.
+    padded: Option<Tensor>,
 }
 
 impl DeviceSplit {
-    fn upload(split: &retain_data::Split, features: usize, device: Device) -> Self {
+    fn upload(split: &retain_data::Split, features: usize, fill: bool, device: Device) -> Self {
         let images = Tensor::from_slice(&split.images)
             .view([split.len as i64, features as i64])
             .to_device(device);
         let labels = Tensor::from_slice(&split.labels)
             .to_kind(Kind::Int64)
             .to_device(device);
+        let (images, padded) = if fill {
+            let zeros = Tensor::zeros([split.len as i64, 1], (Kind::Uint8, device));
+            let padded = Tensor::cat(&[images, zeros], 1);
+            (padded.narrow(1, 0, features as i64), Some(padded))
+        } else {
+            (images, None)
+        };
         Self {
             images,
             labels,
             host_labels: split.labels.clone(),
+            padded,
         }
+    }
+
+    /// The rows at `samples`, with the zero-fill column where the stream needs one.
+    fn rows(&self, samples: &Tensor) -> Tensor {
+        self.padded
+            .as_ref()
+            .unwrap_or(&self.images)
+            .index_select(0, samples)
     }
 
     /// Number of stored samples (not of stream indices; see [`TaskStream::index_len`]).
@@ -154,10 +173,8 @@ struct Normalisation {
 #[derive(Debug)]
 struct DomainMaps {
     /// `[T, C·H·W]`, `int64`: output element `i` of task `t` is input element `maps[t, i]`,
-    /// where `C·H·W` reads an appended zero.
+    /// where `C·H·W` reads the zero column of [`DeviceSplit`]'s padded images.
     maps: Tensor,
-    /// Whether any map reads the zero fill (rotations); permutations need no extra column.
-    fill: bool,
 }
 
 /// A sequence of tasks over one dataset, resident on one device.
@@ -199,8 +216,6 @@ impl TaskStream {
         let normalisation = normalisation(&dataset.name, device)?;
         let shape = dataset.shape;
         let features = shape.iter().product();
-        let train = DeviceSplit::upload(&dataset.train, features, device);
-        let test = DeviceSplit::upload(&dataset.test, features, device);
 
         // Per task: its classes and what it does to the images.
         let all_classes: Vec<i64> = (0..dataset.classes as i64).collect();
@@ -244,6 +259,9 @@ impl TaskStream {
                 .collect(),
         };
         let domain = config.kind.is_domain_incremental();
+        let fill = plan.iter().any(|(_, t)| t.needs_fill(shape));
+        let train = DeviceSplit::upload(&dataset.train, features, fill, device);
+        let test = DeviceSplit::upload(&dataset.test, features, fill, device);
 
         // The held-out validation samples: one seeded choice over the whole training split,
         // so a held-out image is never trained on, under any task's transform.
@@ -329,12 +347,10 @@ impl TaskStream {
                 .iter()
                 .flat_map(|t| t.transform.gather_map(shape))
                 .collect();
-            let fill = maps.contains(&(features as i64));
             DomainMaps {
                 maps: Tensor::from_slice(&maps)
                     .view([tasks.len() as i64, features as i64])
                     .to_device(device),
-                fill,
             }
         });
         Ok(Self {
@@ -440,17 +456,10 @@ impl TaskStream {
             Some(domains) => {
                 let n = source.len() as i64;
                 let task = indices.floor_divide_scalar(n);
-                let sample = indices - &task * n;
-                let stored = source.images.index_select(0, &sample);
-                let stored = if domains.fill {
-                    let zeros = Tensor::zeros([stored.size()[0], 1], (Kind::Uint8, self.device));
-                    Tensor::cat(&[stored, zeros], 1)
-                } else {
-                    stored
-                };
+                let sample = indices.remainder(n);
                 let maps = domains.maps.index_select(0, &task);
                 (
-                    stored.gather(1, &maps, false),
+                    source.rows(&sample).gather(1, &maps, false),
                     source.labels.index_select(0, &sample),
                 )
             }
@@ -473,14 +482,9 @@ impl TaskStream {
         let source = self.split(split);
         let [c, h, w] = self.image_shape.map(|d| d as i64);
         let sample = indices - (task * source.len()) as i64;
-        let stored = source.images.index_select(0, &sample);
-        let stored = if domains.fill {
-            let zeros = Tensor::zeros([stored.size()[0], 1], (Kind::Uint8, self.device));
-            Tensor::cat(&[stored, zeros], 1)
-        } else {
-            stored
-        };
-        let images = stored.index_select(1, &domains.maps.get(task as i64));
+        let images = source
+            .rows(&sample)
+            .index_select(1, &domains.maps.get(task as i64));
         (
             images.view([-1, c, h, w]),
             source.labels.index_select(0, &sample),
@@ -542,7 +546,11 @@ impl TaskStream {
 
     /// `uint8` images `[B, C, H, W]` → normalised `float32`.
     pub fn normalise(&self, images: &Tensor) -> Tensor {
-        images.to_kind(Kind::Float) * &self.normalisation.scale + &self.normalisation.shift
+        // Conversion, then one fused multiply-add. (The conversion stays explicit: mixed-dtype
+        // `addcmul` is not exercised on every backend here.)
+        self.normalisation
+            .shift
+            .addcmul(&images.to_kind(Kind::Float), &self.normalisation.scale)
     }
 }
 

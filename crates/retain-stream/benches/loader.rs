@@ -13,7 +13,7 @@
 //! Synthetic bytes stand in for the images (timing does not depend on their values). Every
 //! measurement uses `iter_custom` and synchronises a CUDA device before reading the clock;
 //! CUDA groups run only when a device is visible. `eval/…` times the evaluation batch of a
-//! permuted or rotated task (one `index_select` over the pixels).
+//! permuted or rotated task (one map over the pixels of the whole batch).
 //!
 //! On a CPU shared with other work, set `OMP_NUM_THREADS` to the cores actually free:
 //! libtorch's OpenMP pool, oversubscribed, turns microseconds into milliseconds.

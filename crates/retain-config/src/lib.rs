@@ -133,14 +133,25 @@ impl<'de> Deserialize<'de> for DeviceSpec {
 pub enum DatasetName {
     Mnist,
     FashionMnist,
+    #[serde(rename = "cifar10")]
+    Cifar10,
+    #[serde(rename = "cifar100")]
+    Cifar100,
+    /// CIFAR-100 with its 20 coarse (superclass) labels.
+    #[serde(rename = "cifar100-coarse")]
+    Cifar100Coarse,
 }
 
 impl DatasetName {
-    /// The name used on the command line and as the folder under the data root.
+    /// The name used on the command line and as the folder under the data root (the name
+    /// `retain_data::load` takes).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Mnist => "mnist",
             Self::FashionMnist => "fashion-mnist",
+            Self::Cifar10 => "cifar10",
+            Self::Cifar100 => "cifar100",
+            Self::Cifar100Coarse => "cifar100-coarse",
         }
     }
 }
@@ -149,8 +160,38 @@ impl DatasetName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StreamKind {
-    /// Disjoint groups of classes, one group per task (Split-MNIST and kin).
+    /// Disjoint groups of classes, one group per task (Split-MNIST and kin): class- and
+    /// task-incremental.
     Split,
+    /// Every task is the whole dataset under its own seeded pixel permutation
+    /// (Permuted-MNIST): domain-incremental, one label space.
+    Permuted,
+    /// Every task is the whole dataset rotated by its own angle (Rotated-MNIST):
+    /// domain-incremental, one label space.
+    Rotated,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Permuted => "permuted",
+            Self::Rotated => "rotated",
+        }
+    }
+
+    /// Whether every task shares the dataset's whole label space.
+    pub fn is_domain_incremental(self) -> bool {
+        matches!(self, Self::Permuted | Self::Rotated)
+    }
+
+    /// The read-outs that mean something for this kind of stream, in their default order.
+    pub fn readouts(self) -> &'static [Readout] {
+        match self {
+            Self::Split => &[Readout::ClassIl, Readout::TaskIl],
+            Self::Permuted | Self::Rotated => &[Readout::DomainIl],
+        }
+    }
 }
 
 /// How a trained model is read out at evaluation time.
@@ -161,6 +202,9 @@ pub enum Readout {
     ClassIl,
     /// The task identity is given: logits outside the task's classes are masked.
     TaskIl,
+    /// Every task has the same label space (permuted, rotated): one head over all classes,
+    /// no task identity.
+    DomainIl,
 }
 
 impl Readout {
@@ -168,6 +212,7 @@ impl Readout {
         match self {
             Self::ClassIl => "class_il",
             Self::TaskIl => "task_il",
+            Self::DomainIl => "domain_il",
         }
     }
 }
@@ -189,6 +234,56 @@ pub enum ClassOrderName {
     Seeded,
 }
 
+/// Angles of a rotated stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Angles {
+    /// `"even"`: task `t` of `T` is rotated by `lo + t·(hi − lo)/T` degrees (the GEM paper's
+    /// Rotated-MNIST); `"seeded"`: uniform in `[lo, hi)`, drawn from the seed.
+    Named(AnglesName),
+    /// One angle in degrees (counter-clockwise) per task, e.g. `[0, 45, 90, 135, 180]`.
+    Explicit(Vec<f64>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnglesName {
+    Even,
+    Seeded,
+}
+
+/// Which samples the after-task evaluation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvaluateOn {
+    /// The dataset's test split.
+    #[default]
+    Test,
+    /// The validation samples carved from the training split (`validation_fraction`), so
+    /// hyper-parameters can be tuned without touching the test set.
+    Validation,
+}
+
+/// `[stream.augment]`: training-batch augmentation, applied on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Random crop of the original size after zero padding by this many pixels on every
+    /// side (4 for CIFAR in the DER paper); 0 = no crop.
+    #[serde(default)]
+    pub crop_padding: usize,
+    /// Horizontal flip with probability ½.
+    #[serde(default)]
+    pub flip: bool,
+}
+
+impl AugmentConfig {
+    /// Whether the augmentation changes anything.
+    pub fn is_active(&self) -> bool {
+        self.crop_padding > 0 || self.flip
+    }
+}
+
 /// `[stream]`: the task sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,25 +291,77 @@ pub struct StreamConfig {
     pub kind: StreamKind,
     pub dataset: DatasetName,
     pub tasks: usize,
-    pub classes_per_task: usize,
-    #[serde(default = "default_class_order")]
-    pub class_order: ClassOrder,
+    /// Classes per task of a split stream (required there; not allowed for other kinds,
+    /// whose tasks all use every class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes_per_task: Option<usize>,
+    /// Class order of a split stream; `"natural"` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_order: Option<ClassOrder>,
+    /// Permuted streams: leave the first task's pixels in place (as in van de Ven et al.'s
+    /// and some Avalanche set-ups); every task is permuted when false (the GEM paper).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_task_unpermuted: bool,
+    /// Rotated streams: the angle of each task; `"even"` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angles: Option<Angles>,
+    /// Rotated streams: `[lo, hi]` degrees for `"even"` and `"seeded"` angles; `[0, 180]`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angle_range: Option<[f64; 2]>,
     /// Keep at most this many training samples per task (seeded choice); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_samples_per_task: Option<usize>,
-    /// Keep at most this many test samples per task (seeded choice); all when absent.
+    /// Keep at most this many evaluation (test or validation) samples per task (seeded
+    /// choice); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_samples_per_task: Option<usize>,
-    /// Read-outs evaluated after every task.
-    #[serde(default = "default_readouts")]
+    /// Fraction of the training split held out as validation data (seeded, the same samples
+    /// for every task and method); none when absent. Held-out samples are never trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
+    /// Evaluate on the test split or on the validation samples.
+    #[serde(default)]
+    pub evaluate_on: EvaluateOn,
+    /// Augmentation of training batches; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentConfig>,
+    /// Read-outs evaluated after every task; when absent or empty, those of the stream's
+    /// kind ([`StreamKind::readouts`]).
+    #[serde(default)]
     pub readouts: Vec<Readout>,
 }
 
-fn default_class_order() -> ClassOrder {
-    ClassOrder::Named(ClassOrderName::Natural)
-}
-fn default_readouts() -> Vec<Readout> {
-    vec![Readout::ClassIl, Readout::TaskIl]
+impl StreamConfig {
+    /// The class order of a split stream, `"natural"` when not given.
+    pub fn class_order(&self) -> ClassOrder {
+        self.class_order
+            .clone()
+            .unwrap_or(ClassOrder::Named(ClassOrderName::Natural))
+    }
+
+    /// The angle specification of a rotated stream, `"even"` when not given.
+    pub fn angles(&self) -> Angles {
+        self.angles
+            .clone()
+            .unwrap_or(Angles::Named(AnglesName::Even))
+    }
+
+    /// `[lo, hi]` of generated angles, `[0, 180]` when not given.
+    pub fn angle_range(&self) -> [f64; 2] {
+        self.angle_range.unwrap_or([0.0, 180.0])
+    }
+
+    /// The augmentation, the inactive one when not given.
+    pub fn augment(&self) -> AugmentConfig {
+        self.augment.unwrap_or_default()
+    }
+
+    fn resolve_defaults(&mut self) {
+        if self.readouts.is_empty() {
+            self.readouts = self.kind.readouts().to_vec();
+        }
+    }
 }
 
 /// `[model]`: the network.
@@ -226,6 +373,19 @@ pub enum ModelConfig {
         /// Widths of the hidden layers, e.g. `[100, 100]` for 784-100-100-10.
         hidden: Vec<usize>,
     },
+    /// ResNet-18 for small images: 3×3 stem, no max-pool, BasicBlocks `[2, 2, 2, 2]`, global
+    /// average pool, one linear head. `nf = 64` is the DER paper's, `nf = 20` the GEM paper's
+    /// reduced ResNet-18.
+    #[serde(rename = "resnet18")]
+    Resnet18 {
+        /// Filters of the first stage; stages have `nf`, `2nf`, `4nf`, `8nf`.
+        #[serde(default = "default_nf")]
+        nf: usize,
+    },
+}
+
+fn default_nf() -> usize {
+    64
 }
 
 /// `[training]`: the optimisation loop shared by every method.
@@ -317,8 +477,9 @@ impl Experiment {
         origin: &str,
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
-        let from_file: Self =
+        let mut from_file: Self =
             toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        from_file.stream.resolve_defaults();
         from_file.validate(origin, source)?;
         if overrides.is_empty() {
             return Ok(from_file);
@@ -329,10 +490,11 @@ impl Experiment {
             apply_override(&mut tree, raw)?;
         }
         let origin = format!("{origin} with overrides [{}]", overrides.join(", "));
-        let merged: Self = toml::Table::try_into(tree).map_err(|e| ConfigError::Parse {
+        let mut merged: Self = toml::Table::try_into(tree).map_err(|e| ConfigError::Parse {
             origin: origin.clone(),
             message: e.message().to_owned(),
         })?;
+        merged.stream.resolve_defaults();
         merged.validate(&origin, "")?;
         Ok(merged)
     }
@@ -359,75 +521,21 @@ impl Experiment {
                 ),
             ));
         }
-        let s = &self.stream;
-        if s.tasks == 0 {
-            return Err(invalid("stream.tasks", "must be at least 1".into()));
-        }
-        if s.classes_per_task == 0 {
-            return Err(invalid(
-                "stream.classes_per_task",
-                "must be at least 1".into(),
-            ));
-        }
-        let classes = dataset_classes(s.dataset);
-        let needed = s.tasks * s.classes_per_task;
-        if needed > classes {
-            return Err(invalid(
-                "stream.tasks",
-                format!(
-                    "{} tasks × {} classes per task need {needed} classes, but {} has {classes}",
-                    s.tasks,
-                    s.classes_per_task,
-                    s.dataset.as_str()
-                ),
-            ));
-        }
-        if let ClassOrder::Explicit(order) = &s.class_order {
-            let mut seen = vec![false; classes];
-            for &class in order {
-                let slot = seen.get_mut(class as usize).ok_or_else(|| {
-                    invalid(
-                        "stream.class_order",
-                        format!(
-                            "class {class} does not exist ({} has {classes})",
-                            s.dataset.as_str()
-                        ),
-                    )
-                })?;
-                if std::mem::replace(slot, true) {
+        self.validate_stream(&invalid)?;
+        match &self.model {
+            ModelConfig::Mlp { hidden } => {
+                if hidden.contains(&0) {
                     return Err(invalid(
-                        "stream.class_order",
-                        format!("class {class} is listed twice"),
+                        "model.hidden",
+                        "layer widths must be positive".into(),
                     ));
                 }
             }
-            if order.len() < needed {
-                return Err(invalid(
-                    "stream.class_order",
-                    format!("lists {} classes, the stream needs {needed}", order.len()),
-                ));
+            ModelConfig::Resnet18 { nf } => {
+                if *nf == 0 {
+                    return Err(invalid("model.nf", "must be at least 1".into()));
+                }
             }
-        }
-        for (key, limit) in [
-            ("stream.train_samples_per_task", s.train_samples_per_task),
-            ("stream.test_samples_per_task", s.test_samples_per_task),
-        ] {
-            if limit == Some(0) {
-                return Err(invalid(key, "must be at least 1 when given".into()));
-            }
-        }
-        if s.readouts.is_empty() {
-            return Err(invalid(
-                "stream.readouts",
-                "list at least one read-out".into(),
-            ));
-        }
-        let ModelConfig::Mlp { hidden } = &self.model;
-        if hidden.contains(&0) {
-            return Err(invalid(
-                "model.hidden",
-                "layer widths must be positive".into(),
-            ));
         }
         let t = &self.training;
         for (key, value) in [
@@ -470,6 +578,169 @@ impl Experiment {
         Ok(())
     }
 
+    fn validate_stream(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let s = &self.stream;
+        let kind = s.kind.as_str();
+        let dataset = s.dataset.as_str();
+        let classes = dataset_classes(s.dataset);
+        let only_for = |key: &str, wanted: &str| {
+            invalid(
+                key,
+                format!("applies to {wanted} streams only, this stream is `{kind}`"),
+            )
+        };
+        if s.tasks == 0 {
+            return Err(invalid("stream.tasks", "must be at least 1".into()));
+        }
+        if s.kind == StreamKind::Split {
+            let Some(per_task) = s.classes_per_task else {
+                return Err(invalid(
+                    "stream.classes_per_task",
+                    "a split stream needs it (how many classes each task has)".into(),
+                ));
+            };
+            if per_task == 0 {
+                return Err(invalid(
+                    "stream.classes_per_task",
+                    "must be at least 1".into(),
+                ));
+            }
+            let needed = s.tasks * per_task;
+            if needed > classes {
+                return Err(invalid(
+                    "stream.tasks",
+                    format!(
+                        "{} tasks × {per_task} classes per task need {needed} classes, but {dataset} has {classes}",
+                        s.tasks
+                    ),
+                ));
+            }
+            if let Some(ClassOrder::Explicit(order)) = &s.class_order {
+                let mut seen = vec![false; classes];
+                for &class in order {
+                    let slot = seen.get_mut(class as usize).ok_or_else(|| {
+                        invalid(
+                            "stream.class_order",
+                            format!("class {class} does not exist ({dataset} has {classes})"),
+                        )
+                    })?;
+                    if std::mem::replace(slot, true) {
+                        return Err(invalid(
+                            "stream.class_order",
+                            format!("class {class} is listed twice"),
+                        ));
+                    }
+                }
+                if order.len() < needed {
+                    return Err(invalid(
+                        "stream.class_order",
+                        format!("lists {} classes, the stream needs {needed}", order.len()),
+                    ));
+                }
+            }
+        } else {
+            if s.classes_per_task.is_some() {
+                return Err(invalid(
+                    "stream.classes_per_task",
+                    format!("a `{kind}` stream uses every class in every task; remove the key"),
+                ));
+            }
+            if s.class_order.is_some() {
+                return Err(only_for("stream.class_order", "split"));
+            }
+        }
+        if s.first_task_unpermuted && s.kind != StreamKind::Permuted {
+            return Err(only_for("stream.first_task_unpermuted", "permuted"));
+        }
+        if s.kind == StreamKind::Rotated {
+            if let Some(Angles::Explicit(angles)) = &s.angles {
+                if angles.len() != s.tasks {
+                    return Err(invalid(
+                        "stream.angles",
+                        format!("lists {} angles for {} tasks", angles.len(), s.tasks),
+                    ));
+                }
+                if let Some(bad) = angles.iter().find(|a| !a.is_finite()) {
+                    return Err(invalid(
+                        "stream.angles",
+                        format!("{bad} is not a finite angle"),
+                    ));
+                }
+            }
+            if let Some([lo, hi]) = s.angle_range
+                && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+            {
+                return Err(invalid(
+                    "stream.angle_range",
+                    format!("[{lo}, {hi}] must be finite with lo ≤ hi"),
+                ));
+            }
+        } else {
+            if s.angles.is_some() {
+                return Err(only_for("stream.angles", "rotated"));
+            }
+            if s.angle_range.is_some() {
+                return Err(only_for("stream.angle_range", "rotated"));
+            }
+        }
+        for (key, limit) in [
+            ("stream.train_samples_per_task", s.train_samples_per_task),
+            ("stream.test_samples_per_task", s.test_samples_per_task),
+        ] {
+            if limit == Some(0) {
+                return Err(invalid(key, "must be at least 1 when given".into()));
+            }
+        }
+        if let Some(fraction) = s.validation_fraction
+            && !(fraction > 0.0 && fraction < 1.0)
+        {
+            return Err(invalid(
+                "stream.validation_fraction",
+                format!("{fraction} is outside (0, 1)"),
+            ));
+        }
+        if s.evaluate_on == EvaluateOn::Validation && s.validation_fraction.is_none() {
+            return Err(invalid(
+                "stream.evaluate_on",
+                "\"validation\" needs `stream.validation_fraction` (the share of the training split to hold out)".into(),
+            ));
+        }
+        if let Some(augment) = s.augment {
+            let [_, height, width] = dataset_shape(s.dataset);
+            if augment.crop_padding >= height.min(width) {
+                return Err(invalid(
+                    "stream.augment.crop_padding",
+                    format!(
+                        "{} pixels of padding is not smaller than the {height}×{width} images of {dataset}",
+                        augment.crop_padding
+                    ),
+                ));
+            }
+        }
+        if s.readouts.is_empty() {
+            return Err(invalid(
+                "stream.readouts",
+                "list at least one read-out".into(),
+            ));
+        }
+        let allowed = s.kind.readouts();
+        if let Some(bad) = s.readouts.iter().find(|r| !allowed.contains(r)) {
+            let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            return Err(invalid(
+                "stream.readouts",
+                format!(
+                    "`{}` does not apply to a `{kind}` stream (use {})",
+                    bad.as_str(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The experiment as TOML, defaults filled in: written next to results so a run can be
     /// repeated from its own folder.
     pub fn to_resolved_toml(&self) -> String {
@@ -480,7 +751,17 @@ impl Experiment {
 /// Number of classes of a dataset, known without reading it.
 pub fn dataset_classes(dataset: DatasetName) -> usize {
     match dataset {
-        DatasetName::Mnist | DatasetName::FashionMnist => 10,
+        DatasetName::Mnist | DatasetName::FashionMnist | DatasetName::Cifar10 => 10,
+        DatasetName::Cifar100 => 100,
+        DatasetName::Cifar100Coarse => 20,
+    }
+}
+
+/// `[C, H, W]` of a dataset's images, known without reading it.
+pub fn dataset_shape(dataset: DatasetName) -> [usize; 3] {
+    match dataset {
+        DatasetName::Mnist | DatasetName::FashionMnist => [1, 28, 28],
+        DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Cifar100Coarse => [3, 32, 32],
     }
 }
 

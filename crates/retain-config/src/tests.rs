@@ -1,4 +1,5 @@
 use super::*;
+use std::path::Path;
 
 const SPLIT_MNIST: &str = include_str!("../../../experiments/split-mnist.toml");
 
@@ -76,7 +77,7 @@ fn explicit_class_orders_are_checked() {
         "class_order = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]",
     );
     assert_eq!(
-        load(&ok).unwrap().stream.class_order,
+        load(&ok).unwrap().stream.class_order(),
         ClassOrder::Explicit(vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
     );
 }
@@ -131,4 +132,196 @@ fn resolved_config_round_trips_with_defaults_filled_in() {
     let resolved = exp.to_resolved_toml();
     assert!(resolved.contains("data_root"), "{resolved}");
     assert_eq!(load(&resolved).unwrap(), exp);
+}
+
+/// Every experiment file shipped in `experiments/` parses and validates, so a broken file is
+/// caught here rather than at the start of a long run.
+#[test]
+fn every_shipped_experiment_parses_and_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let exp = Experiment::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            assert_eq!(
+                exp.name,
+                stem,
+                "{}: name differs from the file",
+                path.display()
+            );
+            names.push(stem);
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "perm-mnist",
+            "rot-mnist",
+            "split-cifar",
+            "split-cifar100",
+            "split-fashion-mnist",
+            "split-mnist"
+        ]
+    );
+}
+
+const PERMUTED: &str = r#"
+name = "p"
+[stream]
+kind = "permuted"
+dataset = "mnist"
+tasks = 20
+train_samples_per_task = 1000
+[model]
+kind = "mlp"
+hidden = [100, 100]
+[method]
+name = "naive"
+"#;
+
+#[test]
+fn permuted_streams_default_to_the_domain_il_readout() {
+    let exp = load(PERMUTED).unwrap();
+    assert_eq!(exp.stream.kind, StreamKind::Permuted);
+    assert_eq!(exp.stream.readouts, vec![Readout::DomainIl]);
+    assert!(!exp.stream.first_task_unpermuted);
+    // The resolved file names the read-out explicitly and reloads to the same experiment.
+    let resolved = exp.to_resolved_toml();
+    assert!(
+        resolved.contains("readouts = [\"domain_il\"]"),
+        "{resolved}"
+    );
+    assert_eq!(load(&resolved).unwrap(), exp);
+}
+
+#[test]
+fn split_only_keys_are_rejected_on_domain_streams() {
+    let text = PERMUTED.replace("tasks = 20", "tasks = 20\nclasses_per_task = 2");
+    let err = load(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("exp.toml:7") && err.contains("`stream.classes_per_task`"),
+        "{err}"
+    );
+    let text = PERMUTED.replace("tasks = 20", "tasks = 20\nreadouts = [\"class_il\"]");
+    let err = load(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("`class_il` does not apply to a `permuted` stream (use domain_il)"),
+        "{err}"
+    );
+    let text = PERMUTED.replace("tasks = 20", "tasks = 20\nangles = [0, 90]");
+    let err = load(&text).unwrap_err().to_string();
+    assert!(err.contains("applies to rotated streams only"), "{err}");
+    let err = load(&SPLIT_MNIST.replace("tasks = 5", "tasks = 5\nfirst_task_unpermuted = true"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("applies to permuted streams only"), "{err}");
+    let err = load(&SPLIT_MNIST.replace(
+        "readouts = [\"class_il\", \"task_il\"]",
+        "readouts = [\"domain_il\"]",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("use class_il, task_il"), "{err}");
+    let err = load(&SPLIT_MNIST.replace("classes_per_task = 2\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a split stream needs it"), "{err}");
+}
+
+#[test]
+fn rotated_angles_are_checked() {
+    let rotated = PERMUTED.replace("\"permuted\"", "\"rotated\"");
+    let exp = load(&rotated).unwrap();
+    assert_eq!(exp.stream.angles(), Angles::Named(AnglesName::Even));
+    assert_eq!(exp.stream.angle_range(), [0.0, 180.0]);
+    let three = rotated.replace("tasks = 20", "tasks = 3\nangles = [0, 90.5, 180]");
+    assert_eq!(
+        load(&three).unwrap().stream.angles(),
+        Angles::Explicit(vec![0.0, 90.5, 180.0])
+    );
+    let err = load(&rotated.replace("tasks = 20", "tasks = 20\nangles = [0, 90]"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lists 2 angles for 20 tasks"), "{err}");
+    let seeded = rotated.replace(
+        "tasks = 20",
+        "tasks = 20\nangles = \"seeded\"\nangle_range = [10, 5]",
+    );
+    let err = load(&seeded).unwrap_err().to_string();
+    assert!(
+        err.contains("`stream.angle_range`") && err.contains("lo ≤ hi"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_split_settings_are_checked() {
+    let on_validation = PERMUTED.replace("tasks = 20", "tasks = 20\nevaluate_on = \"validation\"");
+    let err = load(&on_validation).unwrap_err().to_string();
+    assert!(err.contains("needs `stream.validation_fraction`"), "{err}");
+    let with_fraction =
+        on_validation.replace("tasks = 20", "tasks = 20\nvalidation_fraction = 0.1");
+    let exp = load(&with_fraction).unwrap();
+    assert_eq!(exp.stream.evaluate_on, EvaluateOn::Validation);
+    assert_eq!(exp.stream.validation_fraction, Some(0.1));
+    let err = load(&with_fraction.replace("= 0.1", "= 1.0"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 is outside (0, 1)"), "{err}");
+}
+
+#[test]
+fn cifar_resnet_and_augmentation_parse() {
+    let text = SPLIT_MNIST
+        .replace("dataset = \"mnist\"", "dataset = \"cifar100\"")
+        .replace("tasks = 5", "tasks = 20")
+        .replace("classes_per_task = 2", "classes_per_task = 5")
+        .replace(
+            "kind = \"mlp\"\nhidden = [100, 100]",
+            "kind = \"resnet18\"\nnf = 20",
+        )
+        .replace(
+            "[model]",
+            "[stream.augment]\ncrop_padding = 4\nflip = true\n\n[model]",
+        );
+    let exp = load(&text).unwrap();
+    assert_eq!(exp.stream.dataset, DatasetName::Cifar100);
+    assert_eq!(exp.stream.dataset.as_str(), "cifar100");
+    assert_eq!(exp.model, ModelConfig::Resnet18 { nf: 20 });
+    assert_eq!(
+        exp.stream.augment(),
+        AugmentConfig {
+            crop_padding: 4,
+            flip: true
+        }
+    );
+    let default_nf = text.replace("nf = 20", "");
+    assert_eq!(
+        load(&default_nf).unwrap().model,
+        ModelConfig::Resnet18 { nf: 64 }
+    );
+    let too_much = text.replace("crop_padding = 4", "crop_padding = 32");
+    let line = 1 + too_much
+        .lines()
+        .position(|l| l.starts_with("crop_padding"))
+        .unwrap();
+    let err = load(&too_much).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("exp.toml:{line}")) && err.contains("32×32 images of cifar100"),
+        "{err}"
+    );
+    let coarse = text
+        .replace("\"cifar100\"", "\"cifar100-coarse\"")
+        .replace("tasks = 20", "tasks = 4");
+    assert_eq!(
+        load(&coarse).unwrap().stream.dataset,
+        DatasetName::Cifar100Coarse
+    );
+    let err = load(&text.replace("tasks = 20", "tasks = 21"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("but cifar100 has 100"), "{err}");
 }

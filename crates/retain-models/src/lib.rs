@@ -1,28 +1,53 @@
 //! Backbones with stable parameter names.
 //!
 //! Parameter names are part of the public interface: checkpoints, name-pattern selection of
-//! trainable parameters and PyTorch interchange all key on them. The MLP names its layers
-//! `hidden.<i>` and `head`, so `hidden.0.weight` is the first layer's weight matrix.
+//! trainable parameters and PyTorch interchange all key on them.
+//!
+//! * The MLP names its layers `hidden.<i>` and `head`, so `hidden.0.weight` is the first
+//!   layer's weight matrix.
+//! * ResNet-18 uses the names of the PyTorch code of the DER paper (Mammoth) and of the GEM
+//!   paper, whose `state_dict`s therefore map one to one: `conv1.weight`, `bn1.{weight,bias,
+//!   running_mean,running_var}`, `layer<s>.<b>.{conv1,bn1,conv2,bn2}.*`,
+//!   `layer<s>.<b>.shortcut.{0,1}.*` (1×1 convolution and batch norm, where a block changes
+//!   shape) and the head `linear.{weight,bias}`. (PyTorch's `num_batches_tracked` has no
+//!   counterpart: tch uses a fixed momentum.)
+//!
+//! Every model takes images `[B, C, H, W]`; the MLP flattens them itself.
 
 use retain_config::ModelConfig;
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
 
-/// A network mapping flattened inputs to class logits.
+/// A network mapping images `[B, C, H, W]` to class logits `[B, outputs]`.
 pub trait Backbone: ModuleT {
     /// Number of output logits.
     fn outputs(&self) -> usize;
+
+    /// Name prefix of the output layer's parameters (`"head"` → `head.weight`, `head.bias`),
+    /// for methods that treat the classifier apart from the feature extractor.
+    fn head_name(&self) -> &'static str {
+        "head"
+    }
 }
 
-/// Builds the network described by `config` under `path`.
+/// Builds the network described by `config` under `path`, for images of `image_shape`
+/// (`[C, H, W]`) and `outputs` classes.
 pub fn build(
     config: &ModelConfig,
     path: &nn::Path,
-    inputs: usize,
+    image_shape: [usize; 3],
     outputs: usize,
 ) -> Box<dyn Backbone> {
     match config {
-        ModelConfig::Mlp { hidden } => Box::new(Mlp::new(path, inputs, hidden, outputs)),
+        ModelConfig::Mlp { hidden } => Box::new(Mlp::new(
+            path,
+            image_shape.iter().product(),
+            hidden,
+            outputs,
+        )),
+        ModelConfig::Resnet18 { nf } => {
+            Box::new(ResNet::resnet18(path, image_shape[0], *nf, outputs))
+        }
     }
 }
 
@@ -66,10 +91,163 @@ impl Backbone for Mlp {
     }
 }
 
+fn conv(path: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64) -> nn::Conv2D {
+    let config = nn::ConvConfig {
+        stride,
+        padding: kernel / 2,
+        bias: false,
+        ..Default::default()
+    };
+    nn::conv2d(path, inputs, outputs, kernel, config)
+}
+
+/// Batch norm initialised as PyTorch's (weight 1, bias 0; tch's default weight is uniform).
+fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {
+    let config = nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        ..Default::default()
+    };
+    nn::batch_norm2d(path, channels, config)
+}
+
+/// The two-convolution residual block of ResNet-18/34 (He et al. 2016).
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    /// 1×1 convolution + batch norm where the block changes stride or width.
+    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(path: nn::Path, inputs: i64, outputs: i64, stride: i64) -> Self {
+        let shortcut = (stride != 1 || inputs != outputs).then(|| {
+            let p = &path / "shortcut";
+            (
+                conv(&p / 0, inputs, outputs, 1, stride),
+                batch_norm(&p / 1, outputs),
+            )
+        });
+        Self {
+            conv1: conv(&path / "conv1", inputs, outputs, 3, stride),
+            bn1: batch_norm(&path / "bn1", outputs),
+            conv2: conv(&path / "conv2", outputs, outputs, 3, 1),
+            bn2: batch_norm(&path / "bn2", outputs),
+            shortcut,
+        }
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let out = xs
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .relu()
+            .apply(&self.conv2)
+            .apply_t(&self.bn2, train);
+        let residual = match &self.shortcut {
+            Some((conv, bn)) => xs.apply(conv).apply_t(bn, train),
+            None => xs.shallow_clone(),
+        };
+        (out + residual).relu()
+    }
+}
+
+/// ResNet for small (e.g. 32×32) images: a 3×3 stride-1 stem without max-pool, four stages
+/// of BasicBlocks with `nf`, `2nf`, `4nf`, `8nf` filters (stride 2 from the second stage on),
+/// global average pooling and a linear head: the ResNet-18 of the DER paper (`nf = 64`) and
+/// the reduced ResNet-18 of the GEM paper (`nf = 20`), both after Lopez-Paz & Ranzato's
+/// `ResNet18` in GEM's `model/common.py`.
+#[derive(Debug)]
+pub struct ResNet {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    layers: Vec<Vec<BasicBlock>>,
+    linear: nn::Linear,
+}
+
+impl ResNet {
+    /// ResNet-18: BasicBlocks `[2, 2, 2, 2]`.
+    pub fn resnet18(path: &nn::Path, channels: usize, nf: usize, outputs: usize) -> Self {
+        Self::new(path, channels, nf, &[2, 2, 2, 2], outputs)
+    }
+
+    pub fn new(
+        path: &nn::Path,
+        channels: usize,
+        nf: usize,
+        blocks: &[usize],
+        outputs: usize,
+    ) -> Self {
+        let nf = nf as i64;
+        let mut width = nf;
+        let layers = blocks
+            .iter()
+            .enumerate()
+            .map(|(stage, &count)| {
+                let planes = nf << stage;
+                let stage_path = path / format!("layer{}", stage + 1);
+                (0..count)
+                    .map(|b| {
+                        let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                        let block = BasicBlock::new(&stage_path / b, width, planes, stride);
+                        width = planes;
+                        block
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            conv1: conv(path / "conv1", channels as i64, nf, 3, 1),
+            bn1: batch_norm(path / "bn1", nf),
+            layers,
+            linear: nn::linear(path / "linear", width, outputs as i64, Default::default()),
+        }
+    }
+
+    /// The pooled features before the head, `[B, 8·nf]`.
+    pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut out = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        for stage in &self.layers {
+            for block in stage {
+                out = block.forward_t(&out, train);
+            }
+        }
+        out.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.features(xs, train).apply(&self.linear)
+    }
+}
+
+impl Backbone for ResNet {
+    fn outputs(&self) -> usize {
+        self.linear.ws.size()[0] as usize
+    }
+
+    fn head_name(&self) -> &'static str {
+        "linear"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    fn shapes(vs: &nn::VarStore) -> Vec<(String, Vec<i64>)> {
+        let mut names: Vec<(String, Vec<i64>)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect();
+        names.sort();
+        names
+    }
 
     #[test]
     fn mlp_has_stable_names_and_shapes() {
@@ -79,17 +257,11 @@ mod tests {
                 hidden: vec![100, 100],
             },
             &vs.root(),
-            784,
+            [1, 28, 28],
             10,
         );
-        let mut names: Vec<(String, Vec<i64>)> = vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.size()))
-            .collect();
-        names.sort();
         assert_eq!(
-            names,
+            shapes(&vs),
             vec![
                 ("head.bias".to_owned(), vec![10]),
                 ("head.weight".to_owned(), vec![10, 100]),
@@ -105,5 +277,105 @@ mod tests {
         );
         assert_eq!(out.size(), vec![3, 10]);
         assert_eq!(model.outputs(), 10);
+        assert_eq!(model.head_name(), "head");
+    }
+
+    /// The names and shapes of PyTorch's `state_dict` for Mammoth's / GEM's `ResNet18`
+    /// (less `num_batches_tracked`), written out from the architecture.
+    fn expected_resnet18(channels: i64, nf: i64, classes: i64) -> Vec<(String, Vec<i64>)> {
+        let mut expected = Vec::new();
+        let mut bn = |prefix: &str, c: i64| {
+            for leaf in ["weight", "bias", "running_mean", "running_var"] {
+                expected.push((format!("{prefix}.{leaf}"), vec![c]));
+            }
+        };
+        bn("bn1", nf);
+        let mut convs = vec![("conv1.weight".to_owned(), vec![nf, channels, 3, 3])];
+        let mut width = nf;
+        for stage in 0..4 {
+            let planes = nf << stage;
+            for block in 0..2 {
+                let p = format!("layer{}.{block}", stage + 1);
+                convs.push((format!("{p}.conv1.weight"), vec![planes, width, 3, 3]));
+                convs.push((format!("{p}.conv2.weight"), vec![planes, planes, 3, 3]));
+                bn(&format!("{p}.bn1"), planes);
+                bn(&format!("{p}.bn2"), planes);
+                if width != planes {
+                    convs.push((format!("{p}.shortcut.0.weight"), vec![planes, width, 1, 1]));
+                    bn(&format!("{p}.shortcut.1"), planes);
+                }
+                width = planes;
+            }
+        }
+        expected.extend(convs);
+        expected.push(("linear.weight".to_owned(), vec![classes, 8 * nf]));
+        expected.push(("linear.bias".to_owned(), vec![classes]));
+        expected.sort();
+        expected
+    }
+
+    #[test]
+    fn resnet18_has_pytorch_names_shapes_and_size() {
+        for (nf, classes, parameters) in [(64, 10, 11_173_962), (20, 100, 1_109_240)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = build(
+                &ModelConfig::Resnet18 { nf },
+                &vs.root(),
+                [3, 32, 32],
+                classes,
+            );
+            let expected = expected_resnet18(3, nf as i64, classes as i64);
+            assert_eq!(shapes(&vs), expected);
+            // As PyTorch counts them for the same architecture (fixtures/resnet_reference.py):
+            // 102 state_dict entries besides `num_batches_tracked`, and these many parameters.
+            assert_eq!(expected.len(), 102);
+            let count: i64 = vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as i64)
+                .sum();
+            assert_eq!(count, parameters, "nf = {nf}");
+            assert_eq!(model.outputs(), classes);
+            assert_eq!(model.head_name(), "linear");
+            let out = model.forward_t(
+                &Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+                true,
+            );
+            assert_eq!(out.size(), vec![2, classes as i64]);
+        }
+        // One-channel 28×28 images (MNIST) go through the same network.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = build(
+            &ModelConfig::Resnet18 { nf: 4 },
+            &vs.root(),
+            [1, 28, 28],
+            10,
+        );
+        let out = model.forward_t(
+            &Tensor::ones([5, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            false,
+        );
+        assert_eq!(out.size(), vec![5, 10]);
+    }
+
+    #[test]
+    fn batch_norm_follows_the_train_flag() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = build(&ModelConfig::Resnet18 { nf: 4 }, &vs.root(), [3, 8, 8], 10);
+        let running_mean = || vs.variables()["bn1.running_mean"].copy();
+        let xs = Tensor::randn([6, 3, 8, 8], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let before = running_mean();
+        let eval_a = model.forward_t(&xs, false);
+        // Evaluation mode neither updates running statistics nor depends on the batch.
+        assert!(running_mean().equal(&before));
+        let single = model.forward_t(&xs.narrow(0, 0, 1), false);
+        assert!(single.allclose(&eval_a.narrow(0, 0, 1), 1e-5, 1e-5, false));
+        // Training mode normalises with batch statistics and updates the running mean.
+        let train = model.forward_t(&xs, true);
+        assert!(!running_mean().equal(&before));
+        assert!(!train.allclose(&eval_a, 1e-3, 1e-3, false));
+        let train_single = model.forward_t(&xs.narrow(0, 0, 2), true);
+        assert!(!train_single.allclose(&train.narrow(0, 0, 2), 1e-3, 1e-3, false));
     }
 }

@@ -18,6 +18,11 @@ pub fn derive(master: u64, purpose: &str) -> u64 {
     mix(master ^ mix(hash))
 }
 
+/// Mixes a number into a seed: distinct `value`s give unrelated seeds (e.g. one per batch).
+pub fn combine(seed: u64, value: u64) -> u64 {
+    mix(seed ^ mix(value.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

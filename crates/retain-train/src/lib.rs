@@ -20,7 +20,7 @@ use std::time::Instant;
 use retain_config::{Experiment, OptimizerConfig, Readout};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
-use retain_stream::{SplitKind, TaskStream};
+use retain_stream::TaskStream;
 use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
 
@@ -152,9 +152,9 @@ impl Network {
     pub fn new(experiment: &Experiment, stream: &TaskStream) -> Self {
         tch::manual_seed(retain_stream::seed::derive(experiment.seed, "init") as i64);
         let config = experiment.model.clone();
-        let (inputs, outputs) = (stream.input_features(), stream.num_classes);
+        let (image_shape, outputs) = (stream.image_shape, stream.num_classes);
         Self::from_builder(stream.device, move |path| {
-            retain_models::build(&config, path, inputs, outputs)
+            retain_models::build(&config, path, image_shape, outputs)
         })
     }
 
@@ -266,8 +266,10 @@ pub fn run(
             let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
             for start in (0..indices.len()).step_by(batch_size) {
                 let len = batch_size.min(indices.len() - start);
-                let batch =
-                    stream.batch(SplitKind::Train, &order.narrow(0, start as i64, len as i64));
+                let batch = stream.training_batch(
+                    &order.narrow(0, start as i64, len as i64),
+                    TaskStream::draw(task.index, step),
+                );
                 let ctx = StepContext {
                     network,
                     model: network.model.as_ref(),
@@ -398,14 +400,17 @@ pub fn evaluate(
         (Kind::Int64, stream.device),
     );
     for task in &stream.tasks {
-        for start in (0..task.test_len).step_by(batch_size) {
-            let len = batch_size.min(task.test_len - start);
-            let indices = task.test_indices.narrow(0, start as i64, len as i64);
-            let batch = stream.batch(SplitKind::Test, &indices);
+        let (split, eval_indices, eval_len) = stream.evaluation_set(task);
+        for start in (0..eval_len).step_by(batch_size) {
+            let len = batch_size.min(eval_len - start);
+            let indices = eval_indices.narrow(0, start as i64, len as i64);
+            let batch = stream.task_batch(split, task.index, &indices);
             let logits = network.model.forward_t(&batch.inputs, false);
             for (r, readout) in readouts.iter().enumerate() {
                 let predictions = match readout {
-                    Readout::ClassIl => logits.argmax(-1, false),
+                    // Domain-IL: one label space shared by every task, so the single head's
+                    // arg-max over all classes, as class-IL.
+                    Readout::ClassIl | Readout::DomainIl => logits.argmax(-1, false),
                     Readout::TaskIl => logits
                         .masked_fill(&task.class_mask.logical_not(), f64::NEG_INFINITY)
                         .argmax(-1, false),
@@ -424,7 +429,10 @@ pub fn evaluate(
             let per_task = stream
                 .tasks
                 .iter()
-                .map(|task| (host[r * tasks + task.index] as u64, task.test_len as u64))
+                .map(|task| {
+                    let (_, _, samples) = stream.evaluation_set(task);
+                    (host[r * tasks + task.index] as u64, samples as u64)
+                })
                 .collect();
             (readout, per_task)
         })

@@ -36,7 +36,9 @@ impl Cluster {
             );
             return None;
         }
-        let turn = CLUSTER_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = CLUSTER_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("bash")
             .arg(repo().join("scripts/slurm-local.sh"))

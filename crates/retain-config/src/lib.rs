@@ -333,6 +333,33 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
+    /// A split stream (`tasks` × `classes_per_task`, natural class order, every sample) with
+    /// the given read-outs and every other setting at its default: what tests and library
+    /// users start from before adjusting fields.
+    pub fn split(
+        dataset: DatasetName,
+        tasks: usize,
+        classes_per_task: usize,
+        readouts: Vec<Readout>,
+    ) -> Self {
+        Self {
+            kind: StreamKind::Split,
+            dataset,
+            tasks,
+            classes_per_task: Some(classes_per_task),
+            class_order: None,
+            first_task_unpermuted: false,
+            angles: None,
+            angle_range: None,
+            train_samples_per_task: None,
+            test_samples_per_task: None,
+            validation_fraction: None,
+            evaluate_on: EvaluateOn::default(),
+            augment: None,
+            readouts,
+        }
+    }
+
     /// The class order of a split stream, `"natural"` when not given.
     pub fn class_order(&self) -> ClassOrder {
         self.class_order

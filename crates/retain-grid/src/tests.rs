@@ -314,3 +314,25 @@ fn baselines_parse_from_toml_and_csv_and_compare_two_sided() {
     assert!(err.contains("unknown metric `accuracy`"), "{err}");
     assert!(parse_baseline("", "b.json").is_err());
 }
+
+/// Every grid file shipped in `experiments/` expands, so a broken grid is caught here rather
+/// than when someone starts it.
+#[test]
+fn every_shipped_grid_file_expands() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut grids = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "toml") && text.contains("\n[grid]") {
+            let spec = GridSpec::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                spec.cells.len() > 1,
+                "{}: a grid of one cell",
+                path.display()
+            );
+            grids += 1;
+        }
+    }
+    assert!(grids >= 2, "expected the shipped grid files, found {grids}");
+}

@@ -22,16 +22,12 @@ fn snapshot(vars: &nn::VarStore) -> BTreeMap<String, Tensor> {
 
 /// A split stream over [`synthetic_dataset`]: `tasks` tasks of two classes.
 fn stream(tasks: usize, per_class: usize, features: usize) -> TaskStream {
-    let config = StreamConfig {
-        kind: StreamKind::Split,
-        dataset: DatasetName::Mnist,
+    let config = StreamConfig::split(
+        DatasetName::Mnist,
         tasks,
-        classes_per_task: 2,
-        class_order: ClassOrder::Named(ClassOrderName::Natural),
-        train_samples_per_task: None,
-        test_samples_per_task: None,
-        readouts: vec![Readout::ClassIl, Readout::TaskIl],
-    };
+        2,
+        vec![Readout::ClassIl, Readout::TaskIl],
+    );
     let dataset = synthetic_dataset(2 * tasks, per_class, features);
     TaskStream::build(&dataset, &config, 0, Device::Cpu).unwrap()
 }
@@ -169,7 +165,8 @@ fn task_context_samples_are_seeded_subsets_of_the_task() {
         .map(|&i| i64::from(stream.train.host_labels[i as usize]))
         .collect();
     assert_eq!(labels, expected);
-    assert_eq!(batch.inputs.size(), vec![5, 3]);
+    // Inputs are images, [B, C, H, W]: the synthetic dataset is 1×1×3.
+    assert_eq!(batch.inputs.size(), vec![5, 1, 1, 3]);
 }
 
 /// Records every hook call, and what it saw, as a line of text.

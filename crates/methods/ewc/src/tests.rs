@@ -10,16 +10,7 @@ const CLASSES: usize = 4;
 
 /// Two tasks of two classes, 4 samples per class: 8 training samples per task.
 fn stream() -> TaskStream {
-    let config = StreamConfig {
-        kind: StreamKind::Split,
-        dataset: DatasetName::Mnist,
-        tasks: 2,
-        classes_per_task: 2,
-        class_order: ClassOrder::Named(ClassOrderName::Natural),
-        train_samples_per_task: None,
-        test_samples_per_task: None,
-        readouts: vec![Readout::ClassIl],
-    };
+    let config = StreamConfig::split(DatasetName::Mnist, 2, 2, vec![Readout::ClassIl]);
     TaskStream::build(
         &synthetic_dataset(CLASSES, 4, FEATURES),
         &config,

@@ -66,14 +66,8 @@ mod tests {
     #[test]
     fn training_indices_are_the_union_of_all_tasks_so_far() {
         let config = StreamConfig {
-            kind: StreamKind::Split,
-            dataset: DatasetName::Mnist,
-            tasks: 3,
-            classes_per_task: 2,
-            class_order: ClassOrder::Named(ClassOrderName::Natural),
             train_samples_per_task: Some(3),
-            test_samples_per_task: None,
-            readouts: vec![Readout::ClassIl],
+            ..StreamConfig::split(DatasetName::Mnist, 3, 2, vec![Readout::ClassIl])
         };
         let stream =
             TaskStream::build(&synthetic_dataset(6, 5, 2), &config, 4, Device::Cpu).unwrap();

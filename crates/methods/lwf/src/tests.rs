@@ -87,16 +87,7 @@ fn distillation_loss_is_the_temperature_scaled_kl_of_fixed_logits() {
 }
 
 fn stream() -> TaskStream {
-    let config = StreamConfig {
-        kind: StreamKind::Split,
-        dataset: DatasetName::Mnist,
-        tasks: 2,
-        classes_per_task: 2,
-        class_order: ClassOrder::Named(ClassOrderName::Natural),
-        train_samples_per_task: None,
-        test_samples_per_task: None,
-        readouts: vec![Readout::ClassIl],
-    };
+    let config = StreamConfig::split(DatasetName::Mnist, 2, 2, vec![Readout::ClassIl]);
     TaskStream::build(&synthetic_dataset(4, 3, 5), &config, 0, Device::Cpu).unwrap()
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::testkit::{synthetic_dataset, task_context};
-use retain_config::{ClassOrder, ClassOrderName, DatasetName, StreamConfig, StreamKind};
+use retain_config::{DatasetName, StreamConfig};
 use retain_stream::Batch;
 
 /// A two-layer MLP `inputs → hidden → outputs` (or a linear layer when `hidden` is empty),

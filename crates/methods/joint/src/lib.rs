@@ -55,9 +55,7 @@ impl Method for Joint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use retain_config::{
-        ClassOrder, ClassOrderName, DatasetName, Readout, StreamConfig, StreamKind,
-    };
+    use retain_config::{DatasetName, Readout, StreamConfig};
     use retain_stream::TaskStream;
     use retain_train::Network;
     use retain_train::testkit::{synthetic_dataset, task_context};

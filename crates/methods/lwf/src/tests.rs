@@ -1,5 +1,5 @@
 use super::*;
-use retain_config::{ClassOrder, ClassOrderName, DatasetName, Readout, StreamConfig, StreamKind};
+use retain_config::{DatasetName, Readout, StreamConfig};
 use retain_stream::{SplitKind, TaskStream};
 use retain_train::testkit::{synthetic_dataset, task_context};
 use tch::Device;

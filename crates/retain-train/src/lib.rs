@@ -202,8 +202,8 @@ pub fn run(
             let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
             for start in (0..indices.len()).step_by(batch_size) {
                 let len = batch_size.min(indices.len() - start);
-                let batch =
-                    stream.batch(SplitKind::Train, &order.narrow(0, start as i64, len as i64));
+                let batch_indices = order.narrow(0, start as i64, len as i64);
+                let batch = stream.batch(SplitKind::Train, &batch_indices);
                 let ctx = StepContext {
                     model: network.model.as_ref(),
                     vars: &network.vars,
@@ -211,6 +211,7 @@ pub fn run(
                     task,
                     device: stream.device,
                     step,
+                    indices: &batch_indices,
                 };
                 let loss = method.loss(&ctx, &batch);
                 optimizer.zero_grad();

@@ -15,6 +15,8 @@
 //! * [`EpisodicMemory`]: GEM's per-task memories, `per_task` samples of each finished task,
 //!   kept as one index tensor per task.
 //!
+//! [`gradients`] holds the flat-gradient helpers the projection methods (GEM, A-GEM) share.
+//!
 //! # No host synchronisation
 //!
 //! Which slot a sample overwrites is decided on the host with a seeded
@@ -27,6 +29,7 @@
 
 mod balanced;
 mod episodic;
+pub mod gradients;
 mod reservoir;
 
 pub use balanced::ClassBalanced;

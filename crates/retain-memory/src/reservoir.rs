@@ -201,11 +201,7 @@ impl Reservoir {
         let slots = self.take_plan(count);
         // For each slot, the last row of the batch that writes it (−1: none). The extra slot
         // `capacity` collects the discarded rows.
-        let mut writer = Tensor::full(
-            [self.capacity as i64 + 1],
-            -1,
-            (Kind::Int64, self.device),
-        );
+        let mut writer = Tensor::full([self.capacity as i64 + 1], -1, (Kind::Int64, self.device));
         let _ = writer.index_reduce_(
             0,
             &slots,
@@ -216,7 +212,9 @@ impl Reservoir {
         let writer = writer.narrow(0, 0, self.capacity as i64);
         let hit = writer.ge(0);
         let source = writer.clamp_min(0);
-        let updated = indices.index_select(0, &source).where_self(&hit, &self.indices);
+        let updated = indices
+            .index_select(0, &source)
+            .where_self(&hit, &self.indices);
         self.indices.copy_(&updated);
         if let (Some(stored), Some(given)) = (&mut self.logits, logits) {
             let updated = given

@@ -94,7 +94,10 @@ fn device_reservoir_matches_the_sequential_algorithm() {
         }
         .min(items.len() - start);
         let batch = Tensor::from_slice(&items[start..start + len]);
-        let logits = Tensor::stack(&[batch.to_kind(Kind::Float), -batch.to_kind(Kind::Float)], 1);
+        let logits = Tensor::stack(
+            &[batch.to_kind(Kind::Float), -batch.to_kind(Kind::Float)],
+            1,
+        );
         reservoir.add(&batch, Some(&logits)).unwrap();
         start += len;
     }
@@ -141,7 +144,10 @@ fn reservoir_rejects_bad_input() {
     let mut reservoir = Reservoir::new(4, Some(3), 0, Device::Cpu).unwrap();
     let batch = Tensor::from_slice(&[1i64, 2]);
     let err = reservoir
-        .add(&batch, Some(&Tensor::zeros([2, 2], (Kind::Float, Device::Cpu))))
+        .add(
+            &batch,
+            Some(&Tensor::zeros([2, 2], (Kind::Float, Device::Cpu))),
+        )
         .unwrap_err();
     assert_eq!(
         err,
@@ -166,7 +172,10 @@ fn class_balanced_memory_shares_capacity_equally() {
     let task1: Vec<i64> = (0..35).collect();
     memory.add_task(&task1, &labels).unwrap();
     // Class 1 has only 5 samples: class 0 takes the other 15.
-    assert_eq!(memory.class_counts(), [(0, 15), (1, 5)].into_iter().collect());
+    assert_eq!(
+        memory.class_counts(),
+        [(0, 15), (1, 5)].into_iter().collect()
+    );
     let first = memory.host_indices();
     let task2: Vec<i64> = (35..135).collect();
     memory.add_task(&task2, &labels).unwrap();
@@ -194,8 +203,12 @@ fn class_balanced_memory_shares_capacity_equally() {
 
     // Capacity 10 over 3 abundant classes: shares 4, 3, 3.
     let mut memory = ClassBalanced::new(10, 3, Device::Cpu).unwrap();
-    memory.add_task(&(35..135).collect::<Vec<_>>(), &labels).unwrap();
-    memory.add_task(&(0..30).collect::<Vec<_>>(), &labels).unwrap();
+    memory
+        .add_task(&(35..135).collect::<Vec<_>>(), &labels)
+        .unwrap();
+    memory
+        .add_task(&(0..30).collect::<Vec<_>>(), &labels)
+        .unwrap();
     let mut shares: Vec<usize> = memory.class_counts().into_values().collect();
     shares.sort_unstable();
     assert_eq!(shares, vec![3, 3, 4]);
@@ -223,7 +236,33 @@ fn episodic_memory_keeps_a_subset_per_task() {
     assert_eq!(memory.len(), 2);
     assert_eq!(memory.host()[0], first);
     assert_eq!(
-        EpisodicMemory::new(0, 0, Device::Cpu).unwrap_err().to_string(),
+        EpisodicMemory::new(0, 0, Device::Cpu)
+            .unwrap_err()
+            .to_string(),
         "memories per task must be at least 1 (got 0)"
     );
+}
+
+#[test]
+fn flat_gradients_follow_parameter_order_and_write_back() {
+    use gradients::{flat_grad, flat_grad_of, write_grad};
+    let a = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+    let b = Tensor::from_slice(&[3.0f32])
+        .view([1, 1])
+        .set_requires_grad(true);
+    let params = [a.shallow_clone(), b.shallow_clone()];
+    // d/da Σa² = 2a = (2, 4); d/db 2Σb = 2.
+    let loss = (&a * &a).sum(Kind::Float) + b.sum(Kind::Float) * 2.0;
+    let flat = flat_grad_of(&loss, &params);
+    assert_eq!(Vec::<f32>::try_from(&flat).unwrap(), vec![2.0, 4.0, 2.0]);
+    assert!(!a.grad().defined(), "flat_grad_of leaves p.grad() alone");
+    // Only `a` gets a gradient: `b`'s counts as zeros and is skipped on write-back.
+    (&a * 3.0).sum(Kind::Float).backward();
+    assert_eq!(
+        Vec::<f32>::try_from(&flat_grad(&params)).unwrap(),
+        vec![3.0, 3.0, 0.0]
+    );
+    write_grad(&params, &Tensor::from_slice(&[7.0f32, -1.0, 5.0]));
+    assert_eq!(Vec::<f32>::try_from(&a.grad()).unwrap(), vec![7.0, -1.0]);
+    assert!(!b.grad().defined());
 }

@@ -8,7 +8,13 @@ use retain_train::{Method, TrainError};
 pub type Factory = fn(&toml::Table) -> Result<Box<dyn Method>, TrainError>;
 
 /// Every registered method, by name.
-pub const METHODS: &[(&str, Factory)] = &[("naive", retain_method_naive::from_params)];
+pub const METHODS: &[(&str, Factory)] = &[
+    ("naive", retain_method_naive::from_params),
+    ("replay", retain_method_replay::from_params),
+    ("der", retain_method_der::from_params),
+    ("gem", retain_method_gem::from_params),
+    ("agem", retain_method_agem::from_params),
+];
 
 /// The factory registered under `name`.
 pub fn factory(name: &str) -> Option<Factory> {

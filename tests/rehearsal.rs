@@ -70,10 +70,12 @@ fn mnist() -> &'static ImageDataset {
 /// generator (seeded per run by [`Network::new`]), which parallel test threads would share.
 fn class_il(method: &mut dyn Method) -> AccuracyMatrix {
     static SERIAL: Mutex<()> = Mutex::new(());
-    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let experiment = experiment();
-    let stream = TaskStream::build(mnist(), &experiment.stream, experiment.seed, Device::Cpu)
-        .unwrap();
+    let stream =
+        TaskStream::build(mnist(), &experiment.stream, experiment.seed, Device::Cpu).unwrap();
     let network = Network::new(&experiment, &stream);
     let outcome = retain_train::run(&experiment, &stream, &network, method, &mut Silent).unwrap();
     outcome.counts[&Readout::ClassIl].accuracy().unwrap()
@@ -142,8 +144,7 @@ fn der_plus_plus_reduces_forgetting() {
 
 #[test]
 fn der_reduces_forgetting() {
-    let method =
-        retain_method_der::from_params(&table("buffer_size = 200\nalpha = 0.3")).unwrap();
+    let method = retain_method_der::from_params(&table("buffer_size = 200\nalpha = 0.3")).unwrap();
     assert_beats_naive(method);
 }
 

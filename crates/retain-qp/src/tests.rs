@@ -122,7 +122,10 @@ fn gem_projection_satisfies_every_constraint_and_is_the_closest() {
         let corrected = gem_project(&memories, &g, margin, 0.0).unwrap();
         let violated = memories.iter().any(|m| dot(m, &g) < 0.0);
         if !violated {
-            assert_eq!(corrected, g, "case {case}: untouched when no constraint binds");
+            assert_eq!(
+                corrected, g,
+                "case {case}: untouched when no constraint binds"
+            );
             continue;
         }
         projected += 1;
@@ -153,17 +156,17 @@ fn gem_projection_satisfies_every_constraint_and_is_the_closest() {
             // Closest feasible point: no random feasible point is nearer to g.
             let distance = |z: &[f64]| z.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
             for _ in 0..50 {
-                let z: Vec<f64> = corrected
-                    .iter()
-                    .map(|x| x + 0.3 * rng.uniform())
-                    .collect();
+                let z: Vec<f64> = corrected.iter().map(|x| x + 0.3 * rng.uniform()).collect();
                 if memories.iter().all(|m| dot(m, &z) >= 0.0) {
                     assert!(distance(&z) >= distance(&corrected) - 1e-12, "case {case}");
                 }
             }
         }
     }
-    assert!(projected > 300, "only {projected} of 1000 cases violated a constraint");
+    assert!(
+        projected > 300,
+        "only {projected} of 1000 cases violated a constraint"
+    );
 }
 
 #[test]

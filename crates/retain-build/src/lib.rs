@@ -43,9 +43,8 @@ pub fn libtorch_lib_dir() -> Option<PathBuf> {
     if let Ok(root) = std::env::var("LIBTORCH") {
         return Some(PathBuf::from(root).join("lib"));
     }
-    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_none() {
-        return None;
-    }
+    // Only when asked to use PyTorch's libtorch.
+    std::env::var_os("LIBTORCH_USE_PYTORCH")?;
     let script = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
     ["python3", "python"].iter().find_map(|python| {
         let output = Command::new(python).args(["-c", script]).output().ok()?;

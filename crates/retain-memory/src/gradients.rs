@@ -52,7 +52,7 @@ pub fn write_grad(params: &[Tensor], flat: &Tensor) {
         let numel = p.numel() as i64;
         let mut g = p.grad();
         if g.defined() {
-            let _ = g.copy_(&flat.narrow(0, offset, numel).view_as(&g));
+            g.copy_(&flat.narrow(0, offset, numel).view_as(&g));
         }
         offset += numel;
     }

@@ -75,7 +75,7 @@ pub struct Reservoir {
     plan_host: Vec<i64>,
     plan: Tensor,
     plan_used: usize,
-    /// `0, 1, 2, …` on the device, at least as long as any batch seen.
+    /// `0, 1, 2, …` (float32) on the device, at least as long as any batch seen.
     positions: Tensor,
     offered: u64,
 }
@@ -106,7 +106,7 @@ impl Reservoir {
             plan_host: Vec::new(),
             plan: Tensor::zeros([0], (Kind::Int64, device)),
             plan_used: 0,
-            positions: Tensor::arange(PLAN_CHUNK as i64, (Kind::Int64, device)),
+            positions: Tensor::arange(PLAN_CHUNK as i64, (Kind::Float, device)),
             offered: 0,
         })
     }
@@ -154,7 +154,7 @@ impl Reservoir {
             self.plan_used = 0;
         }
         if self.positions.size()[0] < count as i64 {
-            self.positions = Tensor::arange(count as i64, (Kind::Int64, self.device));
+            self.positions = Tensor::arange(count as i64, (Kind::Float, self.device));
         }
         let slots = self.plan.narrow(0, self.plan_used as i64, count as i64);
         self.plan_used += count;
@@ -200,8 +200,9 @@ impl Reservoir {
         let _no_grad = tch::no_grad_guard();
         let slots = self.take_plan(count);
         // For each slot, the last row of the batch that writes it (−1: none). The extra slot
-        // `capacity` collects the discarded rows.
-        let mut writer = Tensor::full([self.capacity as i64 + 1], -1, (Kind::Int64, self.device));
+        // `capacity` collects the discarded rows. Row numbers are exact in float32 (below
+        // 2²⁴), the type every backend reduces with `amax`.
+        let mut writer = Tensor::full([self.capacity as i64 + 1], -1.0, (Kind::Float, self.device));
         let _ = writer.index_reduce_(
             0,
             &slots,
@@ -211,7 +212,7 @@ impl Reservoir {
         );
         let writer = writer.narrow(0, 0, self.capacity as i64);
         let hit = writer.ge(0);
-        let source = writer.clamp_min(0);
+        let source = writer.clamp_min(0.0).to_kind(Kind::Int64);
         let updated = indices
             .index_select(0, &source)
             .where_self(&hit, &self.indices);

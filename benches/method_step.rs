@@ -11,7 +11,8 @@
 //! source scripts/torch-env.sh && cargo bench --bench method_step
 //! ```
 //!
-//! Uses real MNIST from `datasets/mnist` when present, else uniform noise of the same shape
+//! CPU timings use one intra-op thread unless `RETAIN_BENCH_THREADS` says otherwise. Uses
+//! real MNIST from `datasets/mnist` when present, else uniform noise of the same shape
 //! (the cost of a step does not depend on pixel values).
 
 use std::time::{Duration, Instant};
@@ -212,6 +213,13 @@ fn synchronize(device: Device) {
 }
 
 fn benches(c: &mut Criterion) {
+    // Intra-op threads for the CPU runs (default 1): with tiny ops, OpenMP barriers across
+    // threads that share cores with other work make multi-threaded timings meaningless.
+    let threads = std::env::var("RETAIN_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    tch::set_num_threads(threads);
     let data = dataset();
     bench_device(c, &data, Device::Cpu);
     if Cuda::is_available() {

@@ -24,6 +24,12 @@
 //! point: whether and how to project depends on its values — and only the `t` dual weights come
 //! back; the `p`-dimensional gradients never leave the device.
 //!
+//! The memory passes dominate: with 20 finished tasks of 256 memories, a step processes 5120
+//! memory samples besides the batch. On the MNIST MLP at batch 10 (`benches/method_step.rs`,
+//! one CPU thread) that is about 28 ms against 0.21 ms for a naive step. The per-task
+//! gradients are separate backward passes because libtorch's C++ API, as `tch` exposes it,
+//! has no batched (vmap) backward.
+//!
 //! Hyper-parameters:
 //!
 //! * `memories_per_task` (default 256, the paper's): samples kept per finished task.

@@ -60,22 +60,22 @@ impl ReservoirSchedule {
 /// [`Reservoir::add`] offers a batch in the order of its rows, exactly as if the samples were
 /// offered one by one: when two rows of one batch land in the same slot, the later one wins.
 /// The slot decisions come from a [`ReservoirSchedule`] computed ahead on the host and uploaded
-/// every [`PLAN_CHUNK`] samples; applying them is a handful of device ops over the capacity
+/// every [`PLAN_CHUNK`] samples; applying them is a handful of device ops over the batch
 /// (no host read, no per-step copy).
 #[derive(Debug)]
 pub struct Reservoir {
     capacity: usize,
     device: Device,
     schedule: ReservoirSchedule,
-    /// `[capacity]`, int64; slots `0..filled` are valid.
+    /// `[capacity + 1]`, int64; slots `0..len` are valid, the last one takes discarded rows.
     indices: Tensor,
-    /// `[capacity, width]`, float32, when logits are kept (DER).
+    /// `[capacity + 1, width]`, float32, when logits are kept (DER).
     logits: Option<Tensor>,
     /// Decisions for the next samples (`capacity` = discard), host copy and device copy.
     plan_host: Vec<i64>,
     plan: Tensor,
     plan_used: usize,
-    /// `0, 1, 2, …` (float32) on the device, at least as long as any batch seen.
+    /// `0, 1, 2, …` on the device, at least as long as any batch seen.
     positions: Tensor,
     offered: u64,
 }
@@ -100,13 +100,13 @@ impl Reservoir {
             capacity,
             device,
             schedule,
-            indices: Tensor::zeros([capacity_i], (Kind::Int64, device)),
+            indices: Tensor::zeros([capacity_i + 1], (Kind::Int64, device)),
             logits: logit_width
-                .map(|w| Tensor::zeros([capacity_i, w as i64], (Kind::Float, device))),
+                .map(|w| Tensor::zeros([capacity_i + 1, w as i64], (Kind::Float, device))),
             plan_host: Vec::new(),
             plan: Tensor::zeros([0], (Kind::Int64, device)),
             plan_used: 0,
-            positions: Tensor::arange(PLAN_CHUNK as i64, (Kind::Float, device)),
+            positions: Tensor::arange(PLAN_CHUNK as i64, (Kind::Int64, device)),
             offered: 0,
         })
     }
@@ -154,7 +154,7 @@ impl Reservoir {
             self.plan_used = 0;
         }
         if self.positions.size()[0] < count as i64 {
-            self.positions = Tensor::arange(count as i64, (Kind::Float, self.device));
+            self.positions = Tensor::arange(count as i64, (Kind::Int64, self.device));
         }
         let slots = self.plan.narrow(0, self.plan_used as i64, count as i64);
         self.plan_used += count;
@@ -199,29 +199,26 @@ impl Reservoir {
         }
         let _no_grad = tch::no_grad_guard();
         let slots = self.take_plan(count);
-        // For each slot, the last row of the batch that writes it (−1: none). The extra slot
-        // `capacity` collects the discarded rows. Row numbers are exact in float32 (below
-        // 2²⁴), the type every backend reduces with `amax`.
-        let mut writer = Tensor::full([self.capacity as i64 + 1], -1.0, (Kind::Float, self.device));
-        let _ = writer.index_reduce_(
-            0,
-            &slots,
-            &self.positions.narrow(0, 0, count as i64),
-            "amax",
-            true,
+        // Sequential semantics: when several rows land in one slot, the last one wins. Sort
+        // the rows by (slot, row) and send every row that is not the last of its slot to the
+        // spare slot `capacity`, where discarded rows go too; then every real slot receives
+        // at most one row and a plain index_copy is deterministic. All on the device, no
+        // shapes that depend on values.
+        let rows = count as i64;
+        let keys = &slots * rows + self.positions.narrow(0, 0, rows);
+        let (sorted, _) = keys.sort(0, false);
+        let slot = sorted.floor_divide_scalar(rows);
+        let row = &sorted - &slot * rows;
+        let next = Tensor::cat(&[slot.narrow(0, 1, rows - 1), slot.narrow(0, 0, 1) - 1], 0);
+        let target = slot.where_self(
+            &slot.ne_tensor(&next),
+            &slot.full_like(self.capacity as i64),
         );
-        let writer = writer.narrow(0, 0, self.capacity as i64);
-        let hit = writer.ge(0);
-        let source = writer.clamp_min(0.0).to_kind(Kind::Int64);
-        let updated = indices
-            .index_select(0, &source)
-            .where_self(&hit, &self.indices);
-        self.indices.copy_(&updated);
+        let _ = self
+            .indices
+            .index_copy_(0, &target, &indices.index_select(0, &row));
         if let (Some(stored), Some(given)) = (&mut self.logits, logits) {
-            let updated = given
-                .index_select(0, &source)
-                .where_self(&hit.unsqueeze(1), stored);
-            stored.copy_(&updated);
+            let _ = stored.index_copy_(0, &target, &given.index_select(0, &row));
         }
         self.offered += count as u64;
         Ok(())

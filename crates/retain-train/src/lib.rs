@@ -266,10 +266,9 @@ pub fn run(
             let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
             for start in (0..indices.len()).step_by(batch_size) {
                 let len = batch_size.min(indices.len() - start);
-                let batch = stream.training_batch(
-                    &order.narrow(0, start as i64, len as i64),
-                    TaskStream::draw(task.index, step),
-                );
+                let batch_indices = order.narrow(0, start as i64, len as i64);
+                let batch =
+                    stream.training_batch(&batch_indices, TaskStream::draw(task.index, step));
                 let ctx = StepContext {
                     network,
                     model: network.model.as_ref(),
@@ -278,6 +277,7 @@ pub fn run(
                     task,
                     device: stream.device,
                     step,
+                    indices: &batch_indices,
                 };
                 let loss = train_step(method, &ctx, &batch, &mut optimizer);
                 // In place, on the device: no host synchronisation per step.

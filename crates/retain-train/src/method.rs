@@ -96,6 +96,10 @@ pub struct StepContext<'a> {
     pub device: Device,
     /// Steps taken so far in this task.
     pub step: usize,
+    /// The batch's indices into the training split, on the device: lets a rehearsal method
+    /// remember which samples it saw (and gather them again with [`TaskStream::batch`])
+    /// without copying inputs or reading anything back to the host.
+    pub indices: &'a Tensor,
 }
 
 impl StepContext<'_> {

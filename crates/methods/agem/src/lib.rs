@@ -1,0 +1,175 @@
+//! Averaged GEM (A-GEM; Chaudhry, Ranzato, Rohrbach & Elhoseiny, ICLR 2019, "Efficient
+//! Lifelong Learning with A-GEM").
+//!
+//! A-GEM relaxes GEM's one constraint per task to a single one on the **average** memory loss:
+//! at each step a batch is drawn from the episodic memory, its gradient `g_ref` computed, and
+//! when the current gradient conflicts with it the conflicting component is removed:
+//!
+//! ```text
+//! g̃ = g − (⟨g, g_ref⟩ / ⟨g_ref, g_ref⟩) · g_ref     if ⟨g, g_ref⟩ < 0,   else g̃ = g
+//! ```
+//!
+//! The condition is evaluated on the device, never on the host: the coefficient is
+//! `min(⟨g, g_ref⟩, 0) / ⟨g_ref, g_ref⟩`, which is exactly zero when there is no conflict, so
+//! the step has no synchronisation ([`project`]).
+//!
+//! The memory is class-balanced ([`retain_memory::ClassBalanced`]): at each task's end its
+//! samples enter and every class seen gets an equal share of `memory_size`, like A-GEM's
+//! per-class episodic memory.
+//!
+//! Hyper-parameters:
+//!
+//! * `memory_size` (default 500): samples in the episodic memory.
+//! * `memory_batch_size` (default 256, the paper's): samples drawn per step for `g_ref`.
+//!
+//! ```toml
+//! [method]
+//! name = "agem"
+//! memory_size = 500
+//! memory_batch_size = 256
+//! ```
+
+use retain_memory::ClassBalanced;
+use retain_memory::gradients::{flat_grad, flat_grad_of, write_grad};
+use retain_stream::SplitKind;
+use retain_stream::seed::derive;
+use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+use tch::Tensor;
+
+/// The hyper-parameters of [`AGem`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default = "default_memory_size")]
+    pub memory_size: usize,
+    #[serde(default = "default_memory_batch_size")]
+    pub memory_batch_size: usize,
+}
+
+fn default_memory_size() -> usize {
+    500
+}
+fn default_memory_batch_size() -> usize {
+    256
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            memory_size: default_memory_size(),
+            memory_batch_size: default_memory_batch_size(),
+        }
+    }
+}
+
+/// A-GEM's projection of the flat gradient `g` against `g_ref`, on the device with no host
+/// read: `g − (min(⟨g, g_ref⟩, 0) / ⟨g_ref, g_ref⟩) · g_ref`. A non-conflicting `g` is
+/// returned unchanged (its coefficient is exactly zero); a zero `g_ref` changes nothing.
+pub fn project(g: &Tensor, g_ref: &Tensor) -> Tensor {
+    let conflict = g.dot(g_ref).clamp_max(0.0);
+    let norm = g_ref.dot(g_ref).clamp_min(1e-30);
+    g - g_ref * (conflict / norm)
+}
+
+/// A-GEM. The memory is created on the first task, on the training device.
+pub struct AGem {
+    params: Params,
+    memory: Option<ClassBalanced>,
+    parameters: Vec<Tensor>,
+}
+
+impl std::fmt::Debug for AGem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AGem")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> TrainError {
+    TrainError::MethodParams {
+        method: "agem".into(),
+        message: message.into(),
+    }
+}
+
+fn memory_error(error: retain_memory::MemoryError) -> TrainError {
+    TrainError::Method {
+        method: "agem".into(),
+        message: error.to_string(),
+    }
+}
+
+impl AGem {
+    pub fn new(params: Params) -> Result<Self, TrainError> {
+        if params.memory_size == 0 {
+            return Err(invalid("`memory_size` must be at least 1"));
+        }
+        if params.memory_batch_size == 0 {
+            return Err(invalid("`memory_batch_size` must be at least 1"));
+        }
+        Ok(Self {
+            params,
+            memory: None,
+            parameters: Vec::new(),
+        })
+    }
+
+    /// The episodic memory (after the first `before_task`).
+    pub fn memory(&self) -> Option<&ClassBalanced> {
+        self.memory.as_ref()
+    }
+}
+
+/// Registry factory.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(AGem::new(parse_params("agem", params)?)?))
+}
+
+impl Method for AGem {
+    fn name(&self) -> &str {
+        "agem"
+    }
+
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.memory.is_none() {
+            let seed = derive(ctx.seed, "agem/memory");
+            self.memory = Some(
+                ClassBalanced::new(self.params.memory_size, seed, ctx.device)
+                    .map_err(memory_error)?,
+            );
+        }
+        self.parameters = ctx.vars.trainable_variables();
+        Ok(())
+    }
+
+    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+        let Some(memory) = &self.memory else {
+            return;
+        };
+        let Some(replay) = memory.sample(self.params.memory_batch_size) else {
+            return;
+        };
+        let old = ctx.stream.batch(SplitKind::Train, &replay.indices);
+        let loss = ctx
+            .model
+            .forward_t(&old.inputs, true)
+            .cross_entropy_for_logits(&old.labels);
+        let g_ref = flat_grad_of(&loss, &self.parameters);
+        let g = flat_grad(&self.parameters);
+        write_grad(&self.parameters, &project(&g, &g_ref));
+    }
+
+    fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if let Some(memory) = &mut self.memory {
+            memory
+                .add_task(&ctx.task.train_indices, &ctx.stream.train.host_labels)
+                .map_err(memory_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

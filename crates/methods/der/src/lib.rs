@@ -1,0 +1,194 @@
+//! Dark Experience Replay (DER) and DER++ (Buzzega et al., NeurIPS 2020, "Dark Experience
+//! for General Continual Learning: a Strong, Simple Baseline").
+//!
+//! DER keeps, in a reservoir, each sample together with the **logits** the network produced
+//! when it was seen, and regularises towards them: besides the cross-entropy of the current
+//! batch, the loss adds
+//!
+//! ```text
+//! α · MSE(f(x'), z')          (x', z') drawn from the memory
+//! β · CE(f(x''), y'')         (x'', y'') another draw, DER++ only
+//! ```
+//!
+//! where MSE is the mean over samples and logits, as in the authors' code. Matching logits
+//! rather than labels carries the old model's whole output distribution ("dark knowledge");
+//! DER++ adds the labels back, which helps when the stored logits are from early, poor
+//! models. β = 0 is DER. The reservoir stores dataset indices and logits on the device
+//! ([`retain_memory::Reservoir`]); the logits are those of the training forward pass of the
+//! step the sample was offered in, so no extra forward is needed.
+//!
+//! Hyper-parameters:
+//!
+//! * `buffer_size` (default 500): reservoir capacity.
+//! * `replay_batch_size` (default 10): samples per replay draw.
+//! * `alpha` (default 0.3): weight of the logit-matching term.
+//! * `beta` (default 0): weight of the replayed cross-entropy; > 0 is DER++.
+//!
+//! The paper grid-searches α and β per dataset and buffer size (e.g. Seq-MNIST, buffer 500:
+//! DER α = 0.2 at lr 0.03; DER++ α = 0.2, β = 1.0).
+//!
+//! ```toml
+//! [method]
+//! name = "der"
+//! buffer_size = 500
+//! replay_batch_size = 10
+//! alpha = 0.2
+//! beta = 1.0      # DER++; 0 for DER
+//! ```
+
+use retain_memory::{MemoryError, Reservoir};
+use retain_stream::SplitKind;
+use retain_stream::seed::derive;
+use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+use tch::{Reduction, Tensor};
+
+/// The hyper-parameters of [`Der`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: usize,
+    #[serde(default = "default_replay_batch_size")]
+    pub replay_batch_size: usize,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub beta: f64,
+}
+
+fn default_buffer_size() -> usize {
+    500
+}
+fn default_replay_batch_size() -> usize {
+    10
+}
+fn default_alpha() -> f64 {
+    0.3
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            buffer_size: default_buffer_size(),
+            replay_batch_size: default_replay_batch_size(),
+            alpha: default_alpha(),
+            beta: 0.0,
+        }
+    }
+}
+
+/// `α · MSE(logits, stored)`, the mean over every sample and logit.
+pub fn logit_term(alpha: f64, logits: &Tensor, stored: &Tensor) -> Tensor {
+    logits.mse_loss(stored, Reduction::Mean) * alpha
+}
+
+/// `β · CE(logits, labels)`, the mean over samples.
+pub fn label_term(beta: f64, logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.cross_entropy_for_logits(labels) * beta
+}
+
+/// DER / DER++. The reservoir is created on the first task, on the training device.
+pub struct Der {
+    params: Params,
+    reservoir: Option<Reservoir>,
+}
+
+impl std::fmt::Debug for Der {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Der")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> TrainError {
+    TrainError::MethodParams {
+        method: "der".into(),
+        message: message.into(),
+    }
+}
+
+impl Der {
+    pub fn new(params: Params) -> Result<Self, TrainError> {
+        if params.buffer_size == 0 {
+            return Err(invalid("`buffer_size` must be at least 1"));
+        }
+        if params.replay_batch_size == 0 {
+            return Err(invalid("`replay_batch_size` must be at least 1"));
+        }
+        for (name, value) in [("alpha", params.alpha), ("beta", params.beta)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(format!(
+                    "`{name}` must be a finite number ≥ 0 (got {value})"
+                )));
+            }
+        }
+        Ok(Self {
+            params,
+            reservoir: None,
+        })
+    }
+
+    /// The reservoir (after the first `before_task`).
+    pub fn reservoir(&self) -> Option<&Reservoir> {
+        self.reservoir.as_ref()
+    }
+}
+
+/// Registry factory.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(Der::new(parse_params("der", params)?)?))
+}
+
+impl Method for Der {
+    fn name(&self) -> &str {
+        "der"
+    }
+
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.reservoir.is_none() {
+            let seed = derive(ctx.seed, "der/reservoir");
+            let width = Some(ctx.stream.num_classes);
+            self.reservoir = Some(
+                Reservoir::new(self.params.buffer_size, width, seed, ctx.device).map_err(
+                    |e: MemoryError| TrainError::Method {
+                        method: "der".into(),
+                        message: e.to_string(),
+                    },
+                )?,
+            );
+        }
+        Ok(())
+    }
+
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_stream::Batch) -> Tensor {
+        let reservoir = self
+            .reservoir
+            .as_mut()
+            .expect("before_task creates the reservoir before any step");
+        let logits = ctx.model.forward_t(&batch.inputs, true);
+        let mut loss = logits.cross_entropy_for_logits(&batch.labels);
+        let draws = if self.params.beta > 0.0 { 2 } else { 1 };
+        for draw in 0..draws {
+            let Some(replay) = reservoir.sample(self.params.replay_batch_size) else {
+                break;
+            };
+            let old = ctx.stream.batch(SplitKind::Train, &replay.indices);
+            let outputs = ctx.model.forward_t(&old.inputs, true);
+            loss = if draw == 0 {
+                let stored = replay.logits.expect("the DER reservoir keeps logits");
+                loss + logit_term(self.params.alpha, &outputs, &stored)
+            } else {
+                loss + label_term(self.params.beta, &outputs, &old.labels)
+            };
+        }
+        reservoir
+            .add(ctx.indices, Some(&logits))
+            .expect("batch indices and logits come from the same batch");
+        loss
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+use super::*;
+
+use tch::nn::ModuleT as _;
+
+/// A 10-class synthetic dataset (2×2 images whose pixels encode the index) split into 5
+/// tasks of 2 classes, a small MLP, and the contexts the trainer would pass.
+struct Fixture {
+    stream: retain_stream::TaskStream,
+    vars: tch::nn::VarStore,
+    model: retain_models::Mlp,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        use retain_config::{
+            ClassOrder, ClassOrderName, DatasetName, Readout, StreamConfig, StreamKind,
+        };
+        let split = |len: usize| retain_data::Split {
+            images: (0..len * 4).map(|i| ((i * 37) % 251) as u8).collect(),
+            labels: (0..len).map(|i| (i % 10) as u8).collect(),
+            len,
+        };
+        let dataset = retain_data::ImageDataset {
+            name: "mnist".into(),
+            classes: 10,
+            shape: [1, 2, 2],
+            train: split(200),
+            test: split(50),
+        };
+        let config = StreamConfig {
+            kind: StreamKind::Split,
+            dataset: DatasetName::Mnist,
+            tasks: 5,
+            classes_per_task: 2,
+            class_order: ClassOrder::Named(ClassOrderName::Natural),
+            train_samples_per_task: None,
+            test_samples_per_task: None,
+            readouts: vec![Readout::ClassIl],
+        };
+        let stream =
+            retain_stream::TaskStream::build(&dataset, &config, 0, tch::Device::Cpu).unwrap();
+        tch::manual_seed(0);
+        let vars = tch::nn::VarStore::new(tch::Device::Cpu);
+        let model = retain_models::Mlp::new(&vars.root(), 4, &[6], 10);
+        Self {
+            stream,
+            vars,
+            model,
+        }
+    }
+
+    fn task(&self, task: usize) -> retain_train::TaskContext<'_> {
+        retain_train::TaskContext {
+            model: &self.model,
+            vars: &self.vars,
+            stream: &self.stream,
+            task: &self.stream.tasks[task],
+            device: tch::Device::Cpu,
+            seed: 0,
+        }
+    }
+
+    fn step<'a>(&'a self, task: usize, indices: &'a tch::Tensor) -> retain_train::StepContext<'a> {
+        retain_train::StepContext {
+            model: &self.model,
+            vars: &self.vars,
+            stream: &self.stream,
+            task: &self.stream.tasks[task],
+            device: tch::Device::Cpu,
+            step: 0,
+            indices,
+        }
+    }
+
+    /// The first `n` training samples of a task: indices and batch.
+    fn batch(&self, task: usize, n: usize) -> (tch::Tensor, retain_stream::Batch) {
+        let indices = tch::Tensor::from_slice(&self.stream.tasks[task].train_indices[..n]);
+        let batch = self.stream.batch(retain_stream::SplitKind::Train, &indices);
+        (indices, batch)
+    }
+}
+
+fn host(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap()
+}
+
+/// Zeroes gradients, back-propagates the cross-entropy of `batch`, returns the flat gradient.
+fn backward(fx: &Fixture, params: &[Tensor], batch: &retain_stream::Batch) -> Vec<f64> {
+    for p in params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    fx.model
+        .forward_t(&batch.inputs, true)
+        .cross_entropy_for_logits(&batch.labels)
+        .backward();
+    host(&flat_grad(params))
+}
+
+#[test]
+fn projection_on_the_device_matches_the_host_reference() {
+    let fx = Fixture::new();
+    let params = fx.vars.trainable_variables();
+    let mut method = Gem::new(Params {
+        memories_per_task: 8,
+        margin: 0.5,
+    })
+    .unwrap();
+    for task in 0..2 {
+        method.before_task(&fx.task(task)).unwrap();
+        method.after_task(&fx.task(task)).unwrap();
+    }
+    method.before_task(&fx.task(2)).unwrap();
+    let memories: Vec<Vec<f64>> = method
+        .memory()
+        .unwrap()
+        .tasks()
+        .iter()
+        .map(|indices| {
+            let old = fx.stream.batch(SplitKind::Train, indices);
+            let loss = fx
+                .model
+                .forward_t(&old.inputs, true)
+                .cross_entropy_for_logits(&old.labels);
+            host(&flat_grad_of(&loss, &params))
+        })
+        .collect();
+    assert_eq!(memories.len(), 2);
+    // New classes pull the shared head away from the old ones: the constraints bind.
+    let (indices, batch) = fx.batch(2, 10);
+    let g = backward(&fx, &params, &batch);
+    assert!(memories.iter().any(|m| retain_qp::dot(m, &g) < 0.0));
+    let expected = retain_qp::gem_project(&memories, &g, 0.5, RIDGE).unwrap();
+    method.after_backward(&fx.step(2, &indices));
+    assert_eq!(method.projected_steps(), 1);
+    let corrected = host(&flat_grad(&params));
+    let scale = expected.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+    for (got, want) in corrected.iter().zip(&expected) {
+        assert!((got - want).abs() <= 1e-4 * scale, "{got} vs {want}");
+    }
+    // Every memory's loss is non-increasing to first order after the projection (up to the
+    // ridge's relaxation ridge·v_k and float32 rounding).
+    for memory in &memories {
+        assert!(retain_qp::dot(memory, &corrected) >= -1e-3 * scale * scale);
+    }
+}
+
+#[test]
+fn a_gradient_that_agrees_with_every_memory_is_untouched() {
+    let fx = Fixture::new();
+    let params = fx.vars.trainable_variables();
+    let mut method = Gem::new(Params {
+        memories_per_task: 8,
+        margin: 0.5,
+    })
+    .unwrap();
+    method.before_task(&fx.task(0)).unwrap();
+    method.after_task(&fx.task(0)).unwrap();
+    method.before_task(&fx.task(1)).unwrap();
+    // The batch is task 0's memory itself: g = g_1, so ⟨g, g_1⟩ = ‖g‖² ≥ 0.
+    let indices = method.memory().unwrap().tasks()[0].shallow_clone();
+    let batch = fx.stream.batch(SplitKind::Train, &indices);
+    let g = backward(&fx, &params, &batch);
+    method.after_backward(&fx.step(1, &indices));
+    assert_eq!(method.projected_steps(), 0);
+    assert_eq!(host(&flat_grad(&params)), g, "bit-for-bit unchanged");
+}
+
+#[test]
+fn no_memory_no_change() {
+    let fx = Fixture::new();
+    let params = fx.vars.trainable_variables();
+    let mut method = Gem::new(Params::default()).unwrap();
+    method.before_task(&fx.task(0)).unwrap();
+    let (indices, batch) = fx.batch(0, 10);
+    let g = backward(&fx, &params, &batch);
+    method.after_backward(&fx.step(0, &indices));
+    assert_eq!(host(&flat_grad(&params)), g);
+}
+
+#[test]
+fn parameters_are_checked() {
+    let table = |s: &str| -> toml::Table { s.parse().unwrap() };
+    let params: Params = parse_params("gem", &table("")).unwrap();
+    assert_eq!(params, Params::default());
+    assert_eq!((params.memories_per_task, params.margin), (256, 0.5));
+    let err = from_params(&table("memory_strength = 1.0"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unknown field `memory_strength`"), "{err}");
+    let err = from_params(&table("margin = -0.5"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`margin` must be a finite number ≥ 0 (got -0.5)"),
+        "{err}"
+    );
+    assert!(from_params(&table("memories_per_task = 0")).is_err());
+}

@@ -1,0 +1,200 @@
+//! Experience replay (ER): rehearse stored samples alongside the current batch.
+//!
+//! Every step trains on the current batch concatenated with a batch drawn uniformly from a
+//! memory of earlier samples, the simplest and one of the strongest rehearsal baselines
+//! (Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning"; Rolnick et al.
+//! 2019). The memory holds dataset indices on the device ([`retain_memory`]); a replay batch
+//! is an index gather, with no host synchronisation in the step.
+//!
+//! Hyper-parameters:
+//!
+//! * `buffer_size` (default 500): samples the memory holds.
+//! * `replay_batch_size` (default 10): samples replayed per step (fewer while the memory
+//!   holds fewer).
+//! * `buffer`: `"reservoir"` (default; Vitter's algorithm R over every sample seen, updated
+//!   every step, boundary-free) or `"class_balanced"` (updated at task ends, every class seen
+//!   gets an equal share).
+//!
+//! ```toml
+//! [method]
+//! name = "replay"
+//! buffer_size = 500
+//! replay_batch_size = 10
+//! buffer = "reservoir"
+//! ```
+
+use retain_memory::{ClassBalanced, MemoryError, Reservoir};
+use retain_stream::SplitKind;
+use retain_stream::seed::derive;
+use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+use tch::{Device, Tensor};
+
+/// Which memory replay draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    Reservoir,
+    ClassBalanced,
+}
+
+/// The hyper-parameters of [`Replay`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: usize,
+    #[serde(default = "default_replay_batch_size")]
+    pub replay_batch_size: usize,
+    #[serde(default = "default_buffer")]
+    pub buffer: BufferKind,
+}
+
+fn default_buffer_size() -> usize {
+    500
+}
+fn default_replay_batch_size() -> usize {
+    10
+}
+fn default_buffer() -> BufferKind {
+    BufferKind::Reservoir
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            buffer_size: default_buffer_size(),
+            replay_batch_size: default_replay_batch_size(),
+            buffer: default_buffer(),
+        }
+    }
+}
+
+enum Memory {
+    Reservoir(Reservoir),
+    ClassBalanced(ClassBalanced),
+}
+
+/// Experience replay. The memory is created on the first task, on the training device.
+pub struct Replay {
+    params: Params,
+    memory: Option<Memory>,
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> TrainError {
+    TrainError::MethodParams {
+        method: "replay".into(),
+        message: message.into(),
+    }
+}
+
+fn memory_error(error: MemoryError) -> TrainError {
+    TrainError::Method {
+        method: "replay".into(),
+        message: error.to_string(),
+    }
+}
+
+impl Replay {
+    pub fn new(params: Params) -> Result<Self, TrainError> {
+        if params.buffer_size == 0 {
+            return Err(invalid("`buffer_size` must be at least 1"));
+        }
+        if params.replay_batch_size == 0 {
+            return Err(invalid("`replay_batch_size` must be at least 1"));
+        }
+        Ok(Self {
+            params,
+            memory: None,
+        })
+    }
+
+    /// Samples the memory holds now.
+    pub fn memory_len(&self) -> usize {
+        match &self.memory {
+            Some(Memory::Reservoir(r)) => r.len(),
+            Some(Memory::ClassBalanced(b)) => b.len(),
+            None => 0,
+        }
+    }
+
+    fn create_memory(&self, seed: u64, device: Device) -> Result<Memory, MemoryError> {
+        let seed = derive(seed, "replay/memory");
+        Ok(match self.params.buffer {
+            BufferKind::Reservoir => {
+                Memory::Reservoir(Reservoir::new(self.params.buffer_size, None, seed, device)?)
+            }
+            BufferKind::ClassBalanced => {
+                Memory::ClassBalanced(ClassBalanced::new(self.params.buffer_size, seed, device)?)
+            }
+        })
+    }
+}
+
+/// Registry factory.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(Replay::new(parse_params("replay", params)?)?))
+}
+
+impl Method for Replay {
+    fn name(&self) -> &str {
+        "replay"
+    }
+
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.memory.is_none() {
+            self.memory = Some(
+                self.create_memory(ctx.seed, ctx.device)
+                    .map_err(memory_error)?,
+            );
+        }
+        Ok(())
+    }
+
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_stream::Batch) -> Tensor {
+        let memory = self
+            .memory
+            .as_mut()
+            .expect("before_task creates the memory before any step");
+        let replay = match memory {
+            Memory::Reservoir(r) => r.sample(self.params.replay_batch_size),
+            Memory::ClassBalanced(b) => b.sample(self.params.replay_batch_size),
+        };
+        let loss = match replay {
+            None => ctx.cross_entropy(batch),
+            Some(replay) => {
+                let old = ctx.stream.batch(SplitKind::Train, &replay.indices);
+                let inputs = Tensor::cat(&[&batch.inputs, &old.inputs], 0);
+                let labels = Tensor::cat(&[&batch.labels, &old.labels], 0);
+                ctx.model
+                    .forward_t(&inputs, true)
+                    .cross_entropy_for_logits(&labels)
+            }
+        };
+        // The replay batch was drawn before this batch entered the memory.
+        if let Memory::Reservoir(r) = memory {
+            r.add(ctx.indices, None)
+                .expect("the trainer's batch indices are a 1-D index tensor");
+        }
+        loss
+    }
+
+    fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if let Some(Memory::ClassBalanced(b)) = &mut self.memory {
+            b.add_task(&ctx.task.train_indices, &ctx.stream.train.host_labels)
+                .map_err(memory_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -58,23 +58,25 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
         let indices = method.training_indices(&second);
         let order = stream.epoch_order(&indices, 0, 1, 0);
         let batches = indices.len() as i64 / 10;
-        let ctx = StepContext {
-            network: &network,
-            model: network.model.as_ref(),
-            vars: &network.vars,
-            stream: &stream,
-            task: &stream.tasks[1],
-            device,
-            step: 0,
-        };
         let mut next = 0i64;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 synchronize(device);
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let batch = stream.batch(SplitKind::Train, &order.narrow(0, next * 10, 10));
+                    let batch_indices = order.narrow(0, next * 10, 10);
+                    let batch = stream.batch(SplitKind::Train, &batch_indices);
                     next = (next + 1) % batches;
+                    let ctx = StepContext {
+                        network: &network,
+                        model: network.model.as_ref(),
+                        vars: &network.vars,
+                        stream: &stream,
+                        task: &stream.tasks[1],
+                        device,
+                        step: 0,
+                        indices: &batch_indices,
+                    };
                     let _ = std::hint::black_box(train_step(
                         method.as_mut(),
                         &ctx,

@@ -147,11 +147,13 @@ fn every_shipped_experiment_parses_and_validates() {
         if path.extension().is_some_and(|e| e == "toml") && !text.contains("\n[grid]") {
             let exp = Experiment::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
             let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
-            assert_eq!(
-                exp.name,
-                stem,
-                "{}: name differs from the file",
-                path.display()
+            // Method variants of one benchmark (`split-mnist-replay.toml`) share its name, so
+            // their runs sit side by side under `results/split-mnist/`.
+            assert!(
+                stem.starts_with(&exp.name),
+                "{}: name `{}` is not the file's name or its prefix",
+                path.display(),
+                exp.name
             );
             names.push(stem);
         }

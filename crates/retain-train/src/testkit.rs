@@ -150,3 +150,78 @@ pub fn task_context<'a>(
         seed: 0,
     }
 }
+
+/// The scaffolding of a method's hook-level unit tests: a 10-class synthetic dataset of 2×2
+/// images (pixels `(37·i) mod 251`, labels `i mod 10`; 200 training and 50 test samples) split
+/// into 5 tasks of 2 classes, a 4-6-10 MLP initialised from seed 0, and the contexts the trainer
+/// would pass to the hooks.
+pub struct MethodFixture {
+    pub stream: TaskStream,
+    pub network: Network,
+}
+
+impl Default for MethodFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MethodFixture {
+    pub fn new() -> Self {
+        let split = |len: usize| Split {
+            images: (0..len * 4).map(|i| ((i * 37) % 251) as u8).collect(),
+            labels: (0..len).map(|i| (i % 10) as u8).collect(),
+            len,
+        };
+        let dataset = ImageDataset {
+            name: "mnist".into(),
+            classes: 10,
+            shape: [1, 2, 2],
+            train: split(200),
+            test: split(50),
+        };
+        let config = retain_config::StreamConfig::split(
+            retain_config::DatasetName::Mnist,
+            5,
+            2,
+            vec![Readout::ClassIl],
+        );
+        let stream = TaskStream::build(&dataset, &config, 0, Device::Cpu).unwrap();
+        tch::manual_seed(0);
+        let network = Network::from_builder(Device::Cpu, |path| {
+            Box::new(retain_models::Mlp::new(path, 4, &[6], 10))
+        });
+        Self { stream, network }
+    }
+
+    /// The context of the task hooks for task `task`.
+    pub fn task(&self, task: usize) -> TaskContext<'_> {
+        task_context(&self.network, &self.stream, task)
+    }
+
+    /// The context of a training step of task `task` on the samples at `indices`.
+    pub fn step<'a>(&'a self, task: usize, indices: &'a tch::Tensor) -> crate::StepContext<'a> {
+        crate::StepContext {
+            network: &self.network,
+            model: self.network.model.as_ref(),
+            vars: &self.network.vars,
+            stream: &self.stream,
+            task: &self.stream.tasks[task],
+            device: Device::Cpu,
+            step: 0,
+            indices,
+        }
+    }
+
+    /// The first `n` training samples of a task: indices and batch.
+    pub fn batch(&self, task: usize, n: usize) -> (tch::Tensor, crate::Batch) {
+        let indices = tch::Tensor::from_slice(&self.stream.tasks[task].train_indices[..n]);
+        let batch = self.stream.batch(retain_stream::SplitKind::Train, &indices);
+        (indices, batch)
+    }
+}
+
+/// A scalar tensor's value.
+pub fn scalar(t: &tch::Tensor) -> f64 {
+    t.double_value(&[])
+}

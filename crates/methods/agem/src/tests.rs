@@ -1,89 +1,6 @@
 use super::*;
+use retain_train::testkit::{MethodFixture as Fixture, scalar};
 use tch::Kind;
-
-use tch::nn::ModuleT as _;
-
-/// A 10-class synthetic dataset (2×2 images whose pixels encode the index) split into 5
-/// tasks of 2 classes, a small MLP, and the contexts the trainer would pass.
-struct Fixture {
-    stream: retain_stream::TaskStream,
-    vars: tch::nn::VarStore,
-    model: retain_models::Mlp,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        use retain_config::{
-            ClassOrder, ClassOrderName, DatasetName, Readout, StreamConfig, StreamKind,
-        };
-        let split = |len: usize| retain_data::Split {
-            images: (0..len * 4).map(|i| ((i * 37) % 251) as u8).collect(),
-            labels: (0..len).map(|i| (i % 10) as u8).collect(),
-            len,
-        };
-        let dataset = retain_data::ImageDataset {
-            name: "mnist".into(),
-            classes: 10,
-            shape: [1, 2, 2],
-            train: split(200),
-            test: split(50),
-        };
-        let config = StreamConfig {
-            kind: StreamKind::Split,
-            dataset: DatasetName::Mnist,
-            tasks: 5,
-            classes_per_task: 2,
-            class_order: ClassOrder::Named(ClassOrderName::Natural),
-            train_samples_per_task: None,
-            test_samples_per_task: None,
-            readouts: vec![Readout::ClassIl],
-        };
-        let stream =
-            retain_stream::TaskStream::build(&dataset, &config, 0, tch::Device::Cpu).unwrap();
-        tch::manual_seed(0);
-        let vars = tch::nn::VarStore::new(tch::Device::Cpu);
-        let model = retain_models::Mlp::new(&vars.root(), 4, &[6], 10);
-        Self {
-            stream,
-            vars,
-            model,
-        }
-    }
-
-    fn task(&self, task: usize) -> retain_train::TaskContext<'_> {
-        retain_train::TaskContext {
-            model: &self.model,
-            vars: &self.vars,
-            stream: &self.stream,
-            task: &self.stream.tasks[task],
-            device: tch::Device::Cpu,
-            seed: 0,
-        }
-    }
-
-    fn step<'a>(&'a self, task: usize, indices: &'a tch::Tensor) -> retain_train::StepContext<'a> {
-        retain_train::StepContext {
-            model: &self.model,
-            vars: &self.vars,
-            stream: &self.stream,
-            task: &self.stream.tasks[task],
-            device: tch::Device::Cpu,
-            step: 0,
-            indices,
-        }
-    }
-
-    /// The first `n` training samples of a task: indices and batch.
-    fn batch(&self, task: usize, n: usize) -> (tch::Tensor, retain_stream::Batch) {
-        let indices = tch::Tensor::from_slice(&self.stream.tasks[task].train_indices[..n]);
-        let batch = self.stream.batch(retain_stream::SplitKind::Train, &indices);
-        (indices, batch)
-    }
-
-    fn scalar(t: &tch::Tensor) -> f64 {
-        t.double_value(&[])
-    }
-}
 
 fn host(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap()
@@ -100,7 +17,7 @@ fn projection_matches_the_closed_form() {
     let g_ref = vector(&[1.0, 1.0, 0.0]);
     let projected = project(&vector(&[1.0, -2.0, 3.0]), &g_ref);
     assert_eq!(host(&projected), vec![1.5, -1.5, 3.0]);
-    assert_eq!(Fixture::scalar(&projected.dot(&g_ref)), 0.0);
+    assert_eq!(scalar(&projected.dot(&g_ref)), 0.0);
     // No conflict (⟨g, g_ref⟩ = 3 > 0, or = 0): unchanged, bit for bit.
     let g = vector(&[1.0, 2.0, 3.0]);
     assert_eq!(host(&project(&g, &g_ref)), host(&g));
@@ -113,7 +30,7 @@ fn projection_matches_the_closed_form() {
 #[test]
 fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
     let fx = Fixture::new();
-    let params = fx.vars.trainable_variables();
+    let params = fx.network.vars.trainable_variables();
     let mut method = AGem::new(Params {
         memory_size: 10,
         memory_batch_size: 10,
@@ -122,7 +39,8 @@ fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
     method.before_task(&fx.task(0)).unwrap();
     let (indices, batch) = fx.batch(0, 5);
     // Empty memory during the first task: nothing to project against.
-    fx.model
+    fx.network
+        .model
         .forward_t(&batch.inputs, true)
         .cross_entropy_for_logits(&batch.labels)
         .backward();
@@ -138,6 +56,7 @@ fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
         .stream
         .batch(SplitKind::Train, method.memory().unwrap().indices());
     let memory_loss = fx
+        .network
         .model
         .forward_t(&old.inputs, true)
         .cross_entropy_for_logits(&old.labels);
@@ -153,7 +72,8 @@ fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
             let train = &fx.stream.tasks[task].train_indices[start..start + 10];
             let indices = Tensor::from_slice(train);
             let batch = fx.stream.batch(SplitKind::Train, &indices);
-            fx.model
+            fx.network
+                .model
                 .forward_t(&batch.inputs, true)
                 .cross_entropy_for_logits(&batch.labels)
                 .backward();

@@ -230,6 +230,7 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
     shift(&net);
     method.before_task(&task_context(&net, &stream, 1)).unwrap();
 
+    let indices = Tensor::from_slice(&stream.tasks[1].train_indices);
     let step = StepContext {
         network: &net,
         model: net.model.as_ref(),
@@ -238,8 +239,8 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
         task: &stream.tasks[1],
         device: Device::Cpu,
         step: 0,
+        indices: &indices,
     };
-    let indices = Tensor::from_slice(&stream.tasks[1].train_indices);
     let batch = stream.batch(SplitKind::Train, &indices);
     let ce = step.cross_entropy(&batch).double_value(&[]);
     let loss = method.loss(&step, &batch);

@@ -1,84 +1,5 @@
 use super::*;
-
-use tch::nn::ModuleT as _;
-
-/// A 10-class synthetic dataset (2×2 images whose pixels encode the index) split into 5
-/// tasks of 2 classes, a small MLP, and the contexts the trainer would pass.
-struct Fixture {
-    stream: retain_stream::TaskStream,
-    vars: tch::nn::VarStore,
-    model: retain_models::Mlp,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        use retain_config::{
-            ClassOrder, ClassOrderName, DatasetName, Readout, StreamConfig, StreamKind,
-        };
-        let split = |len: usize| retain_data::Split {
-            images: (0..len * 4).map(|i| ((i * 37) % 251) as u8).collect(),
-            labels: (0..len).map(|i| (i % 10) as u8).collect(),
-            len,
-        };
-        let dataset = retain_data::ImageDataset {
-            name: "mnist".into(),
-            classes: 10,
-            shape: [1, 2, 2],
-            train: split(200),
-            test: split(50),
-        };
-        let config = StreamConfig {
-            kind: StreamKind::Split,
-            dataset: DatasetName::Mnist,
-            tasks: 5,
-            classes_per_task: 2,
-            class_order: ClassOrder::Named(ClassOrderName::Natural),
-            train_samples_per_task: None,
-            test_samples_per_task: None,
-            readouts: vec![Readout::ClassIl],
-        };
-        let stream =
-            retain_stream::TaskStream::build(&dataset, &config, 0, tch::Device::Cpu).unwrap();
-        tch::manual_seed(0);
-        let vars = tch::nn::VarStore::new(tch::Device::Cpu);
-        let model = retain_models::Mlp::new(&vars.root(), 4, &[6], 10);
-        Self {
-            stream,
-            vars,
-            model,
-        }
-    }
-
-    fn task(&self, task: usize) -> retain_train::TaskContext<'_> {
-        retain_train::TaskContext {
-            model: &self.model,
-            vars: &self.vars,
-            stream: &self.stream,
-            task: &self.stream.tasks[task],
-            device: tch::Device::Cpu,
-            seed: 0,
-        }
-    }
-
-    fn step<'a>(&'a self, task: usize, indices: &'a tch::Tensor) -> retain_train::StepContext<'a> {
-        retain_train::StepContext {
-            model: &self.model,
-            vars: &self.vars,
-            stream: &self.stream,
-            task: &self.stream.tasks[task],
-            device: tch::Device::Cpu,
-            step: 0,
-            indices,
-        }
-    }
-
-    /// The first `n` training samples of a task: indices and batch.
-    fn batch(&self, task: usize, n: usize) -> (tch::Tensor, retain_stream::Batch) {
-        let indices = tch::Tensor::from_slice(&self.stream.tasks[task].train_indices[..n]);
-        let batch = self.stream.batch(retain_stream::SplitKind::Train, &indices);
-        (indices, batch)
-    }
-}
+use retain_train::testkit::MethodFixture as Fixture;
 
 fn host(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap()
@@ -92,7 +13,8 @@ fn backward(fx: &Fixture, params: &[Tensor], batch: &retain_stream::Batch) -> Ve
             let _ = g.zero_();
         }
     }
-    fx.model
+    fx.network
+        .model
         .forward_t(&batch.inputs, true)
         .cross_entropy_for_logits(&batch.labels)
         .backward();
@@ -102,7 +24,7 @@ fn backward(fx: &Fixture, params: &[Tensor], batch: &retain_stream::Batch) -> Ve
 #[test]
 fn projection_on_the_device_matches_the_host_reference() {
     let fx = Fixture::new();
-    let params = fx.vars.trainable_variables();
+    let params = fx.network.vars.trainable_variables();
     let mut method = Gem::new(Params {
         memories_per_task: 8,
         margin: 0.5,
@@ -121,6 +43,7 @@ fn projection_on_the_device_matches_the_host_reference() {
         .map(|indices| {
             let old = fx.stream.batch(SplitKind::Train, indices);
             let loss = fx
+                .network
                 .model
                 .forward_t(&old.inputs, true)
                 .cross_entropy_for_logits(&old.labels);
@@ -150,7 +73,7 @@ fn projection_on_the_device_matches_the_host_reference() {
 #[test]
 fn a_gradient_that_agrees_with_every_memory_is_untouched() {
     let fx = Fixture::new();
-    let params = fx.vars.trainable_variables();
+    let params = fx.network.vars.trainable_variables();
     let mut method = Gem::new(Params {
         memories_per_task: 8,
         margin: 0.5,
@@ -171,7 +94,7 @@ fn a_gradient_that_agrees_with_every_memory_is_untouched() {
 #[test]
 fn no_memory_no_change() {
     let fx = Fixture::new();
-    let params = fx.vars.trainable_variables();
+    let params = fx.network.vars.trainable_variables();
     let mut method = Gem::new(Params::default()).unwrap();
     method.before_task(&fx.task(0)).unwrap();
     let (indices, batch) = fx.batch(0, 10);

@@ -91,7 +91,12 @@ fn stream() -> TaskStream {
     TaskStream::build(&synthetic_dataset(4, 3, 5), &config, 0, Device::Cpu).unwrap()
 }
 
-fn step_context<'a>(net: &'a Network, stream: &'a TaskStream, task: usize) -> StepContext<'a> {
+fn step_context<'a>(
+    net: &'a Network,
+    stream: &'a TaskStream,
+    task: usize,
+    indices: &'a Tensor,
+) -> StepContext<'a> {
     StepContext {
         network: net,
         model: net.model.as_ref(),
@@ -100,6 +105,7 @@ fn step_context<'a>(net: &'a Network, stream: &'a TaskStream, task: usize) -> St
         task: &stream.tasks[task],
         device: Device::Cpu,
         step: 0,
+        indices,
     }
 }
 
@@ -117,12 +123,12 @@ fn loss_adds_alpha_times_distillation_on_old_classes_to_cross_entropy() {
     // First task: no teacher, plain cross-entropy.
     method.before_task(&task_context(&net, &stream, 0)).unwrap();
     assert!(method.teacher().is_none());
-    let ctx = step_context(&net, &stream, 0);
+    let ctx = step_context(&net, &stream, 0, &indices);
     assert!(method.loss(&ctx, &batch).equal(&ctx.cross_entropy(&batch)));
 
     // Second task: the teacher is the model as it is now, so the distillation term is 0.
     method.before_task(&task_context(&net, &stream, 1)).unwrap();
-    let ctx = step_context(&net, &stream, 1);
+    let ctx = step_context(&net, &stream, 1, &indices);
     assert!(method.loss(&ctx, &batch).equal(&ctx.cross_entropy(&batch)));
 
     // Move the live model; the teacher stays, and the term is α·T²·KL over classes 0 and 1.

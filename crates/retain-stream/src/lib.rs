@@ -414,6 +414,16 @@ impl TaskStream {
         self.split(split).host_labels[sample]
     }
 
+    /// The label of every stream index of the training split, in index order. For split
+    /// streams this is the split's labels; for permuted and rotated streams, where index
+    /// `task·N + sample` is a sample under its task's transform, the labels repeat per task.
+    /// Memories that classify stored indices by label take this.
+    pub fn train_index_labels(&self) -> Vec<u8> {
+        (0..self.index_len(SplitKind::Train) as i64)
+            .map(|index| self.label(SplitKind::Train, index))
+            .collect()
+    }
+
     /// The samples the after-task evaluation of `task` reads: split, indices on the device,
     /// count (the test split, or the validation samples with `evaluate_on = "validation"`).
     pub fn evaluation_set<'a>(&self, task: &'a Task) -> (SplitKind, &'a Tensor, usize) {

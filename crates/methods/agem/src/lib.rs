@@ -164,7 +164,7 @@ impl Method for AGem {
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if let Some(memory) = &mut self.memory {
             memory
-                .add_task(&ctx.task.train_indices, &ctx.stream.train.host_labels)
+                .add_task(&ctx.task.train_indices, &ctx.stream.train_index_labels())
                 .map_err(memory_error)?;
         }
         Ok(())

@@ -114,3 +114,36 @@ fn parameters_are_checked() {
     assert!(err.contains("unknown field `memories_per_task`"), "{err}");
     assert!(from_params(&table("memory_batch_size = 0")).is_err());
 }
+
+/// Regression: on permuted streams a stored index is `task·N + sample`, beyond the split's
+/// `N` samples; the memory used to reject every task after the first
+/// ("sample index 60045 is outside the training split").
+#[test]
+fn agem_memory_accepts_permuted_stream_indices() {
+    let dataset = retain_train::testkit::synthetic_dataset(10, 6, 4);
+    let mut config = retain_config::StreamConfig::split(
+        retain_config::DatasetName::Mnist,
+        3,
+        1,
+        vec![retain_config::Readout::DomainIl],
+    );
+    config.kind = retain_config::StreamKind::Permuted;
+    config.classes_per_task = None;
+    let stream = retain_stream::TaskStream::build(&dataset, &config, 0, tch::Device::Cpu).unwrap();
+    let network = retain_train::Network::from_builder(tch::Device::Cpu, |path| {
+        Box::new(retain_models::Mlp::new(path, 4, &[6], 10))
+    });
+    let mut method =
+        from_params(&"memory_size = 40\nmemory_batch_size = 8".parse().unwrap()).unwrap();
+    for task in 0..3 {
+        let ctx = retain_train::testkit::task_context(&network, &stream, task);
+        assert!(
+            ctx.task
+                .train_indices
+                .iter()
+                .all(|&i| i >= (task * 60) as i64)
+        );
+        method.before_task(&ctx).unwrap();
+        method.after_task(&ctx).unwrap();
+    }
+}

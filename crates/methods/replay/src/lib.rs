@@ -189,7 +189,7 @@ impl Method for Replay {
 
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if let Some(Memory::ClassBalanced(b)) = &mut self.memory {
-            b.add_task(&ctx.task.train_indices, &ctx.stream.train.host_labels)
+            b.add_task(&ctx.task.train_indices, &ctx.stream.train_index_labels())
                 .map_err(memory_error)?;
         }
         Ok(())

@@ -145,6 +145,11 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let mut method =
         factory(&experiment.method.params).map_err(|e| UsageError::new(e.to_string()))?;
     let network = Network::new(experiment, &stream);
+    if let Some(checkpoint) = experiment.model.checkpoint() {
+        network
+            .load(checkpoint)
+            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
+    }
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
 
@@ -180,10 +185,9 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let costs = Costs {
         wall_seconds: 0.0,
         trainable_parameters: network
-            .vars
-            .trainable_variables()
+            .parameters()
             .iter()
-            .map(|t| t.numel() as u64)
+            .map(|(_, t)| t.numel() as u64)
             .sum(),
         peak_host_memory_bytes: peak_host_memory_bytes(),
     };
@@ -322,7 +326,8 @@ struct Manifest {
     finished_at_unix: u64,
     /// Wall time of the whole run, loading and writing included.
     wall_seconds: f64,
-    /// Σ numel of the model's trainable variables at the end of the run.
+    /// Σ numel of the variables that require gradients at the end of the run (a method that
+    /// freezes part of the model trains fewer).
     trainable_parameters: u64,
     /// Peak resident memory of the process (Linux); GPU memory is not recorded (see
     /// `peak_host_memory_bytes` in run.rs).

@@ -251,6 +251,25 @@ fn config_errors_exit_2_and_name_key_and_line() {
 }
 
 #[test]
+fn a_checkpoint_of_another_architecture_exits_2_listing_the_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = repo().join("crates/retain-models/fixtures/mlp_reference.safetensors");
+    let set = format!("model.checkpoint={}", weights.display());
+    let out = reduced_run(dir.path(), "ckpt", &["--set", &set]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("model.checkpoint: checkpoint"), "{stderr}");
+    assert!(
+        stderr.contains("mlp_reference.safetensors does not match"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shape of head.weight: expected [10, 100], file has [3, 4]"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_dataset_prints_the_fetch_command() {
     let empty = tempfile::tempdir().unwrap();
     let root = empty.path().to_str().unwrap();

@@ -14,6 +14,8 @@
 //!
 //! Every model takes images `[B, C, H, W]`; the MLP flattens them itself.
 
+pub mod checkpoint;
+
 use retain_config::ModelConfig;
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
@@ -39,13 +41,13 @@ pub fn build(
     outputs: usize,
 ) -> Box<dyn Backbone> {
     match config {
-        ModelConfig::Mlp { hidden } => Box::new(Mlp::new(
+        ModelConfig::Mlp { hidden, .. } => Box::new(Mlp::new(
             path,
             image_shape.iter().product(),
             hidden,
             outputs,
         )),
-        ModelConfig::Resnet18 { nf } => {
+        ModelConfig::Resnet18 { nf, .. } => {
             Box::new(ResNet::resnet18(path, image_shape[0], *nf, outputs))
         }
     }
@@ -255,6 +257,7 @@ mod tests {
         let model = build(
             &ModelConfig::Mlp {
                 hidden: vec![100, 100],
+                checkpoint: None,
             },
             &vs.root(),
             [1, 28, 28],
@@ -319,7 +322,10 @@ mod tests {
         for (nf, classes, parameters) in [(64, 10, 11_173_962), (20, 100, 1_109_240)] {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = build(
-                &ModelConfig::Resnet18 { nf },
+                &ModelConfig::Resnet18 {
+                    nf,
+                    checkpoint: None,
+                },
                 &vs.root(),
                 [3, 32, 32],
                 classes,
@@ -346,7 +352,10 @@ mod tests {
         // One-channel 28×28 images (MNIST) go through the same network.
         let vs = nn::VarStore::new(Device::Cpu);
         let model = build(
-            &ModelConfig::Resnet18 { nf: 4 },
+            &ModelConfig::Resnet18 {
+                nf: 4,
+                checkpoint: None,
+            },
             &vs.root(),
             [1, 28, 28],
             10,
@@ -362,7 +371,15 @@ mod tests {
     fn batch_norm_follows_the_train_flag() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = build(&ModelConfig::Resnet18 { nf: 4 }, &vs.root(), [3, 8, 8], 10);
+        let model = build(
+            &ModelConfig::Resnet18 {
+                nf: 4,
+                checkpoint: None,
+            },
+            &vs.root(),
+            [3, 8, 8],
+            10,
+        );
         let running_mean = || vs.variables()["bn1.running_mean"].copy();
         let xs = Tensor::randn([6, 3, 8, 8], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
         let before = running_mean();

@@ -14,12 +14,14 @@ pub mod method;
 pub mod testkit;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
 use retain_config::{Experiment, OptimizerConfig, Readout};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
+pub use retain_models::checkpoint::CheckpointError;
 use retain_stream::TaskStream;
 use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
@@ -43,6 +45,8 @@ pub enum TrainError {
     MethodParams { method: String, message: String },
     #[error("method `{method}` failed: {message}")]
     Method { method: String, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
@@ -201,6 +205,39 @@ impl Network {
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         named_parameters(&self.vars)
     }
+
+    /// Writes every variable of the model (trainable or not) to the safetensors file `path`,
+    /// under its stable name.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        retain_models::checkpoint::save(&self.vars, path)
+    }
+
+    /// Replaces the model's variables with those of the safetensors file `path`, which must
+    /// hold exactly this architecture's tensors by name and shape; otherwise nothing changes
+    /// and the error lists the missing and unexpected names and the shape mismatches.
+    pub fn load(&self, path: &Path) -> Result<(), CheckpointError> {
+        retain_models::checkpoint::load(&self.vars, path)
+    }
+}
+
+/// Writes `method`'s [`Method::state`] to the safetensors file `path` (an empty file of
+/// tensors when the method keeps none).
+pub fn save_method_state(method: &dyn Method, path: &Path) -> Result<(), CheckpointError> {
+    retain_models::checkpoint::write(&method.state(), path)
+}
+
+/// Reads the safetensors file `path` and hands its tensors, sorted by name and moved to
+/// `device`, to [`Method::load_state`].
+pub fn load_method_state(
+    method: &mut dyn Method,
+    path: &Path,
+    device: Device,
+) -> Result<(), TrainError> {
+    let state = retain_models::checkpoint::read(path)?
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.to_device(device)))
+        .collect();
+    method.load_state(state)
 }
 
 /// The trainable (`requires_grad`) variables of `vars` with their names, sorted by name.

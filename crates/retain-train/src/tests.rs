@@ -350,3 +350,46 @@ fn method_state_round_trips_through_a_file() {
     save_method_state(&Recorder::default(), &empty).unwrap();
     load_method_state(&mut Recorder::default(), &empty, Device::Cpu).unwrap();
 }
+
+/// Records `select_task` calls.
+#[derive(Default)]
+struct Selector {
+    events: Vec<Option<usize>>,
+}
+
+impl Method for Selector {
+    fn name(&self) -> &str {
+        "selector"
+    }
+    fn uses_task_id(&self) -> bool {
+        true
+    }
+    fn select_task(&mut self, _network: &Network, task: Option<usize>) -> Result<(), TrainError> {
+        self.events.push(task);
+        Ok(())
+    }
+}
+
+#[test]
+fn evaluation_selects_the_true_task_for_task_il_only() {
+    let stream = stream(2, 6, 3);
+    let net = network(3, &[], 4, 0);
+    let readouts = [Readout::ClassIl, Readout::TaskIl];
+    let mut selector = Selector::default();
+    let with = evaluate_with(&net, &stream, &readouts, 4, &mut selector).unwrap();
+    assert_eq!(
+        selector.events,
+        [None, Some(0), None, Some(1), None],
+        "per task: no id for class-IL, the true id for task-IL; then back to no id"
+    );
+    // With hooks that change nothing, the counts equal those of plain evaluation.
+    assert_eq!(with, evaluate(&net, &stream, &readouts, 4));
+    // Only class-IL: no task is ever selected.
+    let mut selector = Selector::default();
+    evaluate_with(&net, &stream, &[Readout::ClassIl], 4, &mut selector).unwrap();
+    assert_eq!(selector.events, [None, None, None]);
+    // A method that does not use the task id is never asked.
+    let mut recorder = Recorder::default();
+    evaluate_with(&net, &stream, &readouts, 4, &mut recorder).unwrap();
+    assert!(recorder.events.is_empty());
+}

@@ -14,6 +14,7 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("online-ewc", retain_method_ewc::from_params_online),
     ("lwf", retain_method_lwf::from_params),
     ("joint", retain_method_joint::from_params),
+    ("lora", retain_method_lora::from_params),
 ];
 
 /// The factory registered under `name`.

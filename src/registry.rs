@@ -15,6 +15,7 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("lwf", retain_method_lwf::from_params),
     ("joint", retain_method_joint::from_params),
     ("lora", retain_method_lora::from_params),
+    ("bitfit", retain_method_bitfit::from_params),
 ];
 
 /// The factory registered under `name`.

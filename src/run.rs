@@ -10,6 +10,7 @@
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
 //! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
+//! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
 //! `"complete"` holds a whole run. A run that fails (a diverging loss, say) writes a manifest
@@ -37,6 +38,8 @@ pub struct Plan {
     pub run_name: String,
     pub run_dir: PathBuf,
     pub device: Device,
+    /// Write `model.safetensors` and `method-state.safetensors` after training.
+    pub save_checkpoint: bool,
 }
 
 pub fn plan(args: &RunArgs) -> Result<Plan> {
@@ -66,6 +69,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
         run_name,
         run_dir,
         device,
+        save_checkpoint: args.save_checkpoint,
     })
 }
 
@@ -216,6 +220,13 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     };
 
     let matrices = write_results(plan, &outcome)?;
+    if plan.save_checkpoint {
+        network.save(&plan.run_dir.join("model.safetensors"))?;
+        retain_train::save_method_state(
+            method.as_ref(),
+            &plan.run_dir.join("method-state.safetensors"),
+        )?;
+    }
     let costs = Costs {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ..costs

@@ -187,6 +187,11 @@ pub struct RunArgs {
     /// No progress bars or tables, only errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the trained model (`model.safetensors`) and the method's state
+    /// (`method-state.safetensors`) into the run folder, e.g. to start another run from them
+    /// with `[model] checkpoint`.
+    #[arg(long)]
+    pub save_checkpoint: bool,
 }
 
 #[derive(Debug, Subcommand)]

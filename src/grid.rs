@@ -198,6 +198,7 @@ fn run_cell(args: &GridCellArgs) -> Result<()> {
         run_name: cell.id.clone(),
         run_dir: dir,
         device,
+        save_checkpoint: false,
     };
     let display = if args.progress_lines {
         Display::Lines

@@ -18,6 +18,8 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("der", retain_method_der::from_params),
     ("gem", retain_method_gem::from_params),
     ("agem", retain_method_agem::from_params),
+    ("lora", retain_method_lora::from_params),
+    ("bitfit", retain_method_bitfit::from_params),
 ];
 
 /// The factory registered under `name`.

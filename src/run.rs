@@ -10,6 +10,7 @@
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
 //! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
+//! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
 //! `"complete"` holds a whole run. A run that fails (a diverging loss, say) writes a manifest
@@ -37,6 +38,8 @@ pub struct Plan {
     pub run_name: String,
     pub run_dir: PathBuf,
     pub device: Device,
+    /// Write `model.safetensors` and `method-state.safetensors` after training.
+    pub save_checkpoint: bool,
 }
 
 pub fn plan(args: &RunArgs) -> Result<Plan> {
@@ -66,6 +69,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
         run_name,
         run_dir,
         device,
+        save_checkpoint: args.save_checkpoint,
     })
 }
 
@@ -145,6 +149,11 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let mut method =
         factory(&experiment.method.params).map_err(|e| UsageError::new(e.to_string()))?;
     let network = Network::new(experiment, &stream);
+    if let Some(checkpoint) = experiment.model.checkpoint() {
+        network
+            .load(checkpoint)
+            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
+    }
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
 
@@ -180,10 +189,9 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let costs = Costs {
         wall_seconds: 0.0,
         trainable_parameters: network
-            .vars
-            .trainable_variables()
+            .parameters()
             .iter()
-            .map(|t| t.numel() as u64)
+            .map(|(_, t)| t.numel() as u64)
             .sum(),
         peak_host_memory_bytes: peak_host_memory_bytes(),
     };
@@ -212,6 +220,13 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     };
 
     let matrices = write_results(plan, &outcome)?;
+    if plan.save_checkpoint {
+        network.save(&plan.run_dir.join("model.safetensors"))?;
+        retain_train::save_method_state(
+            method.as_ref(),
+            &plan.run_dir.join("method-state.safetensors"),
+        )?;
+    }
     let costs = Costs {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ..costs
@@ -322,7 +337,8 @@ struct Manifest {
     finished_at_unix: u64,
     /// Wall time of the whole run, loading and writing included.
     wall_seconds: f64,
-    /// Σ numel of the model's trainable variables at the end of the run.
+    /// Σ numel of the variables that require gradients at the end of the run (a method that
+    /// freezes part of the model trains fewer).
     trainable_parameters: u64,
     /// Peak resident memory of the process (Linux); GPU memory is not recorded (see
     /// `peak_host_memory_bytes` in run.rs).

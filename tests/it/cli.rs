@@ -251,6 +251,105 @@ fn config_errors_exit_2_and_name_key_and_line() {
 }
 
 #[test]
+fn a_checkpoint_of_another_architecture_exits_2_listing_the_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = repo().join("crates/retain-models/fixtures/mlp_reference.safetensors");
+    let set = format!("model.checkpoint={}", weights.display());
+    let out = reduced_run(dir.path(), "ckpt", &["--set", &set]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("model.checkpoint: checkpoint"), "{stderr}");
+    assert!(
+        stderr.contains("mlp_reference.safetensors does not match"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shape of head.weight: expected [10, 100], file has [3, 4]"),
+        "{stderr}"
+    );
+}
+
+/// A model trained on the first task, saved with `--save-checkpoint`, is the frozen backbone
+/// of a LoRA run on three tasks: the run starts from exactly those weights, and LoRA's
+/// task-IL accuracy on finished tasks never drops.
+#[test]
+fn a_saved_model_starts_a_lora_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = reduced_run(
+        dir.path(),
+        "pretrain",
+        &["--set", "stream.tasks=1", "--save-checkpoint"],
+    );
+    assert_success(&out);
+    let run_dir = dir.path().join("split-mnist/pretrain");
+    let weights = run_dir.join("model.safetensors");
+    assert!(weights.exists());
+    assert!(run_dir.join("method-state.safetensors").exists());
+
+    let set = format!("model.checkpoint={}", weights.display());
+    let out = reduced_run(
+        dir.path(),
+        "lora",
+        &[
+            "--set",
+            &set,
+            "--set",
+            "method.name=lora",
+            "--set",
+            "method.rank=4",
+        ],
+    );
+    assert_success(&out);
+    let lora_dir = dir.path().join("split-mnist/lora");
+    let frame = read_parquet(&lora_dir.join("accuracy.parquet"));
+    let task_il = matrix(&frame, "task_il");
+    let class_il = matrix(&frame, "class_il");
+    // Row 0 (before training) is the pretrained model: its accuracy on task 1 as it ended.
+    let pretrained = read_parquet(&run_dir.join("accuracy.parquet"));
+    let (scenarios, trained, accuracy) = (
+        pretrained
+            .column("scenario")
+            .unwrap()
+            .str()
+            .unwrap()
+            .clone(),
+        pretrained
+            .column("trained_tasks")
+            .unwrap()
+            .u32()
+            .unwrap()
+            .clone(),
+        pretrained
+            .column("accuracy")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .clone(),
+    );
+    let after_task_1 = (0..pretrained.height())
+        .find(|&i| scenarios.get(i) == Some("class_il") && trained.get(i) == Some(1))
+        .map(|i| accuracy.get(i).unwrap())
+        .unwrap();
+    assert_eq!(class_il[0][0], after_task_1);
+    for task in 0..3 {
+        for row in task + 2..=3 {
+            assert_eq!(task_il[row][task], task_il[task + 1][task], "{task_il:?}");
+        }
+        assert!(task_il[task + 1][task] > 0.9, "{task_il:?}");
+    }
+    // The manifest counts only what LoRA trains: rank-4 adapters on 784-100-100 and the head.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lora_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    let adapters = 4 * (784 + 100) + 4 * (100 + 100);
+    assert_eq!(
+        manifest["trainable_parameters"].as_u64(),
+        Some((adapters + 100 * 10 + 10) as u64),
+        "{manifest}"
+    );
+}
+
+#[test]
 fn missing_dataset_prints_the_fetch_command() {
     let empty = tempfile::tempdir().unwrap();
     let root = empty.path().to_str().unwrap();

@@ -399,6 +399,10 @@ pub enum ModelConfig {
     Mlp {
         /// Widths of the hidden layers, e.g. `[100, 100]` for 784-100-100-10.
         hidden: Vec<usize>,
+        /// A safetensors file of the model's weights to start from (see
+        /// [`ModelConfig::checkpoint`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<PathBuf>,
     },
     /// ResNet-18 for small images: 3×3 stem, no max-pool, BasicBlocks `[2, 2, 2, 2]`, global
     /// average pool, one linear head. `nf = 64` is the DER paper's, `nf = 20` the GEM paper's
@@ -408,7 +412,25 @@ pub enum ModelConfig {
         /// Filters of the first stage; stages have `nf`, `2nf`, `4nf`, `8nf`.
         #[serde(default = "default_nf")]
         nf: usize,
+        /// A safetensors file of the model's weights to start from (see
+        /// [`ModelConfig::checkpoint`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<PathBuf>,
     },
+}
+
+impl ModelConfig {
+    /// `checkpoint = "path.safetensors"`: the experiment starts from these weights instead of
+    /// a random initialisation. The file must hold exactly the model's tensors, by name and
+    /// shape (PyTorch `state_dict` names; see `retain-models`). A relative path is taken from
+    /// the working directory, like `data_root`.
+    pub fn checkpoint(&self) -> Option<&Path> {
+        match self {
+            ModelConfig::Mlp { checkpoint, .. } | ModelConfig::Resnet18 { checkpoint, .. } => {
+                checkpoint.as_deref()
+            }
+        }
+    }
 }
 
 fn default_nf() -> usize {
@@ -550,7 +572,7 @@ impl Experiment {
         }
         self.validate_stream(&invalid)?;
         match &self.model {
-            ModelConfig::Mlp { hidden } => {
+            ModelConfig::Mlp { hidden, .. } => {
                 if hidden.contains(&0) {
                     return Err(invalid(
                         "model.hidden",
@@ -558,7 +580,7 @@ impl Experiment {
                     ));
                 }
             }
-            ModelConfig::Resnet18 { nf } => {
+            ModelConfig::Resnet18 { nf, .. } => {
                 if *nf == 0 {
                     return Err(invalid("model.nf", "must be at least 1".into()));
                 }

@@ -16,7 +16,8 @@ fn the_shipped_split_mnist_experiment_parses() {
     assert_eq!(
         exp.model,
         ModelConfig::Mlp {
-            hidden: vec![100, 100]
+            hidden: vec![100, 100],
+            checkpoint: None,
         }
     );
     assert_eq!(exp.method.name, "naive");
@@ -295,7 +296,13 @@ fn cifar_resnet_and_augmentation_parse() {
     let exp = load(&text).unwrap();
     assert_eq!(exp.stream.dataset, DatasetName::Cifar100);
     assert_eq!(exp.stream.dataset.as_str(), "cifar100");
-    assert_eq!(exp.model, ModelConfig::Resnet18 { nf: 20 });
+    assert_eq!(
+        exp.model,
+        ModelConfig::Resnet18 {
+            nf: 20,
+            checkpoint: None
+        }
+    );
     assert_eq!(
         exp.stream.augment(),
         AugmentConfig {
@@ -306,7 +313,10 @@ fn cifar_resnet_and_augmentation_parse() {
     let default_nf = text.replace("nf = 20", "");
     assert_eq!(
         load(&default_nf).unwrap().model,
-        ModelConfig::Resnet18 { nf: 64 }
+        ModelConfig::Resnet18 {
+            nf: 64,
+            checkpoint: None
+        }
     );
     let too_much = text.replace("crop_padding = 4", "crop_padding = 32");
     let line = 1 + too_much
@@ -329,4 +339,19 @@ fn cifar_resnet_and_augmentation_parse() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("but cifar100 has 100"), "{err}");
+}
+
+#[test]
+fn model_checkpoint_is_optional_and_parsed() {
+    assert_eq!(load(SPLIT_MNIST).unwrap().model.checkpoint(), None);
+    let text = SPLIT_MNIST.replace(
+        "hidden = [100, 100]",
+        "hidden = [100, 100]\ncheckpoint = \"weights/task1.safetensors\"",
+    );
+    assert_ne!(text, SPLIT_MNIST);
+    let exp = load(&text).unwrap();
+    assert_eq!(
+        exp.model.checkpoint(),
+        Some(std::path::Path::new("weights/task1.safetensors"))
+    );
 }

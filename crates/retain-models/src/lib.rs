@@ -14,6 +14,8 @@
 //!
 //! Every model takes images `[B, C, H, W]`; the MLP flattens them itself.
 
+pub mod checkpoint;
+
 use retain_config::ModelConfig;
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
@@ -28,6 +30,63 @@ pub trait Backbone: ModuleT {
     fn head_name(&self) -> &'static str {
         "head"
     }
+
+    /// The linear layers that accept a [`LowRank`] adapter, as `(name, [outputs, inputs])`
+    /// sorted by name (`("hidden.0", [100, 784])`). Default: none.
+    fn adaptable_layers(&self) -> Vec<(String, [i64; 2])> {
+        Vec::new()
+    }
+
+    /// Attaches `adapter` to the linear layer `name` (replacing any earlier one), or detaches
+    /// it with `None`. Returns false, changing nothing, when the model has no adaptable layer
+    /// of that name.
+    fn set_adapter(&self, _name: &str, _adapter: Option<LowRank>) -> bool {
+        false
+    }
+}
+
+/// A low-rank update of a linear layer (LoRA, Hu et al. 2021): the layer computes
+/// `W x + b + scale · B A x` with `A: [rank, inputs]` and `B: [outputs, rank]`, without ever
+/// forming `B A`. The tensors are shared with whoever made the adapter (usually variables of
+/// the model's `VarStore`), so gradients reach them through the layer.
+#[derive(Debug)]
+pub struct LowRank {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// A linear layer with an optional [`LowRank`] adapter.
+#[derive(Debug)]
+struct Linear {
+    inner: nn::Linear,
+    adapter: std::sync::Mutex<Option<LowRank>>,
+}
+
+impl Linear {
+    fn new(path: nn::Path, inputs: i64, outputs: i64) -> Self {
+        Self {
+            inner: nn::linear(path, inputs, outputs, Default::default()),
+            adapter: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn shape(&self) -> [i64; 2] {
+        let size = self.inner.ws.size();
+        [size[0], size[1]]
+    }
+
+    fn set_adapter(&self, adapter: Option<LowRank>) {
+        *self.adapter.lock().expect("adapter lock") = adapter;
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let out = self.inner.forward(xs);
+        match &*self.adapter.lock().expect("adapter lock") {
+            Some(lr) => out + xs.matmul(&lr.a.tr()).matmul(&lr.b.tr()) * lr.scale,
+            None => out,
+        }
+    }
 }
 
 /// Builds the network described by `config` under `path`, for images of `image_shape`
@@ -39,13 +98,13 @@ pub fn build(
     outputs: usize,
 ) -> Box<dyn Backbone> {
     match config {
-        ModelConfig::Mlp { hidden } => Box::new(Mlp::new(
+        ModelConfig::Mlp { hidden, .. } => Box::new(Mlp::new(
             path,
             image_shape.iter().product(),
             hidden,
             outputs,
         )),
-        ModelConfig::Resnet18 { nf } => {
+        ModelConfig::Resnet18 { nf, .. } => {
             Box::new(ResNet::resnet18(path, image_shape[0], *nf, outputs))
         }
     }
@@ -54,8 +113,8 @@ pub fn build(
 /// Fully connected network: `inputs → hidden[0] → … → outputs`, ReLU between layers.
 #[derive(Debug)]
 pub struct Mlp {
-    hidden: Vec<nn::Linear>,
-    head: nn::Linear,
+    hidden: Vec<Linear>,
+    head: Linear,
 }
 
 impl Mlp {
@@ -65,12 +124,12 @@ impl Mlp {
             .iter()
             .enumerate()
             .map(|(i, &next)| {
-                let layer = nn::linear(path / "hidden" / i, width, next as i64, Default::default());
+                let layer = Linear::new(path / "hidden" / i, width, next as i64);
                 width = next as i64;
                 layer
             })
             .collect();
-        let head = nn::linear(path / "head", width, outputs as i64, Default::default());
+        let head = Linear::new(path / "head", width, outputs as i64);
         Self { hidden, head }
     }
 }
@@ -87,7 +146,28 @@ impl ModuleT for Mlp {
 
 impl Backbone for Mlp {
     fn outputs(&self) -> usize {
-        self.head.ws.size()[0] as usize
+        self.head.shape()[0] as usize
+    }
+
+    /// Every layer: `hidden.<i>` and `head`.
+    fn adaptable_layers(&self) -> Vec<(String, [i64; 2])> {
+        let mut layers: Vec<(String, [i64; 2])> = self
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("hidden.{i}"), l.shape()))
+            .chain([("head".to_owned(), self.head.shape())])
+            .collect();
+        layers.sort();
+        layers
+    }
+
+    fn set_adapter(&self, name: &str, adapter: Option<LowRank>) -> bool {
+        let layer = match name.strip_prefix("hidden.") {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| self.hidden.get(i)),
+            None => (name == "head").then_some(&self.head),
+        };
+        layer.map(|l| l.set_adapter(adapter)).is_some()
     }
 }
 
@@ -164,7 +244,7 @@ pub struct ResNet {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Vec<BasicBlock>>,
-    linear: nn::Linear,
+    linear: Linear,
 }
 
 impl ResNet {
@@ -202,7 +282,7 @@ impl ResNet {
             conv1: conv(path / "conv1", channels as i64, nf, 3, 1),
             bn1: batch_norm(path / "bn1", nf),
             layers,
-            linear: nn::linear(path / "linear", width, outputs as i64, Default::default()),
+            linear: Linear::new(path / "linear", width, outputs as i64),
         }
     }
 
@@ -220,17 +300,28 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.features(xs, train).apply(&self.linear)
+        self.linear.forward(&self.features(xs, train))
     }
 }
 
 impl Backbone for ResNet {
     fn outputs(&self) -> usize {
-        self.linear.ws.size()[0] as usize
+        self.linear.shape()[0] as usize
     }
 
     fn head_name(&self) -> &'static str {
         "linear"
+    }
+
+    /// The head `linear` (convolutions take no adapter).
+    fn adaptable_layers(&self) -> Vec<(String, [i64; 2])> {
+        vec![("linear".to_owned(), self.linear.shape())]
+    }
+
+    fn set_adapter(&self, name: &str, adapter: Option<LowRank>) -> bool {
+        (name == "linear")
+            .then(|| self.linear.set_adapter(adapter))
+            .is_some()
     }
 }
 
@@ -255,6 +346,7 @@ mod tests {
         let model = build(
             &ModelConfig::Mlp {
                 hidden: vec![100, 100],
+                checkpoint: None,
             },
             &vs.root(),
             [1, 28, 28],
@@ -319,7 +411,10 @@ mod tests {
         for (nf, classes, parameters) in [(64, 10, 11_173_962), (20, 100, 1_109_240)] {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = build(
-                &ModelConfig::Resnet18 { nf },
+                &ModelConfig::Resnet18 {
+                    nf,
+                    checkpoint: None,
+                },
                 &vs.root(),
                 [3, 32, 32],
                 classes,
@@ -346,7 +441,10 @@ mod tests {
         // One-channel 28×28 images (MNIST) go through the same network.
         let vs = nn::VarStore::new(Device::Cpu);
         let model = build(
-            &ModelConfig::Resnet18 { nf: 4 },
+            &ModelConfig::Resnet18 {
+                nf: 4,
+                checkpoint: None,
+            },
             &vs.root(),
             [1, 28, 28],
             10,
@@ -359,10 +457,61 @@ mod tests {
     }
 
     #[test]
+    fn a_low_rank_adapter_adds_scale_b_a_to_the_weight() {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Mlp::new(&vs.root(), 6, &[5], 3);
+        assert_eq!(
+            model.adaptable_layers(),
+            vec![("head".to_owned(), [3, 5]), ("hidden.0".to_owned(), [5, 6])]
+        );
+        let xs = Tensor::randn([4, 1, 2, 3], (Kind::Float, Device::Cpu));
+        let plain = model.forward_t(&xs, false);
+        let opts = (Kind::Float, Device::Cpu);
+        // B = 0: the output does not change at all.
+        let zero = LowRank {
+            a: Tensor::randn([2, 6], opts),
+            b: Tensor::zeros([5, 2], opts),
+            scale: 4.0,
+        };
+        assert!(model.set_adapter("hidden.0", Some(zero)));
+        assert!(model.forward_t(&xs, false).equal(&plain));
+        // Non-zero B: the same as the merged weight W + scale · B A.
+        let (a, b) = (Tensor::randn([2, 6], opts), Tensor::randn([5, 2], opts));
+        let merged_weight = vs.variables()["hidden.0.weight"].detach() + b.matmul(&a) * 0.5;
+        let adapter = LowRank { a, b, scale: 0.5 };
+        assert!(model.set_adapter("hidden.0", Some(adapter)));
+        let unmerged = model.forward_t(&xs, false);
+        assert!(!unmerged.allclose(&plain, 1e-3, 1e-3, false));
+        let by_hand = xs
+            .flatten(1, -1)
+            .linear(&merged_weight, Some(&vs.variables()["hidden.0.bias"]))
+            .relu()
+            .linear(
+                &vs.variables()["head.weight"],
+                Some(&vs.variables()["head.bias"]),
+            );
+        assert!(unmerged.allclose(&by_hand, 1e-5, 1e-6, false));
+        // Detaching restores the plain layer; unknown names are refused.
+        assert!(model.set_adapter("hidden.0", None));
+        assert!(model.forward_t(&xs, false).equal(&plain));
+        assert!(!model.set_adapter("hidden.1", None));
+        assert!(!model.set_adapter("conv1", None));
+    }
+
+    #[test]
     fn batch_norm_follows_the_train_flag() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = build(&ModelConfig::Resnet18 { nf: 4 }, &vs.root(), [3, 8, 8], 10);
+        let model = build(
+            &ModelConfig::Resnet18 {
+                nf: 4,
+                checkpoint: None,
+            },
+            &vs.root(),
+            [3, 8, 8],
+            10,
+        );
         let running_mean = || vs.variables()["bn1.running_mean"].copy();
         let xs = Tensor::randn([6, 3, 8, 8], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
         let before = running_mean();

@@ -196,8 +196,12 @@ fn loader(c: &mut Criterion) {
     let cifar = synthetic("cifar10", [3, 32, 32], 50_000);
     let mlp = ModelConfig::Mlp {
         hidden: vec![100, 100],
+        checkpoint: None,
     };
-    let resnet = ModelConfig::Resnet18 { nf: 64 };
+    let resnet = ModelConfig::Resnet18 {
+        nf: 64,
+        checkpoint: None,
+    };
     for device in devices {
         let split = TaskStream::build(
             &mnist,

@@ -14,12 +14,14 @@ pub mod method;
 pub mod testkit;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
 use retain_config::{Experiment, OptimizerConfig, Readout};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
+pub use retain_models::checkpoint::CheckpointError;
 use retain_stream::TaskStream;
 use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
@@ -43,6 +45,8 @@ pub enum TrainError {
     MethodParams { method: String, message: String },
     #[error("method `{method}` failed: {message}")]
     Method { method: String, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
@@ -201,6 +205,39 @@ impl Network {
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         named_parameters(&self.vars)
     }
+
+    /// Writes every variable of the model (trainable or not) to the safetensors file `path`,
+    /// under its stable name.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        retain_models::checkpoint::save(&self.vars, path)
+    }
+
+    /// Replaces the model's variables with those of the safetensors file `path`, which must
+    /// hold exactly this architecture's tensors by name and shape; otherwise nothing changes
+    /// and the error lists the missing and unexpected names and the shape mismatches.
+    pub fn load(&self, path: &Path) -> Result<(), CheckpointError> {
+        retain_models::checkpoint::load(&self.vars, path)
+    }
+}
+
+/// Writes `method`'s [`Method::state`] to the safetensors file `path` (an empty file of
+/// tensors when the method keeps none).
+pub fn save_method_state(method: &dyn Method, path: &Path) -> Result<(), CheckpointError> {
+    retain_models::checkpoint::write(&method.state(), path)
+}
+
+/// Reads the safetensors file `path` and hands its tensors, sorted by name and moved to
+/// `device`, to [`Method::load_state`].
+pub fn load_method_state(
+    method: &mut dyn Method,
+    path: &Path,
+    device: Device,
+) -> Result<(), TrainError> {
+    let state = retain_models::checkpoint::read(path)?
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.to_device(device)))
+        .collect();
+    method.load_state(state)
 }
 
 /// The trainable (`requires_grad`) variables of `vars` with their names, sorted by name.
@@ -237,7 +274,7 @@ pub fn run(
     record_evaluation(
         &mut counts,
         0,
-        evaluate(network, stream, readouts, training.eval_batch_size),
+        evaluate_with(network, stream, readouts, training.eval_batch_size, method)?,
     );
     let initial_eval_seconds = clock.elapsed().as_secs_f64();
 
@@ -303,7 +340,7 @@ pub fn run(
         record_evaluation(
             &mut counts,
             task.index + 1,
-            evaluate(network, stream, readouts, training.eval_batch_size),
+            evaluate_with(network, stream, readouts, training.eval_batch_size, method)?,
         );
         let report = TaskReport {
             task: task.index,
@@ -393,36 +430,82 @@ pub fn evaluate(
     readouts: &[Readout],
     batch_size: usize,
 ) -> Evaluation {
+    evaluate_inner(network, stream, readouts, batch_size, None)
+        .expect("evaluation without a method does not fail")
+}
+
+/// [`evaluate`] for a method: when [`Method::uses_task_id`], each task's outputs for the
+/// task-incremental read-out are computed after [`Method::select_task`]`(Some(task))`, those
+/// of the other read-outs after `select_task(None)`, and `select_task(None)` ends the
+/// evaluation (the order documented in [`method`]).
+pub fn evaluate_with(
+    network: &Network,
+    stream: &TaskStream,
+    readouts: &[Readout],
+    batch_size: usize,
+    method: &mut dyn Method,
+) -> Result<Evaluation, TrainError> {
+    evaluate_inner(network, stream, readouts, batch_size, Some(method))
+}
+
+fn evaluate_inner(
+    network: &Network,
+    stream: &TaskStream,
+    readouts: &[Readout],
+    batch_size: usize,
+    mut method: Option<&mut dyn Method>,
+) -> Result<Evaluation, TrainError> {
     let _no_grad = tch::no_grad_guard();
     let tasks = stream.tasks.len();
     let correct = Tensor::zeros(
         [readouts.len() as i64, tasks as i64],
         (Kind::Int64, stream.device),
     );
+    let by_task = method.as_ref().is_some_and(|m| m.uses_task_id());
+    let all: Vec<usize> = (0..readouts.len()).collect();
     for task in &stream.tasks {
-        let (split, eval_indices, eval_len) = stream.evaluation_set(task);
-        for start in (0..eval_len).step_by(batch_size) {
-            let len = batch_size.min(eval_len - start);
-            let indices = eval_indices.narrow(0, start as i64, len as i64);
-            let batch = stream.task_batch(split, task.index, &indices);
-            let logits = network.model.forward_t(&batch.inputs, false);
-            for (r, readout) in readouts.iter().enumerate() {
-                let predictions = match readout {
-                    // Domain-IL: one label space shared by every task, so the single head's
-                    // arg-max over all classes, as class-IL.
-                    Readout::ClassIl | Readout::DomainIl => logits.argmax(-1, false),
-                    Readout::TaskIl => logits
-                        .masked_fill(&task.class_mask.logical_not(), f64::NEG_INFINITY)
-                        .argmax(-1, false),
-                };
-                let hits = predictions.eq_tensor(&batch.labels).sum(Kind::Int64);
-                let _ = correct.get(r as i64).get(task.index as i64).g_add_(&hits);
+        // Read-outs that share one forward pass, and the task selection they need.
+        let groups: Vec<(Option<usize>, Vec<usize>)> = if by_task {
+            let (with_id, without): (Vec<usize>, Vec<usize>) =
+                all.iter().partition(|&&r| readouts[r] == Readout::TaskIl);
+            vec![(None, without), (Some(task.index), with_id)]
+        } else {
+            vec![(None, all.clone())]
+        };
+        for (selection, members) in groups {
+            if members.is_empty() {
+                continue;
+            }
+            if let Some(m) = method.as_deref_mut().filter(|_| by_task) {
+                m.select_task(network, selection)?;
+            }
+            let (split, eval_indices, eval_len) = stream.evaluation_set(task);
+            for start in (0..eval_len).step_by(batch_size) {
+                let len = batch_size.min(eval_len - start);
+                let indices = eval_indices.narrow(0, start as i64, len as i64);
+                let batch = stream.task_batch(split, task.index, &indices);
+                let logits = network.model.forward_t(&batch.inputs, false);
+                for &r in &members {
+                    let predictions = match readouts[r] {
+                        // Domain-IL: one label space shared by every task, so the single
+                        // head's arg-max over all classes, as class-IL.
+                        Readout::ClassIl | Readout::DomainIl => logits.argmax(-1, false),
+                        Readout::TaskIl => logits
+                            .masked_fill(&task.class_mask.logical_not(), f64::NEG_INFINITY)
+                            .argmax(-1, false),
+                    };
+                    let hits = predictions.eq_tensor(&batch.labels).sum(Kind::Int64);
+                    let _ = correct.get(r as i64).get(task.index as i64).g_add_(&hits);
+                }
             }
         }
     }
+    if let Some(m) = method.filter(|_| by_task) {
+        m.select_task(network, None)?;
+    }
     let host = Vec::<i64>::try_from(correct.to_device(Device::Cpu).flatten(0, -1))
         .expect("int64 counts convert to Vec<i64>");
-    readouts
+    Ok(readouts
         .iter()
         .enumerate()
         .map(|(r, &readout)| {
@@ -436,7 +519,7 @@ pub fn evaluate(
                 .collect();
             (readout, per_task)
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

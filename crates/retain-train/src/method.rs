@@ -16,7 +16,12 @@
 //!    3. [`Method::after_backward`] (gradient surgery: read and rewrite `p.grad()`),
 //!    4. the optimiser's `step`;
 //! 4. [`Method::after_task`] once (consolidation, buffer updates);
-//! 5. evaluation of every task of the stream, in every read-out.
+//! 5. evaluation of every task of the stream, in every read-out. For a method whose
+//!    [`Method::uses_task_id`] is true, evaluation calls [`Method::select_task`] with
+//!    `Some(j)` before computing the outputs on task `j` for the task-incremental read-out
+//!    (the true task id is known there), with `None` before the read-outs without a task id,
+//!    and with `None` once more when evaluation ends, before training goes on. (The
+//!    evaluation of the untrained model, before step 1 of the first task, calls it too.)
 //!
 //! Between tasks (after step 5 of one task, before step 1 of the next) a method's
 //! [`Method::state`] may be read for a checkpoint, and on resuming [`Method::load_state`] is
@@ -138,6 +143,21 @@ pub trait Method {
 
     /// Called once after training on a task, before evaluation.
     fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// Whether the model's weights depend on the task being evaluated (per-task adapters or
+    /// heads chosen by the true task id); if so, evaluation calls [`Method::select_task`].
+    /// Default: false.
+    fn uses_task_id(&self) -> bool {
+        false
+    }
+
+    /// Sets the network up for evaluating task `task` when its id is known (`Some`, the
+    /// task-incremental read-out), or for predicting without a task id (`None`; also called
+    /// when evaluation ends, to restore the weights training continues from). Called under
+    /// `no_grad`. Default: nothing.
+    fn select_task(&mut self, _network: &Network, _task: Option<usize>) -> Result<(), TrainError> {
         Ok(())
     }
 

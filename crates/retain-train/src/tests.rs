@@ -277,3 +277,119 @@ fn default_state_is_empty_and_only_empty_state_loads() {
         "method `recorder` failed: keeps no state but the checkpoint holds `fisher.head.weight`"
     );
 }
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("retain-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn a_saved_network_loads_into_a_fresh_one_with_identical_outputs() {
+    let trained = network(4, &[6], 3, 1);
+    let fresh = network(4, &[6], 3, 2);
+    let xs = Tensor::randn([5, 1, 1, 4], (Kind::Float, Device::Cpu));
+    let expected = trained.model.forward_t(&xs, false);
+    let path = temp_path("network.safetensors");
+    trained.save(&path).unwrap();
+    fresh.load(&path).unwrap();
+    assert!(fresh.model.forward_t(&xs, false).equal(&expected));
+    // A network of another shape refuses the file and says why.
+    let other = network(4, &[7], 3, 3);
+    let error = TrainError::from(other.load(&path).unwrap_err()).to_string();
+    assert!(
+        error.contains(
+            "shape of hidden.0.bias: expected [7], file has [6]; shape of hidden.0.weight: expected [7, 4], file has [6, 4]"
+        ),
+        "{error}"
+    );
+}
+
+/// A method whose state is one tensor, `seen`.
+struct Stateful {
+    seen: Tensor,
+}
+
+impl Method for Stateful {
+    fn name(&self) -> &str {
+        "stateful"
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        vec![("seen".into(), self.seen.shallow_clone())]
+    }
+    fn load_state(&mut self, mut state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        let (name, seen) = state.pop().unwrap();
+        assert_eq!(name, "seen");
+        self.seen = seen;
+        Ok(())
+    }
+}
+
+#[test]
+fn method_state_round_trips_through_a_file() {
+    let saved = Stateful {
+        seen: Tensor::from_slice(&[1.5f32, -2.0, 3.25]),
+    };
+    let path = temp_path("method.safetensors");
+    save_method_state(&saved, &path).unwrap();
+    let mut restored = Stateful {
+        seen: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    };
+    load_method_state(&mut restored, &path, Device::Cpu).unwrap();
+    assert!(restored.seen.equal(&saved.seen));
+    // A stateless method refuses that file, naming the tensor.
+    let error = load_method_state(&mut Recorder::default(), &path, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "method `recorder` failed: keeps no state but the checkpoint holds `seen`"
+    );
+    // And a stateless method's file is empty and loads back.
+    let empty = temp_path("empty.safetensors");
+    save_method_state(&Recorder::default(), &empty).unwrap();
+    load_method_state(&mut Recorder::default(), &empty, Device::Cpu).unwrap();
+}
+
+/// Records `select_task` calls.
+#[derive(Default)]
+struct Selector {
+    events: Vec<Option<usize>>,
+}
+
+impl Method for Selector {
+    fn name(&self) -> &str {
+        "selector"
+    }
+    fn uses_task_id(&self) -> bool {
+        true
+    }
+    fn select_task(&mut self, _network: &Network, task: Option<usize>) -> Result<(), TrainError> {
+        self.events.push(task);
+        Ok(())
+    }
+}
+
+#[test]
+fn evaluation_selects_the_true_task_for_task_il_only() {
+    let stream = stream(2, 6, 3);
+    let net = network(3, &[], 4, 0);
+    let readouts = [Readout::ClassIl, Readout::TaskIl];
+    let mut selector = Selector::default();
+    let with = evaluate_with(&net, &stream, &readouts, 4, &mut selector).unwrap();
+    assert_eq!(
+        selector.events,
+        [None, Some(0), None, Some(1), None],
+        "per task: no id for class-IL, the true id for task-IL; then back to no id"
+    );
+    // With hooks that change nothing, the counts equal those of plain evaluation.
+    assert_eq!(with, evaluate(&net, &stream, &readouts, 4));
+    // Only class-IL: no task is ever selected.
+    let mut selector = Selector::default();
+    evaluate_with(&net, &stream, &[Readout::ClassIl], 4, &mut selector).unwrap();
+    assert_eq!(selector.events, [None, None, None]);
+    // A method that does not use the task id is never asked.
+    let mut recorder = Recorder::default();
+    evaluate_with(&net, &stream, &readouts, 4, &mut recorder).unwrap();
+    assert!(recorder.events.is_empty());
+}

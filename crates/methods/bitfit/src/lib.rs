@@ -1,0 +1,97 @@
+//! BitFit: fine-tune only the bias terms (and the classifier head).
+//!
+//! Before the first task, every variable of the model is frozen (`requires_grad` off) except
+//! the bias terms (names ending in `.bias`: linear layers' and batch norms' shifts) and, with
+//! `head = true`, the head's weight (its bias is a bias anyway). The trainer's optimiser then
+//! only ever moves those, so every other weight stays bit-identical through the whole run
+//! and the trainable parameter count in the manifest drops accordingly. Batch norm running
+//! statistics are buffers, not parameters, and still follow the data in training mode.
+//!
+//! The loss is naive fine-tuning's cross-entropy: BitFit limits what can change, not how.
+//!
+//! # Hyper-parameters
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `head` | `true` | also train the head's weight (the new classes need it on a class-split stream) |
+//!
+//! # Example
+//!
+//! ```toml
+//! [model]
+//! kind = "mlp"
+//! hidden = [100, 100]
+//! checkpoint = "results/pretrained/model.safetensors"
+//!
+//! [method]
+//! name = "bitfit"
+//! head = true
+//! ```
+//!
+//! Ben Zaken, Ravfogel & Goldberg, "BitFit: Simple Parameter-efficient Fine-tuning for
+//! Transformer-based Masked Language-models", ACL 2022.
+
+use retain_train::{Method, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+
+/// BitFit's hyper-parameters (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitFitParams {
+    #[serde(default = "default_head")]
+    pub head: bool,
+}
+
+fn default_head() -> bool {
+    true
+}
+
+/// BitFit (see the crate docs).
+pub struct BitFit {
+    head: bool,
+    frozen: bool,
+}
+
+/// Registry factory for `bitfit`.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(BitFit::new(parse_params("bitfit", params)?)))
+}
+
+impl BitFit {
+    pub fn new(params: BitFitParams) -> Self {
+        Self {
+            head: params.head,
+            frozen: false,
+        }
+    }
+
+    /// Whether the variable `name` trains, given the model's head prefix (`"head"`).
+    pub fn trains(&self, name: &str, head: &str) -> bool {
+        name.ends_with(".bias")
+            || (self.head && name.strip_prefix(head).is_some_and(|r| r.starts_with('.')))
+    }
+}
+
+impl Method for BitFit {
+    fn name(&self) -> &str {
+        "bitfit"
+    }
+
+    /// Freezes everything but the biases (and the head) once, before the first task.
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.frozen {
+            return Ok(());
+        }
+        let head = ctx.model.head_name();
+        for (name, variable) in ctx.vars.variables() {
+            if !self.trains(&name, head) {
+                let _ = variable.set_requires_grad(false);
+            }
+        }
+        self.frozen = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -553,7 +553,7 @@ pub fn collect(loaded: &Loaded, quiet: bool) -> Result<()> {
             steps: timings.steps.filter(|_| complete),
             trainable_parameters: manifest.trainable_parameters.filter(|_| complete),
             peak_host_memory_bytes: manifest.peak_host_memory_bytes.filter(|_| complete),
-            peak_device_memory_bytes: None,
+            peak_device_memory_bytes: manifest.peak_device_memory_bytes.filter(|_| complete),
         });
         if !complete {
             continue;

@@ -2,6 +2,7 @@
 
 mod cli;
 mod data;
+mod device_memory;
 mod doctor;
 mod grid;
 mod progress;

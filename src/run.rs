@@ -29,6 +29,7 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::cli::RunArgs;
+use crate::device_memory::DeviceMemoryProbe;
 use crate::progress::{Progress, ProgressLines};
 use crate::{UsageError, registry, report};
 
@@ -168,6 +169,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             plan.run_dir.display()
         );
     }
+    let device_memory = DeviceMemoryProbe::start(plan.device.is_cuda());
     let outcome = match display {
         Display::Lines => {
             let mut lines = ProgressLines::new(stream.tasks.len());
@@ -194,6 +196,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             .map(|(_, t)| t.numel() as u64)
             .sum(),
         peak_host_memory_bytes: peak_host_memory_bytes(),
+        peak_device_memory_bytes: device_memory.finish(),
     };
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -245,13 +248,11 @@ struct Costs {
     wall_seconds: f64,
     trainable_parameters: u64,
     peak_host_memory_bytes: Option<u64>,
+    peak_device_memory_bytes: Option<u64>,
 }
 
-/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), Linux only.
-///
-/// There is no honest equivalent for GPU memory: tch exposes no CUDA allocator statistics,
-/// and the driver's per-process figures would not separate runs sharing a GPU. The manifest
-/// therefore records no device memory.
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), Linux only. The GPU
+/// counterpart is sampled from the driver (`device_memory`).
 fn peak_host_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -340,9 +341,11 @@ struct Manifest {
     /// Σ numel of the variables that require gradients at the end of the run (a method that
     /// freezes part of the model trains fewer).
     trainable_parameters: u64,
-    /// Peak resident memory of the process (Linux); GPU memory is not recorded (see
-    /// `peak_host_memory_bytes` in run.rs).
+    /// Peak resident memory of the process (Linux).
     peak_host_memory_bytes: Option<u64>,
+    /// Peak GPU memory the process held, sampled from the driver (see `device_memory.rs`);
+    /// null on the CPU.
+    peak_device_memory_bytes: Option<u64>,
     timings: Option<Timings>,
 }
 
@@ -392,6 +395,7 @@ impl Manifest {
             wall_seconds: costs.wall_seconds,
             trainable_parameters: costs.trainable_parameters,
             peak_host_memory_bytes: costs.peak_host_memory_bytes,
+            peak_device_memory_bytes: costs.peak_device_memory_bytes,
             timings: outcome.map(|o| Timings {
                 load_seconds,
                 initial_eval_seconds: o.initial_eval_seconds,

@@ -67,6 +67,8 @@ pub struct ManifestSummary {
     #[serde(default)]
     pub peak_host_memory_bytes: Option<u64>,
     #[serde(default)]
+    pub peak_device_memory_bytes: Option<u64>,
+    #[serde(default)]
     pub timings: Option<TimingsSummary>,
 }
 

@@ -21,7 +21,7 @@
 //! | `steps`                     | UInt64  | yes      | optimiser steps                                              |
 //! | `trainable_parameters`      | UInt64  | yes      | Σ numel of the trainable variables at the end of the run     |
 //! | `peak_host_memory_bytes`    | UInt64  | yes      | peak resident memory of the cell's process (Linux `VmHWM`); for CPU cells this is the device's memory |
-//! | `peak_device_memory_bytes`  | UInt64  | yes      | always null for now: libtorch's CUDA allocator statistics are not reachable through tch without unsafe FFI, and process-level figures from the driver would include other runs sharing the GPU |
+//! | `peak_device_memory_bytes`  | UInt64  | yes      | peak GPU memory the cell's process held (context + allocator cache), sampled from the driver every 200 ms; null on the CPU or without `nvidia-smi` |
 //!
 //! ## `accuracy.parquet` — [`CellAccuracyRecord`]
 //!

@@ -144,6 +144,39 @@ pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> 
     Ok(Box::new(Gem::new(parse_params("gem", params)?)?))
 }
 
+/// The gradient of every earlier task's memory loss, `[t, P]` in the flat layout of
+/// `parameters`: from one batched pass over all memories where the model supports it
+/// (`Backbone::per_group_gradients`), else one forward/backward per task.
+fn memory_gradients(
+    ctx: &StepContext<'_>,
+    memory: &EpisodicMemory,
+    parameters: &[Tensor],
+) -> Tensor {
+    let sizes: Vec<i64> = memory.host().iter().map(|h| h.len() as i64).collect();
+    let old = ctx
+        .stream
+        .batch(SplitKind::Train, &Tensor::cat(memory.tasks(), 0));
+    if let Some(rows) = ctx
+        .model
+        .per_group_gradients(&old.inputs, &old.labels, &sizes, parameters)
+    {
+        return rows;
+    }
+    let mut start = 0;
+    let rows: Vec<Tensor> = sizes
+        .iter()
+        .map(|&m| {
+            let loss = ctx
+                .model
+                .forward_t(&old.inputs.narrow(0, start, m), true)
+                .cross_entropy_for_logits(&old.labels.narrow(0, start, m));
+            start += m;
+            flat_grad_of(&loss, parameters)
+        })
+        .collect();
+    Tensor::stack(&rows, 0)
+}
+
 impl Method for Gem {
     fn name(&self) -> &str {
         "gem"
@@ -170,21 +203,9 @@ impl Method for Gem {
             return;
         };
         let tasks = memory.len();
-        let mut rows: Vec<Tensor> = memory
-            .tasks()
-            .iter()
-            .map(|indices| {
-                let old = ctx.stream.batch(SplitKind::Train, indices);
-                let loss = ctx
-                    .model
-                    .forward_t(&old.inputs, true)
-                    .cross_entropy_for_logits(&old.labels);
-                flat_grad_of(&loss, &self.parameters)
-            })
-            .collect();
+        let rows = memory_gradients(ctx, memory, &self.parameters);
         let g = flat_grad(&self.parameters);
-        rows.push(g.shallow_clone());
-        let stacked = Tensor::stack(&rows, 0);
+        let stacked = Tensor::cat(&[rows, g.unsqueeze(0)], 0);
         // The step's one device→host copy: the (t+1)² Gram matrix.
         let gram = stacked
             .matmul(&stacked.tr())

@@ -18,17 +18,24 @@
 //!
 //! # Cost and the one synchronisation
 //!
-//! Each step does one forward/backward per earlier task on its memory (as the paper does), all
-//! on the device, stacks `[g_1 … g_t, g]` and forms their `(t+1) × (t+1)` Gram matrix there.
-//! Only that matrix crosses to the host (`(t+1)²` numbers) — GEM's inherent synchronisation
-//! point: whether and how to project depends on its values — and only the `t` dual weights come
-//! back; the `p`-dimensional gradients never leave the device.
+//! Each step needs the gradient of every earlier task's memory loss. The memories of all `t`
+//! tasks are gathered as one batch; when the model can compute per-group gradients in one
+//! pass (`retain_models::Backbone::per_group_gradients`, which the
+//! MLP — the paper's MNIST model — implements while no adapter is attached), all `t`
+//! gradients come from **one** forward and **one** backward over the `t·m` memories: the
+//! backward stops at each layer's pre-activations, whose rows are the samples' own gradients
+//! (the samples are independent), and each task's weight gradient is `δᵀ a` over its rows (a
+//! batched matrix product). Other models (ResNet, whose batch norm couples the samples, or an
+//! MLP with adapters) get one forward/backward per task, as in the paper. Either way
+//! everything stays on the device: `[g_1 … g_t, g]` are stacked and their `(t+1) × (t+1)`
+//! Gram matrix formed there. Only that matrix crosses to the host (`(t+1)²` numbers) — GEM's
+//! inherent synchronisation point: whether and how to project depends on its values — and
+//! only the `t` dual weights come back; the `p`-dimensional gradients never leave the device.
 //!
-//! The memory passes dominate: with 20 finished tasks of 256 memories, a step processes 5120
-//! memory samples besides the batch. On the MNIST MLP at batch 10 (`crates/retain-bench/benches/rehearsal_step.rs`,
-//! one CPU thread, 2026-11-28) that was about 26 ms against 0.13 ms for a naive step. The per-task
-//! gradients are separate backward passes because libtorch's C++ API, as `tch` exposes it,
-//! has no batched (vmap) backward.
+//! The memory gradients dominate: with 20 finished tasks of 256 memories, a step processes
+//! 5120 memory samples besides the batch. On the MNIST MLP at batch 10
+//! (`crates/retain-bench/benches/rehearsal_step.rs`, one CPU thread, 2026-11-28) the
+//! per-task passes took about 26 ms against 0.13 ms for a naive step.
 //!
 //! Hyper-parameters:
 //!

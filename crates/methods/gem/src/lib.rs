@@ -33,9 +33,13 @@
 //! only the `t` dual weights come back; the `p`-dimensional gradients never leave the device.
 //!
 //! The memory gradients dominate: with 20 finished tasks of 256 memories, a step processes
-//! 5120 memory samples besides the batch. On the MNIST MLP at batch 10
-//! (`crates/retain-bench/benches/rehearsal_step.rs`, one CPU thread, 2026-11-28) the
-//! per-task passes took about 26 ms against 0.13 ms for a naive step.
+//! 5120 memory samples besides the batch. The batched pass does the same arithmetic as the
+//! per-task passes; what it saves is the `t` separate forward/backward launches, which is what
+//! costs on a GPU (not measured yet). On a CPU it does not help: on the MNIST MLP at batch 10
+//! (`crates/retain-bench/benches/rehearsal_step.rs`, one intra-op thread, inputs of noise,
+//! on a shared 2-core machine, 2026-11-28) a naive step took 0.13 ms, GEM with the per-task
+//! passes about 28 ms and GEM with the batched pass about 33–34 ms (its larger working set:
+//! one 5120-row activation per layer instead of 256-row ones).
 //!
 //! Hyper-parameters:
 //!

@@ -18,17 +18,28 @@
 //!
 //! # Cost and the one synchronisation
 //!
-//! Each step does one forward/backward per earlier task on its memory (as the paper does), all
-//! on the device, stacks `[g_1 … g_t, g]` and forms their `(t+1) × (t+1)` Gram matrix there.
-//! Only that matrix crosses to the host (`(t+1)²` numbers) — GEM's inherent synchronisation
-//! point: whether and how to project depends on its values — and only the `t` dual weights come
-//! back; the `p`-dimensional gradients never leave the device.
+//! Each step needs the gradient of every earlier task's memory loss. The memories of all `t`
+//! tasks are gathered as one batch; when the model can compute per-group gradients in one
+//! pass (`retain_models::Backbone::per_group_gradients`, which the
+//! MLP — the paper's MNIST model — implements while no adapter is attached), all `t`
+//! gradients come from **one** forward and **one** backward over the `t·m` memories: the
+//! backward stops at each layer's pre-activations, whose rows are the samples' own gradients
+//! (the samples are independent), and each task's weight gradient is `δᵀ a` over its rows (a
+//! batched matrix product). Other models (ResNet, whose batch norm couples the samples, or an
+//! MLP with adapters) get one forward/backward per task, as in the paper. Either way
+//! everything stays on the device: `[g_1 … g_t, g]` are stacked and their `(t+1) × (t+1)`
+//! Gram matrix formed there. Only that matrix crosses to the host (`(t+1)²` numbers) — GEM's
+//! inherent synchronisation point: whether and how to project depends on its values — and
+//! only the `t` dual weights come back; the `p`-dimensional gradients never leave the device.
 //!
-//! The memory passes dominate: with 20 finished tasks of 256 memories, a step processes 5120
-//! memory samples besides the batch. On the MNIST MLP at batch 10 (`crates/retain-bench/benches/rehearsal_step.rs`,
-//! one CPU thread, 2026-11-28) that was about 26 ms against 0.13 ms for a naive step. The per-task
-//! gradients are separate backward passes because libtorch's C++ API, as `tch` exposes it,
-//! has no batched (vmap) backward.
+//! The memory gradients dominate: with 20 finished tasks of 256 memories, a step processes
+//! 5120 memory samples besides the batch. The batched pass does the same arithmetic as the
+//! per-task passes; what it saves is the `t` separate forward/backward launches, which is what
+//! costs on a GPU (not measured yet). On a CPU it does not help: on the MNIST MLP at batch 10
+//! (`crates/retain-bench/benches/rehearsal_step.rs`, one intra-op thread, inputs of noise,
+//! on a shared 2-core machine, 2026-11-28) a naive step took 0.13 ms, GEM with the per-task
+//! passes about 28 ms and GEM with the batched pass about 33–34 ms (its larger working set:
+//! one 5120-row activation per layer instead of 256-row ones).
 //!
 //! Hyper-parameters:
 //!
@@ -144,6 +155,39 @@ pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> 
     Ok(Box::new(Gem::new(parse_params("gem", params)?)?))
 }
 
+/// The gradient of every earlier task's memory loss, `[t, P]` in the flat layout of
+/// `parameters`: from one batched pass over all memories where the model supports it
+/// (`Backbone::per_group_gradients`), else one forward/backward per task.
+fn memory_gradients(
+    ctx: &StepContext<'_>,
+    memory: &EpisodicMemory,
+    parameters: &[Tensor],
+) -> Tensor {
+    let sizes: Vec<i64> = memory.host().iter().map(|h| h.len() as i64).collect();
+    let old = ctx
+        .stream
+        .batch(SplitKind::Train, &Tensor::cat(memory.tasks(), 0));
+    if let Some(rows) = ctx
+        .model
+        .per_group_gradients(&old.inputs, &old.labels, &sizes, parameters)
+    {
+        return rows;
+    }
+    let mut start = 0;
+    let rows: Vec<Tensor> = sizes
+        .iter()
+        .map(|&m| {
+            let loss = ctx
+                .model
+                .forward_t(&old.inputs.narrow(0, start, m), true)
+                .cross_entropy_for_logits(&old.labels.narrow(0, start, m));
+            start += m;
+            flat_grad_of(&loss, parameters)
+        })
+        .collect();
+    Tensor::stack(&rows, 0)
+}
+
 impl Method for Gem {
     fn name(&self) -> &str {
         "gem"
@@ -170,21 +214,9 @@ impl Method for Gem {
             return;
         };
         let tasks = memory.len();
-        let mut rows: Vec<Tensor> = memory
-            .tasks()
-            .iter()
-            .map(|indices| {
-                let old = ctx.stream.batch(SplitKind::Train, indices);
-                let loss = ctx
-                    .model
-                    .forward_t(&old.inputs, true)
-                    .cross_entropy_for_logits(&old.labels);
-                flat_grad_of(&loss, &self.parameters)
-            })
-            .collect();
+        let rows = memory_gradients(ctx, memory, &self.parameters);
         let g = flat_grad(&self.parameters);
-        rows.push(g.shallow_clone());
-        let stacked = Tensor::stack(&rows, 0);
+        let stacked = Tensor::cat(&[rows, g.unsqueeze(0)], 0);
         // The step's one device→host copy: the (t+1)² Gram matrix.
         let gram = stacked
             .matmul(&stacked.tr())

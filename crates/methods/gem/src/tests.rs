@@ -124,3 +124,67 @@ fn parameters_are_checked() {
     );
     assert!(from_params(&table("memories_per_task = 0")).is_err());
 }
+
+#[test]
+fn batched_memory_gradients_match_one_pass_per_task() {
+    let fx = Fixture::new();
+    let params = fx.network.vars.trainable_variables();
+    let mut method = Gem::new(Params {
+        memories_per_task: 8,
+        margin: 0.5,
+    })
+    .unwrap();
+    for task in 0..3 {
+        method.before_task(&fx.task(task)).unwrap();
+        method.after_task(&fx.task(task)).unwrap();
+    }
+    let memory = method.memory().unwrap();
+    let reference = Tensor::stack(
+        &memory
+            .tasks()
+            .iter()
+            .map(|indices| {
+                let old = fx.stream.batch(SplitKind::Train, indices);
+                let loss = fx
+                    .network
+                    .model
+                    .forward_t(&old.inputs, true)
+                    .cross_entropy_for_logits(&old.labels);
+                flat_grad_of(&loss, &params)
+            })
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let (indices, _) = fx.batch(3, 10);
+    let ctx = fx.step(3, &indices);
+    // The fixture's MLP batches the memories' gradients ...
+    let batched = ctx
+        .model
+        .per_group_gradients(
+            &Tensor::zeros([8, 4], (Kind::Float, Device::Cpu)),
+            &Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
+            &[8],
+            &params,
+        )
+        .is_some();
+    assert!(batched);
+    let close = |got: &Tensor| f64::try_from((got - &reference).abs().max()).unwrap() <= 1e-5;
+    assert_eq!(reference.size()[0], 3);
+    assert!(close(&memory_gradients(&ctx, memory, &params)));
+    // ... and with an adapter attached (B = 0: the same function) it falls back to one pass
+    // per task, with the same result.
+    let adapter = retain_models::LowRank {
+        a: Tensor::ones([1, 4], (Kind::Float, Device::Cpu)),
+        b: Tensor::zeros([6, 1], (Kind::Float, Device::Cpu)),
+        scale: 1.0,
+    };
+    assert!(ctx.model.set_adapter("hidden.0", Some(adapter)));
+    let none = ctx.model.per_group_gradients(
+        &Tensor::zeros([8, 4], (Kind::Float, Device::Cpu)),
+        &Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
+        &[8],
+        &params,
+    );
+    assert!(none.is_none());
+    assert!(close(&memory_gradients(&ctx, memory, &params)));
+}

@@ -54,7 +54,7 @@ const PER_TASK: usize = 256;
 const BATCH: usize = 10;
 
 fn dataset() -> ImageDataset {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
     if let Ok(data) = retain_data::load("mnist", &root) {
         return data;
     }

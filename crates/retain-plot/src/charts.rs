@@ -220,7 +220,7 @@ fn rgb([r, g, b]: [u8; 3]) -> RGBColor {
 }
 
 /// Draws with `draw` on a PNG or SVG canvas (by extension) and moves the file into place.
-fn render(
+pub(crate) fn render(
     path: &Path,
     size: (u32, u32),
     draw: impl Fn(&DrawingArea<DynBackend<'_>, Shift>) -> Result<(), String>,
@@ -270,14 +270,14 @@ fn render(
 }
 
 /// One backend type for both formats, so each chart is written once.
-enum DynBackend<'a> {
+pub(crate) enum DynBackend<'a> {
     Png(BitMapBackend<'a>),
     Svg(SVGBackend<'a>),
 }
 
 /// Errors of either backend, as text.
 #[derive(Debug)]
-struct BackendError(String);
+pub(crate) struct BackendError(String);
 
 impl std::fmt::Display for BackendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -17,7 +17,6 @@
 
 mod charts;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -203,58 +202,22 @@ pub fn accuracy_heatmap(
     matrix: &AccuracyMatrix,
     title: &str,
 ) -> Result<(), PlotError> {
-    let format = Format::of(path)?;
+    // PNG text is rasterised with ab_glyph (plotters' bitmap text drops glyph side bearings);
+    // SVG keeps native `<text>` elements.
+    let text = match Format::of(path)? {
+        Format::Png => TextMode::Raster,
+        Format::Svg => TextMode::Native,
+    };
     let font = embedded_font()?;
     let layout = HeatmapLayout::new(matrix.tasks());
-    let size = (layout.width, layout.height);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let io_err = |source| PlotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let draw_err = |message: String| PlotError::Draw {
-        path: path.to_path_buf(),
-        message,
-    };
-    // Dropping `tmp` on any early return deletes the partial file.
-    let mut tmp = temp_builder(".retain-plot-", format.suffix())
-        .tempfile_in(dir)
-        .map_err(io_err)?;
-    match format {
-        Format::Png => {
-            // The bitmap backend encodes by file name, so it gets the temporary `.png` path.
-            let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
-            let canvas = Canvas {
-                root: &root,
-                text: TextMode::Raster,
-                font: font.clone(),
-            };
-            draw_heatmap(&canvas, &layout, matrix, title).map_err(draw_err)?;
-            root.present().map_err(|e| draw_err(e.to_string()))?;
-        }
-        Format::Svg => {
-            let mut svg = String::new();
-            {
-                let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-                let canvas = Canvas {
-                    root: &root,
-                    text: TextMode::Native,
-                    font: font.clone(),
-                };
-                draw_heatmap(&canvas, &layout, matrix, title).map_err(draw_err)?;
-                root.present().map_err(|e| draw_err(e.to_string()))?;
-            }
-            tmp.as_file_mut()
-                .write_all(svg.as_bytes())
-                .map_err(io_err)?;
-        }
-    }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
+    charts::render(path, (layout.width, layout.height), |root| {
+        let canvas = Canvas {
+            root,
+            text,
+            font: font.clone(),
+        };
+        draw_heatmap(&canvas, &layout, matrix, title)
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -439,7 +402,7 @@ fn draw_heatmap<DB: DrawingBackend>(
     matrix: &AccuracyMatrix,
     title: &str,
 ) -> Result<(), String> {
-    canvas.root.fill(&WHITE).map_err(|e| e.to_string())?;
+    // The white background is laid by `charts::render`.
     canvas.text(
         title,
         (layout.width as i32 / 2, MARGIN_TOP as i32 / 2),

@@ -25,6 +25,11 @@ pub trait Backbone: ModuleT {
     /// Number of output logits.
     fn outputs(&self) -> usize;
 
+    /// The representation the head reads, `[B, F]`: the last hidden layer's activations of
+    /// the MLP, the pooled features of a ResNet, the normalised class token of a transformer.
+    /// Methods compare samples in this space (class prototypes, task-id inference).
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor;
+
     /// Name prefix of the output layer's parameters (`"head"` → `head.weight`, `head.bias`),
     /// for methods that treat the classifier apart from the feature extractor.
     fn head_name(&self) -> &'static str {
@@ -158,18 +163,21 @@ impl Mlp {
 }
 
 impl ModuleT for Mlp {
-    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
-        let features = self
-            .hidden
-            .iter()
-            .fold(xs.flatten(1, -1), |x, layer| layer.forward(&x).relu());
-        self.head.forward(&features)
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head.forward(&self.features(xs, train))
     }
 }
 
 impl Backbone for Mlp {
     fn outputs(&self) -> usize {
         self.head.shape()[0] as usize
+    }
+
+    /// The last hidden layer's activations (the flattened input when there is none).
+    fn features(&self, xs: &Tensor, _train: bool) -> Tensor {
+        self.hidden
+            .iter()
+            .fold(xs.flatten(1, -1), |x, layer| layer.forward(&x).relu())
     }
 
     /// Every layer: `hidden.<i>` and `head`.
@@ -419,7 +427,7 @@ impl ResNet {
     }
 
     /// The pooled features before the head, `[B, 8·nf]`.
-    pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+    fn pooled_features(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut out = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         for stage in &self.layers {
             for block in stage {
@@ -432,13 +440,18 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.linear.forward(&self.features(xs, train))
+        self.linear.forward(&self.pooled_features(xs, train))
     }
 }
 
 impl Backbone for ResNet {
     fn outputs(&self) -> usize {
         self.linear.shape()[0] as usize
+    }
+
+    /// The globally average-pooled output of the last stage, `[B, 8·nf]`.
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.pooled_features(xs, train)
     }
 
     fn head_name(&self) -> &'static str {

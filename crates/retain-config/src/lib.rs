@@ -417,6 +417,45 @@ pub enum ModelConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkpoint: Option<PathBuf>,
     },
+    /// A small vision transformer (Dosovitskiy et al. 2021) with timm's parameter names:
+    /// non-overlapping `patch`×`patch` patch embedding, a class token, learned position
+    /// embeddings, `depth` pre-norm blocks of `heads`-head self-attention and a GELU MLP of
+    /// width `mlp_dim`, a final layer norm and a linear head on the class token. The
+    /// defaults (patch 4, width 64, 4 blocks of 4 heads, MLP 128) suit 28×28 and 32×32 images
+    /// (49 or 64 patches).
+    Vit {
+        #[serde(default = "default_patch")]
+        patch: usize,
+        /// Token width; a multiple of `heads`.
+        #[serde(default = "default_dim")]
+        dim: usize,
+        #[serde(default = "default_depth")]
+        depth: usize,
+        #[serde(default = "default_heads")]
+        heads: usize,
+        #[serde(default = "default_mlp_dim")]
+        mlp_dim: usize,
+        /// A safetensors file of the model's weights to start from (see
+        /// [`ModelConfig::checkpoint`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+fn default_patch() -> usize {
+    4
+}
+fn default_dim() -> usize {
+    64
+}
+fn default_depth() -> usize {
+    4
+}
+fn default_heads() -> usize {
+    4
+}
+fn default_mlp_dim() -> usize {
+    128
 }
 
 impl ModelConfig {
@@ -426,9 +465,9 @@ impl ModelConfig {
     /// the working directory, like `data_root`.
     pub fn checkpoint(&self) -> Option<&Path> {
         match self {
-            ModelConfig::Mlp { checkpoint, .. } | ModelConfig::Resnet18 { checkpoint, .. } => {
-                checkpoint.as_deref()
-            }
+            ModelConfig::Mlp { checkpoint, .. }
+            | ModelConfig::Resnet18 { checkpoint, .. }
+            | ModelConfig::Vit { checkpoint, .. } => checkpoint.as_deref(),
         }
     }
 }
@@ -583,6 +622,42 @@ impl Experiment {
             ModelConfig::Resnet18 { nf, .. } => {
                 if *nf == 0 {
                     return Err(invalid("model.nf", "must be at least 1".into()));
+                }
+            }
+            ModelConfig::Vit {
+                patch,
+                dim,
+                depth,
+                heads,
+                mlp_dim,
+                ..
+            } => {
+                for (key, value) in [
+                    ("model.patch", patch),
+                    ("model.dim", dim),
+                    ("model.depth", depth),
+                    ("model.heads", heads),
+                    ("model.mlp_dim", mlp_dim),
+                ] {
+                    if *value == 0 {
+                        return Err(invalid(key, "must be at least 1".into()));
+                    }
+                }
+                if dim % heads != 0 {
+                    return Err(invalid(
+                        "model.dim",
+                        format!("{dim} is not a multiple of `heads` = {heads}"),
+                    ));
+                }
+                let [_, height, width] = dataset_shape(self.stream.dataset);
+                if height % patch != 0 || width % patch != 0 {
+                    return Err(invalid(
+                        "model.patch",
+                        format!(
+                            "{patch} does not divide the {height}×{width} images of {}",
+                            self.stream.dataset.as_str()
+                        ),
+                    ));
                 }
             }
         }

@@ -355,3 +355,32 @@ fn model_checkpoint_is_optional_and_parsed() {
         Some(std::path::Path::new("weights/task1.safetensors"))
     );
 }
+
+#[test]
+fn a_vision_transformer_takes_defaults_and_checks_its_shape() {
+    let vit = SPLIT_MNIST.replace("kind = \"mlp\"\nhidden = [100, 100]", "kind = \"vit\"");
+    assert_ne!(vit, SPLIT_MNIST, "the shipped config names an MLP");
+    assert_eq!(
+        load(&vit).unwrap().model,
+        ModelConfig::Vit {
+            patch: 4,
+            dim: 64,
+            depth: 4,
+            heads: 4,
+            mlp_dim: 128,
+            checkpoint: None
+        }
+    );
+    let bad_patch = vit.replace("kind = \"vit\"", "kind = \"vit\"\npatch = 5");
+    let err = load(&bad_patch).unwrap_err().to_string();
+    assert!(
+        err.contains("model.patch") && err.contains("28×28 images of mnist"),
+        "{err}"
+    );
+    let bad_heads = vit.replace("kind = \"vit\"", "kind = \"vit\"\ndim = 30\nheads = 4");
+    let err = load(&bad_heads).unwrap_err().to_string();
+    assert!(
+        err.contains("model.dim") && err.contains("not a multiple"),
+        "{err}"
+    );
+}

@@ -15,6 +15,13 @@
 //! Every model takes images `[B, C, H, W]`; the MLP flattens them itself.
 
 pub mod checkpoint;
+mod linear;
+pub mod quant;
+mod vit;
+
+pub use linear::{AdaptableLinear, Bottleneck, LowRank};
+pub use quant::{QuantFormat, QuantizedWeight};
+pub use vit::VisionTransformer;
 
 use retain_config::ModelConfig;
 use tch::Tensor;
@@ -36,16 +43,67 @@ pub trait Backbone: ModuleT {
         "head"
     }
 
-    /// The linear layers that accept a [`LowRank`] adapter, as `(name, [outputs, inputs])`
-    /// sorted by name (`("hidden.0", [100, 784])`). Default: none.
+    /// The linear layers that accept adapters and quantisation, as `(name, [outputs,
+    /// inputs])` sorted by name (`("hidden.0", [100, 784])`). Default: none.
     fn adaptable_layers(&self) -> Vec<(String, [i64; 2])> {
         Vec::new()
     }
 
-    /// Attaches `adapter` to the linear layer `name` (replacing any earlier one), or detaches
-    /// it with `None`. Returns false, changing nothing, when the model has no adaptable layer
-    /// of that name.
-    fn set_adapter(&self, _name: &str, _adapter: Option<LowRank>) -> bool {
+    /// The adaptable linear layer `name` (one of [`Backbone::adaptable_layers`]). The
+    /// adapter and quantisation hooks below go through it.
+    fn linear(&self, _name: &str) -> Option<&AdaptableLinear> {
+        None
+    }
+
+    /// Attaches the low-rank `adapter` to the linear layer `name` (replacing any earlier
+    /// one), or detaches it with `None`. Returns false, changing nothing, when the model has
+    /// no adaptable layer of that name.
+    fn set_adapter(&self, name: &str, adapter: Option<LowRank>) -> bool {
+        self.linear(name).map(|l| l.set_low_rank(adapter)).is_some()
+    }
+
+    /// Attaches a bottleneck adapter to the output of the linear layer `name`, or detaches it
+    /// with `None`; false when there is no such layer.
+    fn set_bottleneck(&self, name: &str, adapter: Option<Bottleneck>) -> bool {
+        self.linear(name)
+            .map(|l| l.set_bottleneck(adapter))
+            .is_some()
+    }
+
+    /// Stores the weight of the linear layer `name` quantised (`Some(format)`), releasing the
+    /// float variable, or back as floats (`None`). Returns the quantised bytes, `None` when
+    /// there is no such layer.
+    fn quantize(&self, name: &str, format: Option<QuantFormat>) -> Option<u64> {
+        self.linear(name).map(|l| l.set_quantized(format))
+    }
+
+    /// Bytes of weights the model keeps in quantised form instead of as variables; a
+    /// quantising method frees the float variable, so those bytes are counted here.
+    fn quantized_bytes(&self) -> u64 {
+        self.adaptable_layers()
+            .iter()
+            .filter_map(|(name, _)| self.linear(name))
+            .map(AdaptableLinear::quantized_bytes)
+            .sum()
+    }
+
+    /// `(token width, blocks)` of a transformer, whose input sequence takes prompts and whose
+    /// attention takes prefixes; `None` for other models.
+    fn transformer_shape(&self) -> Option<(i64, usize)> {
+        None
+    }
+
+    /// Prepends learned prompt tokens `[P, width]` to the input sequence after the class
+    /// token (prompt tuning, Lester et al. 2021; VPT-shallow, Jia et al. 2022), or removes
+    /// them with `None`. False when the model is not a transformer.
+    fn set_prompt(&self, _prompt: Option<Tensor>) -> bool {
+        false
+    }
+
+    /// Prepends learned keys and values `([P, width], [P, width])` to the attention of block
+    /// `block` (prefix tuning, Li & Liang 2021), or removes them with `None`. False when the
+    /// model is not a transformer or has no such block.
+    fn set_prefix(&self, _block: usize, _prefix: Option<(Tensor, Tensor)>) -> bool {
         false
     }
 
@@ -73,50 +131,6 @@ pub trait Backbone: ModuleT {
     }
 }
 
-/// A low-rank update of a linear layer (LoRA, Hu et al. 2021): the layer computes
-/// `W x + b + scale · B A x` with `A: [rank, inputs]` and `B: [outputs, rank]`, without ever
-/// forming `B A`. The tensors are shared with whoever made the adapter (usually variables of
-/// the model's `VarStore`), so gradients reach them through the layer.
-#[derive(Debug)]
-pub struct LowRank {
-    pub a: Tensor,
-    pub b: Tensor,
-    pub scale: f64,
-}
-
-/// A linear layer with an optional [`LowRank`] adapter.
-#[derive(Debug)]
-struct Linear {
-    inner: nn::Linear,
-    adapter: std::sync::Mutex<Option<LowRank>>,
-}
-
-impl Linear {
-    fn new(path: nn::Path, inputs: i64, outputs: i64) -> Self {
-        Self {
-            inner: nn::linear(path, inputs, outputs, Default::default()),
-            adapter: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn shape(&self) -> [i64; 2] {
-        let size = self.inner.ws.size();
-        [size[0], size[1]]
-    }
-
-    fn set_adapter(&self, adapter: Option<LowRank>) {
-        *self.adapter.lock().expect("adapter lock") = adapter;
-    }
-
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        let out = self.inner.forward(xs);
-        match &*self.adapter.lock().expect("adapter lock") {
-            Some(lr) => out + xs.matmul(&lr.a.tr()).matmul(&lr.b.tr()) * lr.scale,
-            None => out,
-        }
-    }
-}
-
 /// Builds the network described by `config` under `path`, for images of `image_shape`
 /// (`[C, H, W]`) and `outputs` classes.
 pub fn build(
@@ -135,14 +149,33 @@ pub fn build(
         ModelConfig::Resnet18 { nf, .. } => {
             Box::new(ResNet::resnet18(path, image_shape[0], *nf, outputs))
         }
+        &ModelConfig::Vit {
+            patch,
+            dim,
+            depth,
+            heads,
+            mlp_dim,
+            ..
+        } => Box::new(VisionTransformer::new(
+            path,
+            vit::VitShape {
+                image: image_shape,
+                patch,
+                dim,
+                depth,
+                heads,
+                mlp_dim,
+            },
+            outputs,
+        )),
     }
 }
 
 /// Fully connected network: `inputs → hidden[0] → … → outputs`, ReLU between layers.
 #[derive(Debug)]
 pub struct Mlp {
-    hidden: Vec<Linear>,
-    head: Linear,
+    hidden: Vec<AdaptableLinear>,
+    head: AdaptableLinear,
 }
 
 impl Mlp {
@@ -152,12 +185,12 @@ impl Mlp {
             .iter()
             .enumerate()
             .map(|(i, &next)| {
-                let layer = Linear::new(path / "hidden" / i, width, next as i64);
+                let layer = AdaptableLinear::new(path / "hidden" / i, width, next as i64);
                 width = next as i64;
                 layer
             })
             .collect();
-        let head = Linear::new(path / "head", width, outputs as i64);
+        let head = AdaptableLinear::new(path / "head", width, outputs as i64);
         Self { hidden, head }
     }
 }
@@ -193,12 +226,11 @@ impl Backbone for Mlp {
         layers
     }
 
-    fn set_adapter(&self, name: &str, adapter: Option<LowRank>) -> bool {
-        let layer = match name.strip_prefix("hidden.") {
+    fn linear(&self, name: &str) -> Option<&AdaptableLinear> {
+        match name.strip_prefix("hidden.") {
             Some(i) => i.parse::<usize>().ok().and_then(|i| self.hidden.get(i)),
             None => (name == "head").then_some(&self.head),
-        };
-        layer.map(|l| l.set_adapter(adapter)).is_some()
+        }
     }
 
     /// One forward pass keeping every layer's input `a_l` and pre-activation `z_l`, one
@@ -206,7 +238,7 @@ impl Backbone for Mlp {
     /// `i`'s own gradient, the samples being independent), then per group
     /// `∂W_l = δ_lᵀ a_l` and `∂b_l = Σ δ_l` over the group's rows (one batched matrix product
     /// when the groups are of equal size), divided by the group's size. `None` while an
-    /// adapter is attached.
+    /// adapter or a quantised weight is attached.
     fn per_group_gradients(
         &self,
         inputs: &Tensor,
@@ -214,11 +246,8 @@ impl Backbone for Mlp {
         group_sizes: &[i64],
         params: &[Tensor],
     ) -> Option<Tensor> {
-        let layers: Vec<&Linear> = self.hidden.iter().chain([&self.head]).collect();
-        if layers
-            .iter()
-            .any(|l| l.adapter.lock().expect("adapter lock").is_some())
-        {
+        let layers: Vec<&AdaptableLinear> = self.hidden.iter().chain([&self.head]).collect();
+        if layers.iter().any(|l| l.has_extras()) {
             return None;
         }
         // Which layer (and whether its bias) each requested parameter is.
@@ -384,7 +413,7 @@ pub struct ResNet {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Vec<BasicBlock>>,
-    linear: Linear,
+    linear: AdaptableLinear,
 }
 
 impl ResNet {
@@ -422,7 +451,7 @@ impl ResNet {
             conv1: conv(path / "conv1", channels as i64, nf, 3, 1),
             bn1: batch_norm(path / "bn1", nf),
             layers,
-            linear: Linear::new(path / "linear", width, outputs as i64),
+            linear: AdaptableLinear::new(path / "linear", width, outputs as i64),
         }
     }
 
@@ -463,10 +492,8 @@ impl Backbone for ResNet {
         vec![("linear".to_owned(), self.linear.shape())]
     }
 
-    fn set_adapter(&self, name: &str, adapter: Option<LowRank>) -> bool {
-        (name == "linear")
-            .then(|| self.linear.set_adapter(adapter))
-            .is_some()
+    fn linear(&self, name: &str) -> Option<&AdaptableLinear> {
+        (name == "linear").then_some(&self.linear)
     }
 }
 

@@ -1,0 +1,284 @@
+//! A small vision transformer (Dosovitskiy et al. 2021) with timm's parameter names, so a
+//! `state_dict` of timm's `VisionTransformer` of the same shape (`class_token=True`,
+//! `global_pool="token"`, `qkv_bias=True`, no `pre_logits`) loads by name:
+//!
+//! | name | shape |
+//! |---|---|
+//! | `patch_embed.proj.{weight,bias}` | `[D, C, p, p]`, `[D]` (a stride-`p` convolution) |
+//! | `cls_token` | `[1, 1, D]` |
+//! | `pos_embed` | `[1, 1 + N, D]` (class token first, `N` patches) |
+//! | `blocks.<i>.norm1.{weight,bias}` | `[D]` |
+//! | `blocks.<i>.attn.qkv.{weight,bias}` | `[3D, D]`, `[3D]` (queries, keys, values stacked) |
+//! | `blocks.<i>.attn.proj.{weight,bias}` | `[D, D]`, `[D]` |
+//! | `blocks.<i>.norm2.{weight,bias}` | `[D]` |
+//! | `blocks.<i>.mlp.fc1.{weight,bias}`, `blocks.<i>.mlp.fc2.{weight,bias}` | `[M, D]`, `[D, M]` |
+//! | `norm.{weight,bias}` | `[D]` |
+//! | `head.{weight,bias}` | `[K, D]` |
+//!
+//! Each block is pre-norm: `x ← x + proj(attn(norm1(x)))`, `x ← x + fc2(gelu(fc1(norm2(x))))`
+//! (exact GELU, layer-norm ε = 10⁻⁶ as timm). The head reads the final-normed class token.
+//!
+//! Two parameter-efficient hooks exist only here: prompt tokens inserted after the class
+//! token (they take no position embedding, as in VPT) and per-block key/value prefixes
+//! prepended to the attention's keys and values (queries stay the sequence's own, so the
+//! output keeps its length).
+
+use std::sync::Mutex;
+
+use tch::Tensor;
+use tch::nn::{self, ModuleT};
+
+use crate::{AdaptableLinear, Backbone};
+
+/// The sizes of a [`VisionTransformer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VitShape {
+    /// `[C, H, W]` of the input images; `patch` divides `H` and `W`.
+    pub image: [usize; 3],
+    pub patch: usize,
+    /// Token width `D`, a multiple of `heads`.
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// Hidden width `M` of each block's MLP.
+    pub mlp_dim: usize,
+}
+
+#[derive(Debug)]
+struct Block {
+    norm1: nn::LayerNorm,
+    qkv: AdaptableLinear,
+    proj: AdaptableLinear,
+    norm2: nn::LayerNorm,
+    fc1: AdaptableLinear,
+    fc2: AdaptableLinear,
+    /// Learned keys and values prepended in the attention (prefix tuning).
+    prefix: Mutex<Option<(Tensor, Tensor)>>,
+}
+
+const LINEARS: [&str; 4] = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"];
+
+fn layer_norm(path: nn::Path, dim: i64) -> nn::LayerNorm {
+    let config = nn::LayerNormConfig {
+        eps: 1e-6,
+        ..Default::default()
+    };
+    nn::layer_norm(path, vec![dim], config)
+}
+
+impl Block {
+    fn new(path: nn::Path, dim: i64, mlp_dim: i64) -> Self {
+        Self {
+            norm1: layer_norm(&path / "norm1", dim),
+            qkv: AdaptableLinear::new(&path / "attn" / "qkv", dim, 3 * dim),
+            proj: AdaptableLinear::new(&path / "attn" / "proj", dim, dim),
+            norm2: layer_norm(&path / "norm2", dim),
+            fc1: AdaptableLinear::new(&path / "mlp" / "fc1", dim, mlp_dim),
+            fc2: AdaptableLinear::new(&path / "mlp" / "fc2", mlp_dim, dim),
+            prefix: Mutex::new(None),
+        }
+    }
+
+    fn linear(&self, name: &str) -> Option<&AdaptableLinear> {
+        match name {
+            "attn.qkv" => Some(&self.qkv),
+            "attn.proj" => Some(&self.proj),
+            "mlp.fc1" => Some(&self.fc1),
+            "mlp.fc2" => Some(&self.fc2),
+            _ => None,
+        }
+    }
+
+    /// Multi-head self-attention of `xs: [B, L, D]`, with this block's prefix keys and
+    /// values (if any) prepended to every sample's.
+    fn attention(&self, xs: &Tensor, heads: i64) -> Tensor {
+        let (batch, length, dim) = xs.size3().expect("tokens are [B, L, D]");
+        let head_dim = dim / heads;
+        // [B, L, 3, H, Dh] → [3, B, H, L, Dh]
+        let qkv = self
+            .qkv
+            .forward(xs)
+            .view([batch, length, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let (q, mut k, mut v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        if let Some((key, value)) = &*self.prefix.lock().expect("prefix lock") {
+            let split = |t: &Tensor| {
+                let p = t.size()[0];
+                t.view([1, p, heads, head_dim])
+                    .permute([0, 2, 1, 3])
+                    .expand([batch, heads, p, head_dim], false)
+            };
+            k = Tensor::cat(&[split(key), k], 2);
+            v = Tensor::cat(&[split(value), v], 2);
+        }
+        let attended = Tensor::scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, false, None, false,
+        );
+        self.proj
+            .forward(&attended.transpose(1, 2).reshape([batch, length, dim]))
+    }
+
+    fn forward(&self, xs: &Tensor, heads: i64) -> Tensor {
+        let xs = xs + self.attention(&xs.apply(&self.norm1), heads);
+        let hidden = self.fc1.forward(&xs.apply(&self.norm2)).gelu("none");
+        &xs + self.fc2.forward(&hidden)
+    }
+}
+
+/// A vision transformer (see the module docs).
+#[derive(Debug)]
+pub struct VisionTransformer {
+    shape: VitShape,
+    patch_embed: nn::Conv2D,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: nn::LayerNorm,
+    head: AdaptableLinear,
+    /// Prompt tokens `[P, D]` inserted after the class token (prompt tuning).
+    prompt: Mutex<Option<Tensor>>,
+}
+
+impl VisionTransformer {
+    /// # Panics
+    /// If `patch` does not divide the image or `dim` is not a multiple of `heads` (the
+    /// configuration's validation rejects both first).
+    pub fn new(path: &nn::Path, shape: VitShape, outputs: usize) -> Self {
+        let [channels, height, width] = shape.image;
+        assert!(
+            shape.patch > 0
+                && height.is_multiple_of(shape.patch)
+                && width.is_multiple_of(shape.patch),
+            "patch {} must divide {height}×{width}",
+            shape.patch
+        );
+        assert!(
+            shape.heads > 0 && shape.dim.is_multiple_of(shape.heads),
+            "dim {} must be a multiple of heads {}",
+            shape.dim,
+            shape.heads
+        );
+        let dim = shape.dim as i64;
+        let patches = (height / shape.patch * (width / shape.patch)) as i64;
+        let patch = shape.patch as i64;
+        let conv = nn::ConvConfig {
+            stride: patch,
+            ..Default::default()
+        };
+        let small = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        Self {
+            shape,
+            patch_embed: nn::conv2d(
+                path / "patch_embed" / "proj",
+                channels as i64,
+                dim,
+                patch,
+                conv,
+            ),
+            cls_token: path.var("cls_token", &[1, 1, dim], small),
+            pos_embed: path.var("pos_embed", &[1, 1 + patches, dim], small),
+            blocks: (0..shape.depth)
+                .map(|i| Block::new(path / "blocks" / i, dim, shape.mlp_dim as i64))
+                .collect(),
+            norm: layer_norm(path / "norm", dim),
+            head: AdaptableLinear::new(path / "head", dim, outputs as i64),
+            prompt: Mutex::new(None),
+        }
+    }
+
+    pub fn shape(&self) -> VitShape {
+        self.shape
+    }
+
+    /// The token sequence entering the first block: class token, prompts, patches.
+    fn tokens(&self, xs: &Tensor) -> Tensor {
+        let batch = xs.size()[0];
+        let dim = self.shape.dim as i64;
+        let patches = xs.apply(&self.patch_embed).flatten(2, -1).transpose(1, 2);
+        let cls = self.cls_token.expand([batch, 1, dim], false);
+        let tokens = Tensor::cat(&[cls, patches], 1) + &self.pos_embed;
+        match &*self.prompt.lock().expect("prompt lock") {
+            Some(prompt) => {
+                let p = prompt.size()[0];
+                let prompts = prompt.unsqueeze(0).expand([batch, p, dim], false);
+                let cls = tokens.narrow(1, 0, 1);
+                let rest = tokens.narrow(1, 1, tokens.size()[1] - 1);
+                Tensor::cat(&[cls, prompts, rest], 1)
+            }
+            None => tokens,
+        }
+    }
+}
+
+impl ModuleT for VisionTransformer {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head.forward(&self.features(xs, train))
+    }
+}
+
+impl Backbone for VisionTransformer {
+    fn outputs(&self) -> usize {
+        self.head.shape()[0] as usize
+    }
+
+    /// The final-normed class token, `[B, D]`.
+    fn features(&self, xs: &Tensor, _train: bool) -> Tensor {
+        let heads = self.shape.heads as i64;
+        let tokens = self
+            .blocks
+            .iter()
+            .fold(self.tokens(xs), |x, block| block.forward(&x, heads));
+        tokens.select(1, 0).apply(&self.norm)
+    }
+
+    /// Every block's `attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`, and `head`.
+    fn adaptable_layers(&self) -> Vec<(String, [i64; 2])> {
+        let mut layers: Vec<(String, [i64; 2])> = self
+            .blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, block)| {
+                LINEARS.iter().map(move |name| {
+                    let layer = block.linear(name).expect("listed layers exist");
+                    (format!("blocks.{i}.{name}"), layer.shape())
+                })
+            })
+            .chain([("head".to_owned(), self.head.shape())])
+            .collect();
+        layers.sort();
+        layers
+    }
+
+    fn linear(&self, name: &str) -> Option<&AdaptableLinear> {
+        if name == "head" {
+            return Some(&self.head);
+        }
+        let (index, layer) = name.strip_prefix("blocks.")?.split_once('.')?;
+        self.blocks.get(index.parse::<usize>().ok()?)?.linear(layer)
+    }
+
+    fn transformer_shape(&self) -> Option<(i64, usize)> {
+        Some((self.shape.dim as i64, self.shape.depth))
+    }
+
+    fn set_prompt(&self, prompt: Option<Tensor>) -> bool {
+        *self.prompt.lock().expect("prompt lock") = prompt;
+        true
+    }
+
+    fn set_prefix(&self, block: usize, prefix: Option<(Tensor, Tensor)>) -> bool {
+        match self.blocks.get(block) {
+            Some(b) => {
+                *b.prefix.lock().expect("prefix lock") = prefix;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

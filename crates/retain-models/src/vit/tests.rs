@@ -1,0 +1,247 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tch::{Device, Kind, Tensor, nn};
+
+use super::*;
+use crate::checkpoint::{load, read};
+use crate::{Bottleneck, LowRank, QuantFormat};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn tiny(vs: &nn::VarStore) -> VisionTransformer {
+    let shape = VitShape {
+        image: [1, 8, 8],
+        patch: 4,
+        dim: 12,
+        depth: 2,
+        heads: 3,
+        mlp_dim: 20,
+    };
+    VisionTransformer::new(&vs.root(), shape, 5)
+}
+
+fn worst(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn names_shapes_and_outputs_for_28_and_32_pixel_images() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let shape = VitShape {
+        image: [1, 28, 28],
+        patch: 4,
+        dim: 64,
+        depth: 4,
+        heads: 4,
+        mlp_dim: 128,
+    };
+    let model = VisionTransformer::new(&vs.root(), shape, 10);
+    let variables = vs.variables();
+    let size = |n: &str| variables[n].size();
+    assert_eq!(size("patch_embed.proj.weight"), vec![64, 1, 4, 4]);
+    assert_eq!(size("cls_token"), vec![1, 1, 64]);
+    assert_eq!(size("pos_embed"), vec![1, 50, 64]);
+    assert_eq!(size("blocks.3.attn.qkv.weight"), vec![192, 64]);
+    assert_eq!(size("blocks.3.mlp.fc1.weight"), vec![128, 64]);
+    assert_eq!(size("head.weight"), vec![10, 64]);
+    // 2 + 2 tensors of embedding, 12 per block, 2 of final norm, 2 of head.
+    assert_eq!(variables.len(), 4 + 4 * 12 + 2 + 2);
+    // Parameter count by hand: embedding, blocks, final norm, head.
+    let per_block =
+        2 * 64 + (192 * 64 + 192) + (64 * 64 + 64) + 2 * 64 + (128 * 64 + 128) + (64 * 128 + 64);
+    let expected = (64 * 16 + 64) + 64 + 50 * 64 + 4 * per_block + 2 * 64 + (10 * 64 + 10);
+    let count: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    assert_eq!(count, expected as i64);
+    let out = model.forward_t(
+        &Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        true,
+    );
+    assert_eq!(out.size(), vec![3, 10]);
+    assert_eq!(
+        model
+            .features(
+                &Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu)),
+                false
+            )
+            .size(),
+        vec![2, 64]
+    );
+    assert_eq!(model.transformer_shape(), Some((64, 4)));
+    assert_eq!(model.adaptable_layers().len(), 4 * 4 + 1);
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let shape = VitShape {
+        image: [3, 32, 32],
+        ..shape
+    };
+    let model = VisionTransformer::new(&vs.root(), shape, 100);
+    assert_eq!(vs.variables()["pos_embed"].size(), vec![1, 65, 64]);
+    let out = model.forward_t(
+        &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        false,
+    );
+    assert_eq!(out.size(), vec![2, 100]);
+}
+
+/// `fixtures/vit_reference.py` wrote a PyTorch ViT's `state_dict` (timm's names) and its
+/// outputs: plain, with prompt tokens and with per-block prefixes. The file loads by name
+/// and all three agree with PyTorch.
+#[test]
+fn a_pytorch_vit_loads_and_matches_pytorch_with_prompts_and_prefixes() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tiny(&vs);
+    load(&vs, &fixture("vit_reference.safetensors")).unwrap();
+    let io: HashMap<String, Tensor> = read(&fixture("vit_reference_io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let inputs = &io["inputs"];
+    let plain = model.forward_t(inputs, false);
+    assert!(
+        worst(&plain, &io["plain"]) <= 1e-5,
+        "plain: {}",
+        worst(&plain, &io["plain"])
+    );
+
+    assert!(model.set_prompt(Some(io["prompt"].shallow_clone())));
+    let prompted = model.forward_t(inputs, false);
+    assert!(worst(&prompted, &io["prompted"]) <= 1e-5);
+    assert!(
+        worst(&prompted, &plain) > 1e-3,
+        "the prompt changes the outputs"
+    );
+    assert!(model.set_prompt(None));
+
+    for block in 0..2 {
+        let key = io[&format!("prefix{block}.key")].shallow_clone();
+        let value = io[&format!("prefix{block}.value")].shallow_clone();
+        assert!(model.set_prefix(block, Some((key, value))));
+    }
+    assert!(!model.set_prefix(2, None), "there is no third block");
+    let prefixed = model.forward_t(inputs, false);
+    assert!(worst(&prefixed, &io["prefixed"]) <= 1e-5);
+    for block in 0..2 {
+        assert!(model.set_prefix(block, None));
+    }
+    assert!(model.forward_t(inputs, false).equal(&plain));
+}
+
+#[test]
+fn low_rank_updates_merge_into_the_weight_with_the_same_outputs() {
+    tch::manual_seed(2);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tiny(&vs);
+    let xs = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let plain = model.forward_t(&xs, false);
+    let opts = (Kind::Float, Device::Cpu);
+    let fresh = LowRank {
+        a: Tensor::randn([2, 12], opts),
+        b: Tensor::zeros([36, 2], opts),
+        scale: 2.0,
+    };
+    assert!(model.set_adapter("blocks.1.attn.qkv", Some(fresh)));
+    assert!(
+        model.forward_t(&xs, false).equal(&plain),
+        "B = 0 changes nothing"
+    );
+    let trained = LowRank {
+        a: Tensor::randn([2, 12], opts),
+        b: Tensor::randn([36, 2], opts) * 0.3,
+        scale: 2.0,
+    };
+    assert!(model.set_adapter("blocks.1.attn.qkv", Some(trained)));
+    let unmerged = model.forward_t(&xs, false);
+    assert!(worst(&unmerged, &plain) > 1e-3);
+    let layer = model.linear("blocks.1.attn.qkv").unwrap();
+    assert!(layer.merge_low_rank());
+    assert!(!layer.has_extras(), "merging detaches the update");
+    let merged = model.forward_t(&xs, false);
+    assert!(
+        worst(&merged, &unmerged) <= 1e-5,
+        "{}",
+        worst(&merged, &unmerged)
+    );
+    assert!(!layer.merge_low_rank(), "nothing left to merge");
+}
+
+#[test]
+fn a_fresh_bottleneck_adapter_is_the_identity() {
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tiny(&vs);
+    let xs = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let plain = model.forward_t(&xs, false);
+    let opts = (Kind::Float, Device::Cpu);
+    let adapter = |up: f64| Bottleneck {
+        down_weight: Tensor::randn([3, 12], opts),
+        down_bias: Tensor::randn([3], opts),
+        up_weight: Tensor::randn([12, 3], opts) * up,
+        up_bias: Tensor::zeros([12], opts),
+    };
+    assert!(model.set_bottleneck("blocks.0.mlp.fc2", Some(adapter(0.0))));
+    assert!(model.forward_t(&xs, false).equal(&plain));
+    assert!(model.set_bottleneck("blocks.0.mlp.fc2", Some(adapter(0.5))));
+    assert!(worst(&model.forward_t(&xs, false), &plain) > 1e-3);
+    assert!(model.set_bottleneck("blocks.0.mlp.fc2", None));
+    assert!(model.forward_t(&xs, false).equal(&plain));
+    assert!(!model.set_bottleneck("blocks.0.attn.nothing", None));
+}
+
+#[test]
+fn quantised_layers_free_their_floats_and_stay_close() {
+    tch::manual_seed(8);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tiny(&vs);
+    let xs = Tensor::randn([16, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let plain = model.forward_t(&xs, false);
+    let original = vs.variables()["blocks.0.mlp.fc1.weight"].copy();
+    let names: Vec<String> = model
+        .adaptable_layers()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n != "head")
+        .collect();
+    let mut errors = Vec::new();
+    for format in [QuantFormat::Int8, QuantFormat::Nf4 { block: 16 }] {
+        let mut total = 0;
+        for name in &names {
+            total += model.quantize(name, Some(format)).unwrap();
+        }
+        assert_eq!(model.quantized_bytes(), total);
+        // The float variable is released; the layer still reports its shape.
+        assert_eq!(vs.variables()["blocks.0.mlp.fc1.weight"].numel(), 0);
+        assert_eq!(model.linear("blocks.0.mlp.fc1").unwrap().shape(), [20, 12]);
+        let out = model.forward_t(&xs, false);
+        errors.push(worst(&out, &plain) / plain.abs().max().double_value(&[]));
+        for name in &names {
+            assert_eq!(model.quantize(name, None), Some(0));
+        }
+        // Back to floats: the dequantised matrix, within the quantisation error.
+        let restored = vs.variables()["blocks.0.mlp.fc1.weight"].copy();
+        assert_eq!(restored.size(), vec![20, 12]);
+        assert!(worst(&restored, &original) < 0.2 * original.abs().max().double_value(&[]));
+        vs.variables()["blocks.0.mlp.fc1.weight"]
+            .shallow_clone()
+            .set_data(&original);
+    }
+    assert_eq!(model.quantized_bytes(), 0);
+    // int8 is much closer than NF4 (on this tiny, uniformly initialised model whose weights
+    // are far from the normal distribution NF4 is made for).
+    assert!(
+        errors[0] < 0.05 && errors[1] < 0.5 && 4.0 * errors[0] < errors[1],
+        "{errors:?}"
+    );
+    assert_eq!(
+        model.quantize("blocks.9.mlp.fc1", Some(QuantFormat::Int8)),
+        None
+    );
+}

@@ -1,0 +1,217 @@
+//! QLoRA: LoRA per task on a frozen base kept in 4-bit NormalFloat (or int8) form.
+//!
+//! Before the first task every adaptable linear layer of the backbone except the head is
+//! quantised ([`retain_models::quant`]): NF4 codes with one absmax scale per `block` weights
+//! (QLoRA's storage, Dettmers et al. 2023) or int8 codes with one scale per output channel.
+//! The float weight variables are released; each forward pass dequantises the weights on the
+//! fly, in float, and the low-rank adapters (`lora.<layer>.{a,b}`, float) train on top,
+//! exactly as in [`retain_method_lora`], with one adapter set and head per task. What is
+//! bought is memory: the frozen base of an MLP's weight matrices shrinks about 7× with NF4
+//! at block 64 (4 bits per weight plus a 32-bit scale per 64) and about 4× with int8, which
+//! the run's `frozen_base_bytes` cost shows. What it may cost is accuracy, from the
+//! quantisation error of the frozen features. Biases, normalisation parameters and
+//! convolutions stay in float.
+//!
+//! QLoRA's double quantisation of the scales and its paged optimisers are not implemented
+//! (the first saves ~0.4 bit per weight, the second matters for 65B-parameter models).
+//!
+//! # Hyper-parameters
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `rank`, `alpha`, `target` | as `lora` | the adapters (see [`retain_method_lora`]) |
+//! | `quant` | `"nf4"` | `"nf4"` (block-wise 4-bit NormalFloat) or `"int8"` (per output channel) |
+//! | `block` | `64` | NF4 block size (weights per scale) |
+//!
+//! # Example
+//!
+//! ```toml
+//! [model]
+//! kind = "mlp"
+//! hidden = [400, 400]
+//! checkpoint = "results/pretrained/model.safetensors"
+//!
+//! [method]
+//! name = "qlora"
+//! rank = 8
+//! alpha = 16.0
+//! quant = "nf4"
+//! block = 64
+//! ```
+//!
+//! Dettmers, Pagnoni, Holtzman & Zettlemoyer, "QLoRA: Efficient Finetuning of Quantized
+//! LLMs", NeurIPS 2023.
+
+use retain_method_lora::{Lora, LoraParams};
+use retain_models::QuantFormat;
+use retain_train::{Method, Network, StepContext, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+use tch::Tensor;
+
+/// How the frozen base is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quant {
+    Nf4,
+    Int8,
+}
+
+/// QLoRA's hyper-parameters (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QLoraParams {
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    #[serde(default = "default_target")]
+    pub target: Vec<String>,
+    #[serde(default = "default_quant")]
+    pub quant: Quant,
+    #[serde(default = "default_block")]
+    pub block: usize,
+}
+
+fn default_rank() -> usize {
+    8
+}
+fn default_target() -> Vec<String> {
+    vec!["hidden.*".to_owned()]
+}
+fn default_quant() -> Quant {
+    Quant::Nf4
+}
+fn default_block() -> usize {
+    64
+}
+
+/// QLoRA (see the crate docs).
+pub struct QLora {
+    lora: Lora,
+    format: QuantFormat,
+    /// Bytes of the quantised base, once quantised.
+    quantized_bytes: Option<u64>,
+}
+
+/// Registry factory for `qlora`.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(QLora::new(parse_params("qlora", params)?)?))
+}
+
+impl QLora {
+    pub fn new(params: QLoraParams) -> Result<Self, TrainError> {
+        let format = match params.quant {
+            Quant::Int8 => QuantFormat::Int8,
+            Quant::Nf4 if params.block == 0 => {
+                return Err(TrainError::MethodParams {
+                    method: "qlora".into(),
+                    message: "`block` must be at least 1".into(),
+                });
+            }
+            Quant::Nf4 => QuantFormat::Nf4 {
+                block: params.block,
+            },
+        };
+        let lora = Lora::new(LoraParams {
+            rank: params.rank,
+            alpha: params.alpha,
+            target: params.target,
+        })
+        .map_err(|e| match e {
+            TrainError::MethodParams { message, .. } => TrainError::MethodParams {
+                method: "qlora".into(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(Self {
+            lora,
+            format,
+            quantized_bytes: None,
+        })
+    }
+
+    /// Bytes of the quantised frozen base (codes and scales), once the first task started.
+    pub fn quantized_bytes(&self) -> Option<u64> {
+        self.quantized_bytes
+    }
+
+    /// The LoRA part (stored tasks, scale).
+    pub fn lora(&self) -> &Lora {
+        &self.lora
+    }
+
+    /// Quantises every adaptable layer but the head.
+    fn quantize_base(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        let head = ctx.model.head_name();
+        let mut bytes = 0;
+        for (name, _) in ctx.model.adaptable_layers() {
+            if name == head {
+                continue;
+            }
+            bytes += ctx
+                .model
+                .quantize(&name, Some(self.format))
+                .ok_or_else(|| TrainError::Method {
+                    method: "qlora".into(),
+                    message: format!("the model refused to quantise `{name}`"),
+                })?;
+        }
+        if bytes == 0 {
+            return Err(TrainError::Method {
+                method: "qlora".into(),
+                message: "the model has no linear layer besides the head to quantise".into(),
+            });
+        }
+        self.quantized_bytes = Some(bytes);
+        Ok(())
+    }
+}
+
+impl Method for QLora {
+    fn name(&self) -> &str {
+        "qlora"
+    }
+
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.quantized_bytes.is_none() {
+            self.quantize_base(ctx)?;
+        }
+        self.lora.before_task(ctx)
+    }
+
+    fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
+        self.lora.training_indices(ctx)
+    }
+
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_train::Batch) -> Tensor {
+        self.lora.loss(ctx, batch)
+    }
+
+    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+        self.lora.after_backward(ctx)
+    }
+
+    fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.lora.after_task(ctx)
+    }
+
+    fn uses_task_id(&self) -> bool {
+        self.lora.uses_task_id()
+    }
+
+    fn select_task(&mut self, network: &Network, task: Option<usize>) -> Result<(), TrainError> {
+        self.lora.select_task(network, task)
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.lora.state()
+    }
+
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.lora.load_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests;

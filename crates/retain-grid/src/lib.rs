@@ -415,7 +415,15 @@ impl GridSpec {
 
     /// The method a cell runs (its `method.name` axis value, else the base experiment's).
     pub fn method_of(&self, cell: &Cell) -> String {
+        let from_table = || {
+            cell.assignments
+                .iter()
+                .find(|(k, _)| k == "method")
+                .and_then(|(_, v)| v.get("name"))
+                .map(display_value)
+        };
         cell.value_of("method.name")
+            .or_else(from_table)
             .unwrap_or_else(|| self.base.method.name.clone())
     }
 
@@ -692,6 +700,20 @@ pub fn display_value(value: &toml::Value) -> String {
 fn id_value(value: &toml::Value) -> String {
     let raw = match value {
         toml::Value::Array(items) => items.iter().map(id_value).collect::<Vec<_>>().join("-"),
+        // A whole table (e.g. a `method` axis of `{ name = "lora", rank = 8 }`): its `name`
+        // first, then `key-value` for each other entry, joined by `+` (`lora+rank-8`).
+        toml::Value::Table(table) => table
+            .get("name")
+            .map(id_value)
+            .into_iter()
+            .chain(
+                table
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "name")
+                    .map(|(k, v)| format!("{k}-{}", id_value(v))),
+            )
+            .collect::<Vec<_>>()
+            .join("+"),
         other => display_value(other),
     };
     let safe: String = raw

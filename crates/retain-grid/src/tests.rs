@@ -336,3 +336,31 @@ fn every_shipped_grid_file_expands() {
     }
     assert!(grids >= 2, "expected the shipped grid files, found {grids}");
 }
+
+/// A `method` axis of whole tables compares methods with hyper-parameters of their own.
+#[test]
+fn a_method_axis_of_tables_names_cells_by_method_and_parameters() {
+    let spec = parse(
+        "\"method\" = [{ name = \"naive\" }, { name = \"lora\", rank = 4, alpha = 8.0 }]\n\
+         \"seed\" = [0, 1]",
+    )
+    .unwrap();
+    assert_eq!(
+        ids(&spec),
+        [
+            "method=naive,seed=0",
+            "method=naive,seed=1",
+            "method=lora+alpha-8.0+rank-4,seed=0",
+            "method=lora+alpha-8.0+rank-4,seed=1",
+        ]
+    );
+    let cell = spec.cell("method=lora+alpha-8.0+rank-4,seed=1").unwrap();
+    assert_eq!(spec.method_of(cell), "lora");
+    let exp = spec.experiment(cell, &[]).unwrap();
+    assert_eq!(exp.method.name, "lora");
+    assert_eq!(exp.method.params["rank"].as_integer(), Some(4));
+    assert_eq!(
+        cell.config_label(&spec.axes),
+        "method=lora+alpha-8.0+rank-4"
+    );
+}

@@ -148,7 +148,10 @@ fn trainable_variables_come_named_in_creation_order() {
     assert!(!names.iter().any(|n| n.contains("running")), "{names:?}");
     let mut sorted = names.clone();
     sorted.sort();
-    let parameters: Vec<String> = named_parameters(&vars).into_iter().map(|(n, _)| n).collect();
+    let parameters: Vec<String> = named_parameters(&vars)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(sorted, parameters);
     // ResNet builds its stages before its stem: creation order is not forward order.
     assert_eq!(names[0], "layer1.0.conv1.weight");

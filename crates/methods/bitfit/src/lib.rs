@@ -8,6 +8,8 @@
 //! statistics are buffers, not parameters, and still follow the data in training mode.
 //!
 //! The loss is naive fine-tuning's cross-entropy: BitFit limits what can change, not how.
+//! It is `peft` with `trainable = ["*.bias", "<head>.*"]`, kept under its own name as the
+//! method of the literature.
 //!
 //! # Hyper-parameters
 //!

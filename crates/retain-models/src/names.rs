@@ -3,7 +3,7 @@
 //! Methods that train only part of a model (BitFit, LoRA's targets, name-pattern fine-tuning,
 //! gradual unfreezing) pick variables with glob patterns over the names of the crate docs:
 //! `hidden.1.*` is every variable of the MLP's second hidden layer, `*.bias` every bias,
-//! `layer4.*` the last stage of a ResNet. [`matches`] is the one matcher they share, and
+//! `layer4.*` the last stage of a ResNet. [`matches()`] is the one matcher they share, and
 //! [`abbreviated`] lists a model's names in the error a pattern that matches nothing gets.
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters (also empty,

@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | `rank` | `8` | rank `r` of every adapter (≥ 1) |
 //! | `alpha` | `rank` | scale numerator: the update is `(α/r) · B A` |
-//! | `target` | `["hidden.*"]` | name patterns of the linear layers to adapt (`*` matches any characters, see [`retain_models::names::matches`]); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
+//! | `target` | `["hidden.*"]` | name patterns of the linear layers to adapt (`*` matches any characters, see [`retain_models::names::matches()`]); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
 //!
 //! # Example
 //!

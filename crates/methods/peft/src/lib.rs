@@ -9,7 +9,7 @@
 //! limits what can change, not how.
 //!
 //! Patterns are globs over the model's stable variable names (`*` matches any run of
-//! characters, dots included; see [`retain_models::names::matches`]): `hidden.1.*`,
+//! characters, dots included; see [`retain_models::names::matches()`]): `hidden.1.*`,
 //! `head.*` and `*.bias` on the MLP, `layer4.*`, `layer4.1.bn2.*` and `linear.*` on ResNet-18
 //! (names in `retain_models`' crate docs). Buffers such as batch-norm running statistics are
 //! not variables that train: they never match, and still follow the data in training mode.

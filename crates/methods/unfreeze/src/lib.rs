@@ -7,7 +7,7 @@
 //!
 //! # Groups
 //!
-//! With `groups`, each entry is a name pattern (see [`retain_models::names::matches`]) and
+//! With `groups`, each entry is a name pattern (see [`retain_models::names::matches()`]) and
 //! the group is every trainable variable it matches that no earlier entry took; the first
 //! entry is the top. Variables that no entry matches never train. Without `groups`, they are
 //! derived from the names (see [`default_groups`]): a variable belongs to its layer,

@@ -20,8 +20,8 @@
 //!
 //! * MLP: `head`, `hidden.<n-1>`, …, `hidden.0`;
 //! * ResNet-18: `linear`, `layer4.1`, `layer4.0`, …, `layer1.0`, `conv1`, `bn1` (a block
-//!   with its batch norms and shortcut is one group; the stem's convolution unfreezes one
-//!   step before its batch norm, which natural order puts last).
+//!   with its batch norms and shortcut is one group; natural order puts the stem's batch
+//!   norm last, so it unfreezes one interval after the stem's convolution).
 //!
 //! For models whose names do not sort in layer order (a transformer's `pos_embed` and final
 //! `norm`, say), list the groups explicitly. Natural order rather than creation order,
@@ -207,6 +207,9 @@ impl Unfreeze {
     /// Groups the first task binds: explicit patterns or the default grouping.
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let variables = trainable_variables(ctx.vars);
+        if variables.is_empty() {
+            return Err(error("the model has no trainable variables".into()));
+        }
         let groups: Vec<(String, Vec<String>)> = match &self.patterns {
             None => default_groups(
                 variables.iter().map(|(n, _)| n.as_str()),

@@ -21,6 +21,8 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("lora", retain_method_lora::from_params),
     ("bitfit", retain_method_bitfit::from_params),
     ("qlora", retain_method_qlora::from_params),
+    ("peft", retain_method_peft::from_params),
+    ("unfreeze", retain_method_unfreeze::from_params),
 ];
 
 /// The factory registered under `name`.

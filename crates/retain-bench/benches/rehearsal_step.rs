@@ -173,6 +173,7 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
                 task: current,
                 device,
                 step: next,
+                epoch: 0,
                 indices,
             };
             let loss = method.loss(&ctx, &batch);

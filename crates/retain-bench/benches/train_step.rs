@@ -75,6 +75,7 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
                         task: &stream.tasks[1],
                         device,
                         step: 0,
+                        epoch: 0,
                         indices: &batch_indices,
                     };
                     let _ = std::hint::black_box(train_step(

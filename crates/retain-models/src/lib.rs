@@ -1,7 +1,7 @@
 //! Backbones with stable parameter names.
 //!
 //! Parameter names are part of the public interface: checkpoints, name-pattern selection of
-//! trainable parameters and PyTorch interchange all key on them.
+//! trainable parameters ([`names::matches()`]) and PyTorch interchange all key on them.
 //!
 //! * The MLP names its layers `hidden.<i>` and `head`, so `hidden.0.weight` is the first
 //!   layer's weight matrix.
@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 mod linear;
+pub mod names;
 pub mod quant;
 mod vit;
 

@@ -8,6 +8,15 @@
 //!   the host without touching tensors.
 //! * **Evaluation is batched on the device.** Correct-prediction counts for every task and
 //!   read-out accumulate in device tensors and cross to the host in one copy per evaluation.
+//!
+//! One optimiser is built per run, over every trainable variable of the network's
+//! `VarStore`. A method trains only part of the model by turning `requires_grad` off on the
+//! rest ([`set_trainable`] over [`trainable_variables`]), in any hook and also for a
+//! variable that has trained before: the optimiser's `zero_grad` leaves every gradient
+//! undefined (libtorch's `set_to_none`, its default since PyTorch 2.0), `backward` gives a
+//! variable without `requires_grad` none, and libtorch's SGD and Adam skip a parameter whose
+//! gradient is undefined, so neither momentum, weight decay nor Adam's moments move it from
+//! the next step on (`a_refrozen_variable_stays_put_under_momentum_and_adam` in the tests).
 
 pub mod method;
 #[cfg(any(test, feature = "testkit"))]
@@ -251,6 +260,43 @@ pub fn named_parameters(vars: &nn::VarStore) -> Vec<(String, Tensor)> {
     named
 }
 
+/// Every variable the optimiser of `vars` trains, with its name, in creation order (the order
+/// of `VarStore::trainable_variables`: input to output for a feed-forward model), whatever its
+/// `requires_grad` is now. Buffers such as batch-norm running statistics are not among them,
+/// so a method that freezes and unfreezes by name selects from these and never hands
+/// `requires_grad` to a buffer. Names are found by storage (every variable has its own);
+/// variables without elements, which share no storage to tell them apart, come in name order.
+pub fn trainable_variables(vars: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let key = |t: &Tensor| (t.data_ptr() as usize, t.size());
+    let mut by_storage: BTreeMap<(usize, Vec<i64>), Vec<String>> = BTreeMap::new();
+    let mut named: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
+    named.sort_by(|a, b| b.0.cmp(&a.0));
+    for (name, tensor) in &named {
+        by_storage
+            .entry(key(tensor))
+            .or_default()
+            .push(name.clone());
+    }
+    vars.trainable_variables()
+        .into_iter()
+        .map(|tensor| {
+            let name = by_storage
+                .get_mut(&key(&tensor))
+                .and_then(Vec::pop)
+                .expect("every trainable variable of a VarStore has a name");
+            (name, tensor)
+        })
+        .collect()
+}
+
+/// Sets `requires_grad` of each of `variables` (from [`trainable_variables`]) to
+/// `trains(name)`. Freezing a variable that trained before is safe (see the crate docs).
+pub fn set_trainable(variables: &[(String, Tensor)], trains: impl Fn(&str) -> bool) {
+    for (name, variable) in variables {
+        let _ = variable.set_requires_grad(trains(name));
+    }
+}
+
 /// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
 /// before training and after each task.
 pub fn run(
@@ -314,6 +360,7 @@ pub fn run(
                     task,
                     device: stream.device,
                     step,
+                    epoch,
                     indices: &batch_indices,
                 };
                 let loss = train_step(method, &ctx, &batch, &mut optimizer);

@@ -99,8 +99,10 @@ pub struct StepContext<'a> {
     pub stream: &'a TaskStream,
     pub task: &'a Task,
     pub device: Device,
-    /// Steps taken so far in this task.
+    /// Steps taken so far in this task (over all its epochs).
     pub step: usize,
+    /// Epochs of this task completed so far: 0 during the first.
+    pub epoch: usize,
     /// The batch's indices into the training split, on the device: lets a rehearsal method
     /// remember which samples it saw (and gather them again with [`TaskStream::batch`])
     /// without copying inputs or reading anything back to the host.

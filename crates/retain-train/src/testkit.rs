@@ -209,6 +209,7 @@ impl MethodFixture {
             task: &self.stream.tasks[task],
             device: Device::Cpu,
             step: 0,
+            epoch: 0,
             indices,
         }
     }

@@ -112,6 +112,100 @@ fn parameters_are_named_and_sorted_by_name() {
 }
 
 #[test]
+fn trainable_variables_come_named_in_creation_order() {
+    let net = network(4, &[3, 3], 2, 0);
+    let names: Vec<String> = trainable_variables(&net.vars)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    // tch's `nn::linear` creates the bias before the weight.
+    assert_eq!(
+        names,
+        [
+            "hidden.0.bias",
+            "hidden.0.weight",
+            "hidden.1.bias",
+            "hidden.1.weight",
+            "head.bias",
+            "head.weight"
+        ]
+    );
+    for (name, tensor) in trainable_variables(&net.vars) {
+        assert_eq!(
+            tensor.data_ptr(),
+            net.vars.variables()[&name].data_ptr(),
+            "{name}"
+        );
+    }
+
+    // Batch norms' running statistics are buffers, not trainable variables.
+    let vars = nn::VarStore::new(Device::Cpu);
+    let _resnet = retain_models::ResNet::resnet18(&vars.root(), 1, 4, 10);
+    let names: Vec<String> = trainable_variables(&vars)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("running")), "{names:?}");
+    let mut sorted = names.clone();
+    sorted.sort();
+    let parameters: Vec<String> = named_parameters(&vars)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(sorted, parameters);
+    // ResNet builds its stages before its stem: creation order is not forward order.
+    assert_eq!(names[0], "layer1.0.conv1.weight");
+}
+
+/// Freezing a variable that has trained (and so has a gradient, momentum and Adam moments)
+/// keeps it bit-identical from the next step on: `zero_grad` leaves gradients undefined and
+/// the optimisers skip parameters without one. Gradual unfreezing's restarts rely on this.
+#[test]
+fn a_refrozen_variable_stays_put_under_momentum_and_adam() {
+    let optimizers = [
+        OptimizerConfig::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+        },
+        OptimizerConfig::Adam {
+            lr: 0.01,
+            weight_decay: 0.01,
+        },
+    ];
+    let inputs = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25, 1.0, 1.5, -0.5, 0.0]).view([2, 4]);
+    let labels = Tensor::from_slice(&[1i64, 0]);
+    for config in optimizers {
+        let net = network(4, &[3], 2, 3);
+        let mut optimizer = build_optimizer(&config, &net.vars).unwrap();
+        let step = |optimizer: &mut nn::Optimizer| {
+            let loss = net
+                .model
+                .forward_t(&inputs, true)
+                .cross_entropy_for_logits(&labels);
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+        };
+        for _ in 0..3 {
+            step(&mut optimizer);
+        }
+        let variables = trainable_variables(&net.vars);
+        set_trainable(&variables, |name| name.starts_with("head."));
+        let frozen = snapshot(&net.vars);
+        for _ in 0..3 {
+            step(&mut optimizer);
+        }
+        let after = snapshot(&net.vars);
+        for name in ["hidden.0.weight", "hidden.0.bias"] {
+            assert!(after[name].equal(&frozen[name]), "{name} under {config:?}");
+            assert!(!net.vars.variables()[name].grad().defined(), "{name}");
+        }
+        assert!(!after["head.weight"].equal(&frozen["head.weight"]));
+    }
+}
+
+#[test]
 fn gradients_match_hand_computation_and_leave_grad_untouched() {
     let net = network(3, &[], 2, 0);
     let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, -4.0, 0.5, 2.0]).view([2, 3]);
@@ -191,8 +285,9 @@ impl Method for Recorder {
     }
     fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
         self.events.push(format!(
-            "loss {} step {} batch {}",
+            "loss {} epoch {} step {} batch {}",
             ctx.task.index,
+            ctx.epoch,
             ctx.step,
             batch.labels.size()[0]
         ));
@@ -232,6 +327,7 @@ kind = "mlp"
 hidden = []
 [training]
 batch_size = 5
+epochs = 2
 [method]
 name = "recorder"
 "#,
@@ -246,8 +342,8 @@ name = "recorder"
     for task in 0..2 {
         expected.push(format!("before_task {task}"));
         expected.push(format!("training_indices {task}"));
-        for (step, len) in [(0, 5), (1, 2)] {
-            expected.push(format!("loss {task} step {step} batch {len}"));
+        for (epoch, step, len) in [(0, 0, 5), (0, 1, 2), (1, 2, 5), (1, 3, 2)] {
+            expected.push(format!("loss {task} epoch {epoch} step {step} batch {len}"));
             expected.push(format!("after_backward {task} step {step} grads true"));
         }
         expected.push(format!("after_task {task}"));
@@ -259,7 +355,7 @@ name = "recorder"
             .iter()
             .map(|t| (t.steps, t.samples))
             .collect::<Vec<_>>(),
-        [(2, 7), (2, 7)]
+        [(4, 7), (4, 7)]
     );
 }
 

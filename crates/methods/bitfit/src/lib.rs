@@ -8,6 +8,8 @@
 //! statistics are buffers, not parameters, and still follow the data in training mode.
 //!
 //! The loss is naive fine-tuning's cross-entropy: BitFit limits what can change, not how.
+//! It is `peft` with `trainable = ["*.bias", "<head>.*"]`, kept under its own name as the
+//! method of the literature.
 //!
 //! # Hyper-parameters
 //!
@@ -31,7 +33,10 @@
 //! Ben Zaken, Ravfogel & Goldberg, "BitFit: Simple Parameter-efficient Fine-tuning for
 //! Transformer-based Masked Language-models", ACL 2022.
 
-use retain_train::{Method, TaskContext, TrainError, parse_params};
+use retain_models::names::matches;
+use retain_train::{
+    Method, TaskContext, TrainError, parse_params, set_trainable, trainable_variables,
+};
 use serde::Deserialize;
 
 /// BitFit's hyper-parameters (see the crate docs).
@@ -65,10 +70,10 @@ impl BitFit {
         }
     }
 
-    /// Whether the variable `name` trains, given the model's head prefix (`"head"`).
+    /// Whether the variable `name` trains, given the model's head prefix (`"head"`): the
+    /// name patterns `*.bias` and, with `head`, `<head>.*`.
     pub fn trains(&self, name: &str, head: &str) -> bool {
-        name.ends_with(".bias")
-            || (self.head && name.strip_prefix(head).is_some_and(|r| r.starts_with('.')))
+        matches("*.bias", name) || (self.head && matches(&format!("{head}.*"), name))
     }
 }
 
@@ -83,11 +88,9 @@ impl Method for BitFit {
             return Ok(());
         }
         let head = ctx.model.head_name();
-        for (name, variable) in ctx.vars.variables() {
-            if !self.trains(&name, head) {
-                let _ = variable.set_requires_grad(false);
-            }
-        }
+        set_trainable(&trainable_variables(ctx.vars), |name| {
+            self.trains(name, head)
+        });
         self.frozen = true;
         Ok(())
     }

@@ -239,6 +239,7 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
         task: &stream.tasks[1],
         device: Device::Cpu,
         step: 0,
+        epoch: 0,
         indices: &indices,
     };
     let batch = stream.batch(SplitKind::Train, &indices);

@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | `rank` | `8` | rank `r` of every adapter (≥ 1) |
 //! | `alpha` | `rank` | scale numerator: the update is `(α/r) · B A` |
-//! | `target` | `["hidden.*"]` | name patterns of the linear layers to adapt (`*` matches any characters); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
+//! | `target` | `["hidden.*"]` | name patterns of the linear layers to adapt (`*` matches any characters, see [`retain_models::names::matches()`]); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
 //!
 //! # Example
 //!
@@ -51,6 +51,7 @@
 use std::collections::BTreeMap;
 
 use retain_models::LowRank;
+use retain_models::names::{abbreviated, matches, matches_any};
 use retain_train::{Method, Network, TaskContext, TrainError, named_parameters, parse_params};
 use serde::Deserialize;
 use tch::{Tensor, nn};
@@ -73,21 +74,6 @@ fn default_rank() -> usize {
 }
 fn default_target() -> Vec<String> {
     vec!["hidden.*".to_owned()]
-}
-
-/// Whether `name` matches `pattern`, where `*` matches any run of characters (also empty).
-pub fn matches(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((prefix, rest)) => {
-            let Some(tail) = name.strip_prefix(prefix) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|&i| tail.is_char_boundary(i))
-                .any(|i| matches(rest, &tail[i..]))
-        }
-    }
 }
 
 /// An adapted layer: its name, the live adapter variables and the bound of `A`'s draw.
@@ -159,11 +145,8 @@ impl Lora {
         let head = ctx.model.head_name();
         let adaptable = ctx.model.adaptable_layers();
         let names = || {
-            adaptable
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            let names: Vec<&str> = adaptable.iter().map(|(n, _)| n.as_str()).collect();
+            abbreviated(&names, 20)
         };
         for pattern in &self.target {
             if matches(pattern, head) {
@@ -185,7 +168,7 @@ impl Lora {
             }
         }
         for (name, [outputs, inputs]) in &adaptable {
-            if !self.target.iter().any(|p| matches(p, name)) {
+            if !matches_any(&self.target, name) {
                 continue;
             }
             let mut path = ctx.vars.root() / "lora";

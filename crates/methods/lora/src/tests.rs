@@ -285,14 +285,3 @@ fn bad_hyper_parameters_and_targets_are_refused() {
         .to_string();
     assert!(error.contains("selects the head `head`"), "{error}");
 }
-
-#[test]
-fn patterns_match_with_stars() {
-    assert!(matches("hidden.*", "hidden.0"));
-    assert!(matches("hidden.1", "hidden.1"));
-    assert!(!matches("hidden.1", "hidden.10"));
-    assert!(matches("*.0", "hidden.0"));
-    assert!(matches("layer*.conv*", "layer2.conv1"));
-    assert!(!matches("hidden.*", "head"));
-    assert!(matches("*", ""));
-}

@@ -105,6 +105,7 @@ fn step_context<'a>(
         task: &stream.tasks[task],
         device: Device::Cpu,
         step: 0,
+        epoch: 0,
         indices,
     }
 }

@@ -11,7 +11,7 @@
 //! training device after each task, and the next task starts from fresh adapters (`A` redrawn,
 //! `B = 0`) and the current head. In the task-incremental read-out, evaluation of task `j`
 //! uses task `j`'s adapters and head (the true task id picks them, through
-//! [`Method::select_task`]); the read-outs without a task id use the most recent ones. The
+//! [`Method::select`]); the read-outs without a task id use the most recent ones. The
 //! frozen backbone and the stored copies never change, so task-IL accuracy on a finished task
 //! is exactly what it was right after that task: no forgetting, at the price of needing the
 //! task id and of `r · (inputs + outputs)` parameters per layer and task.
@@ -51,7 +51,9 @@
 use std::collections::BTreeMap;
 
 use retain_models::LowRank;
-use retain_train::{Method, Network, TaskContext, TrainError, named_parameters, parse_params};
+use retain_train::{
+    Method, Network, Selection, TaskContext, TrainError, named_parameters, parse_params,
+};
 use serde::Deserialize;
 use tch::{Tensor, nn};
 
@@ -305,9 +307,13 @@ impl Method for Lora {
         true
     }
 
-    /// Task `j`'s stored adapters and head for `Some(j)` of a finished task; the live ones
+    /// Task `j`'s stored adapters and head for `Task(j)` of a finished task; the live ones
     /// otherwise.
-    fn select_task(&mut self, _network: &Network, task: Option<usize>) -> Result<(), TrainError> {
+    fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
+        let task = match selection {
+            Selection::Task(j) => Some(j),
+            Selection::Latest | Selection::Merged => None,
+        };
         match task.and_then(|j| self.tasks.get(j)) {
             Some(stored) => {
                 if self.saved.is_none() {

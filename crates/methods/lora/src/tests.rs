@@ -200,7 +200,7 @@ fn merged_and_unmerged_forward_agree() {
 }
 
 #[test]
-fn selecting_a_task_swaps_in_its_weights_and_none_restores() {
+fn selecting_a_task_swaps_in_its_weights_and_latest_restores() {
     let stream = stream();
     let net = network(4);
     let mut method = lora("rank = 2").unwrap();
@@ -208,15 +208,15 @@ fn selecting_a_task_swaps_in_its_weights_and_none_restores() {
     let xs = inputs();
     let latest = net.model.forward_t(&xs, false);
     let live = snapshot(&net);
-    method.select_task(&net, Some(0)).unwrap();
+    method.select(&net, Selection::Task(0)).unwrap();
     let first = net.model.forward_t(&xs, false);
     assert!(!first.equal(&latest));
     // The last task's copy is the live state.
-    method.select_task(&net, Some(2)).unwrap();
+    method.select(&net, Selection::Task(2)).unwrap();
     assert!(net.model.forward_t(&xs, false).equal(&latest));
-    method.select_task(&net, Some(0)).unwrap();
+    method.select(&net, Selection::Task(0)).unwrap();
     assert!(net.model.forward_t(&xs, false).equal(&first));
-    method.select_task(&net, None).unwrap();
+    method.select(&net, Selection::Latest).unwrap();
     let restored = snapshot(&net);
     for (name, value) in &live {
         assert!(restored[name].equal(value), "{name} restored");
@@ -230,9 +230,9 @@ fn state_round_trips_into_a_fresh_method() {
     let mut method = lora("rank = 2").unwrap();
     run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
     let xs = inputs();
-    method.select_task(&net, Some(1)).unwrap();
+    method.select(&net, Selection::Task(1)).unwrap();
     let expected = net.model.forward_t(&xs, false);
-    method.select_task(&net, None).unwrap();
+    method.select(&net, Selection::Latest).unwrap();
 
     // The same weights in a fresh network, with the state loaded into a fresh method.
     let path = std::env::temp_dir().join(format!("lora-{}.safetensors", std::process::id()));
@@ -244,7 +244,7 @@ fn state_round_trips_into_a_fresh_method() {
         .before_task(&task_context(&fresh, &stream, 0))
         .unwrap();
     fresh.load(&path).unwrap();
-    restored.select_task(&fresh, Some(1)).unwrap();
+    restored.select(&fresh, Selection::Task(1)).unwrap();
     assert!(fresh.model.forward_t(&xs, false).equal(&expected));
 
     let error = lora("")

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use retain_config::{Experiment, OptimizerConfig, Readout};
+use retain_config::{Experiment, OptimizerConfig};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
 pub use retain_models::checkpoint::CheckpointError;
@@ -27,7 +27,9 @@ use tch::nn::{self, OptimizerConfig as _};
 use tch::{Device, Kind, Tensor};
 
 pub use method::{Method, Selection, StepContext, TaskContext, gradients, parse_params};
-/// Re-exported so that method crates need no direct dependency on `retain-stream`.
+/// Re-exported so that method crates need no direct dependency on `retain-config` or
+/// `retain-stream`.
+pub use retain_config::Readout;
 pub use retain_stream::Batch;
 
 /// Errors of a training run.

@@ -231,6 +231,16 @@ pub enum Readout {
 }
 
 impl Readout {
+    /// Every read-out, in the order of the enum (and of result files).
+    pub const ALL: [Readout; 6] = [
+        Self::ClassIl,
+        Self::TaskIl,
+        Self::DomainIl,
+        Self::TaskInferred,
+        Self::TaskInference,
+        Self::Merged,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClassIl => "class_il",

@@ -351,12 +351,14 @@ fn method_state_round_trips_through_a_file() {
     load_method_state(&mut Recorder::default(), &empty, Device::Cpu).unwrap();
 }
 
-/// Records `select` calls; claims every read-out and infers the constant task `id`.
+/// Records `select` calls; claims every read-out and infers the constant task `id`. With
+/// `shared`, its weights do not depend on the task (no `select` calls).
 #[derive(Default)]
 struct Selector {
     events: Vec<Selection>,
     id: i64,
     inferences: usize,
+    shared: bool,
 }
 
 impl Method for Selector {
@@ -364,7 +366,7 @@ impl Method for Selector {
         "selector"
     }
     fn uses_task_id(&self) -> bool {
-        true
+        !self.shared
     }
     fn supports_readout(&self, _readout: Readout) -> bool {
         true
@@ -450,6 +452,15 @@ fn inferred_ids_choose_the_task_whose_mask_and_weights_read_each_sample_out() {
         ..Selector::default()
     };
     let got = evaluate_with(&net, &stream, &ALL_READOUTS, 4, 2, &mut selector).unwrap();
+    // A method whose weights do not depend on the task gets the same from one pass per batch.
+    let mut shared = Selector {
+        id: 1,
+        shared: true,
+        ..Selector::default()
+    };
+    let once = evaluate_with(&net, &stream, &ALL_READOUTS, 4, 2, &mut shared).unwrap();
+    assert_eq!(once, got);
+    assert!(shared.events.is_empty());
     assert_eq!(
         got[&Readout::TaskInference],
         [(0, samples(0)), (samples(1), samples(1)), (0, samples(2))]

@@ -19,9 +19,10 @@
 //! 5. evaluation of every task of the stream, in every read-out. For a method whose
 //!    [`Method::uses_task_id`] is true, evaluation calls [`Method::select`] before computing
 //!    outputs, for each task `j` of the stream in turn:
-//!    1. [`Selection::Latest`], for the read-outs without a task id (class-IL, domain-IL);
-//!       under this selection it also calls [`Method::infer_task`] on every batch when a
-//!       task-inferred or task-inference read-out is requested;
+//!    1. [`Selection::Latest`], for the read-outs without a task id (class-IL, domain-IL,
+//!       and task-inferred while no task is trained); under this selection it also calls
+//!       [`Method::infer_task`] on every batch when a task-inferred or task-inference
+//!       read-out is requested and a task is trained;
 //!    2. [`Selection::Task`]`(j)` for the task-incremental read-out (the true task id is known
 //!       there);
 //!    3. [`Selection::Merged`] for the merged read-out;
@@ -30,8 +31,10 @@
 //!
 //!    skipping the steps no requested read-out needs, and [`Selection::Latest`] once more
 //!    when evaluation ends, before training goes on. (The evaluation of the untrained model,
-//!    before step 1 of the first task, calls it too.) Before step 1 of the first task the
-//!    trainer checks [`Method::supports_readout`] for every requested read-out.
+//!    before step 1 of the first task, calls it too.)
+//!
+//! Before any of this (and before that first evaluation) the trainer checks
+//! [`Method::supports_readout`] for every requested read-out.
 //!
 //! Between tasks (after step 5 of one task, before step 1 of the next) a method's
 //! [`Method::state`] may be read for a checkpoint, and on resuming [`Method::load_state`] is

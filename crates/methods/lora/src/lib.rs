@@ -42,10 +42,10 @@
 //! adapter detached: each task's adapters move its own features, so only the base puts all
 //! tasks' prototypes, and a sample of unknown task, in one space. Prototypes cost `F` numbers
 //! per class and need no extra training, but inference is only as good as the frozen
-//! features' separation of the tasks' classes: near chance on a random backbone, high on a
-//! pretrained one (88% over 5 Split-MNIST tasks after two epochs of pretraining on them, in
-//! the efficacy test); it fails wherever the base maps different tasks' classes to similar
-//! features. A wrongly inferred
+//! features' separation of the tasks' classes. Over 5 Split-MNIST tasks (300 samples each,
+//! the efficacy test) it infers 88% of the tasks after two epochs of pretraining on them and
+//! 68% with the random backbone (chance: 20%); it fails wherever the base maps different
+//! tasks' classes to similar features. A wrongly inferred
 //! sample is read out with another task's classes, so `task_inferred` is at most `task_il`,
 //! cell by cell. The prototypes are part of the method's state (`prototypes.task<t>`, with
 //! the classes as `classes.task<t>`).

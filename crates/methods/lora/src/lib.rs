@@ -45,17 +45,17 @@
 //! features' separation of the tasks' classes. Over 5 Split-MNIST tasks (300 samples each,
 //! the efficacy test) it infers 88% of the tasks after two epochs of pretraining on them and
 //! 68% with the random backbone (chance: 20%); it fails wherever the base maps different
-//! tasks' classes to similar features. A wrongly inferred
-//! sample is read out with another task's classes, so `task_inferred` is at most `task_il`,
-//! cell by cell. The prototypes are part of the method's state (`prototypes.task<t>`, with
-//! the classes as `classes.task<t>`).
+//! tasks' classes to similar features. A wrongly inferred sample is read out with another
+//! task's classes, so `task_inferred` is at most `task_il`, cell by cell. The prototypes are
+//! part of the method's state (`prototypes.task<t>`, with the classes as `classes.task<t>`).
 //!
 //! **Merged.** Every task's low-rank update is added to the adapted layers' weights (the
 //! adapters detached meanwhile) and the head takes, for each task's classes, that task's rows
 //! (a class no task owns keeps the latest head's row; on domain streams every task owns
 //! every class, so the last task's head wins). The weights, adapters and head are written
 //! back exactly after the read-out. Summed updates interfere: the merged network is what a
-//! single deployed model without task ids would compute, usually far below task-IL.
+//! single deployed model without task ids would compute, and in the efficacy test it reaches
+//! 46% against task-IL's 98% (class-IL with the latest weights: 45%).
 //!
 //! # Hyper-parameters
 //!

@@ -118,7 +118,8 @@ pub enum Display {
     Lines,
 }
 
-/// Checks that the method exists and accepts its hyper-parameters, before any data loads.
+/// Checks that the method exists, accepts its hyper-parameters and provides every requested
+/// read-out, before any data loads.
 pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
     let Some(factory) = registry::factory(&experiment.method.name) else {
         return Err(UsageError::new(format!(
@@ -128,7 +129,10 @@ pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
         ))
         .into());
     };
-    factory(&experiment.method.params).map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
+    let method = factory(&experiment.method.params)
+        .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
+    retain_train::check_readouts(&experiment.stream.readouts, Some(method.as_ref()))
+        .map_err(|e| UsageError::new(format!("{origin}: stream.readouts: {e}")))?;
     Ok(())
 }
 

@@ -243,6 +243,22 @@ fn config_errors_exit_2_and_name_key_and_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown method `naiive` (known: naive"));
 
+    // A read-out the method cannot provide is refused before any data loads.
+    let out = retain(&[
+        "run",
+        "experiments/split-mnist.toml",
+        "--set",
+        r#"stream.readouts=["class_il", "merged"]"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "stream.readouts: read-out `merged` is not available with method `naive`: it needs a method with per-task weights that it can merge"
+        ),
+        "{stderr}"
+    );
+
     let out = retain(&["run", "experiments/split-mnist.toml", "--device", "cuda:99"]);
     assert_eq!(out.status.code(), Some(2));
     let out = retain(&["run", "no/such/file.toml"]);
@@ -297,6 +313,8 @@ fn a_saved_model_starts_a_lora_run() {
             "method.name=lora",
             "--set",
             "method.rank=4",
+            "--set",
+            r#"stream.readouts=["class_il", "task_il", "task_inferred", "task_inference", "merged"]"#,
         ],
     );
     assert_success(&out);
@@ -304,6 +322,21 @@ fn a_saved_model_starts_a_lora_run() {
     let frame = read_parquet(&lora_dir.join("accuracy.parquet"));
     let task_il = matrix(&frame, "task_il");
     let class_il = matrix(&frame, "class_il");
+    // The opt-in read-outs are written like the others: a matrix, metrics and a heat-map.
+    let inferred = matrix(&frame, "task_inferred");
+    for row in 1..=3 {
+        for task in 0..3 {
+            assert!(inferred[row][task] <= task_il[row][task], "{inferred:?}");
+        }
+    }
+    let inference = matrix(&frame, "task_inference");
+    assert_eq!(inference[1][0], 1.0, "one trained task is always inferred");
+    assert_eq!(matrix(&frame, "merged").len(), 4);
+    let metrics = read_parquet(&lora_dir.join("metrics.parquet"));
+    assert_eq!(metrics.height(), 5);
+    for readout in ["task_inferred", "task_inference", "merged"] {
+        assert!(lora_dir.join(format!("heatmap-{readout}.png")).exists());
+    }
     // Row 0 (before training) is the pretrained model: its accuracy on task 1 as it ended.
     let pretrained = read_parquet(&run_dir.join("accuracy.parquet"));
     let (scenarios, trained, accuracy) = (
@@ -519,4 +552,12 @@ fn split_cifar_without_data_stops_before_training() {
         let command = format!("retain data fetch cifar10 --root {}", root.display());
         assert!(stderr.contains(&command), "{stderr}");
     }
+}
+
+/// Every read-out a run can write is a scenario the results files accept (they check it when
+/// writing and reading): adding a read-out without teaching `retain-results` fails here.
+#[test]
+fn every_readout_is_a_results_scenario() {
+    let names = retain_config::Readout::ALL.map(|r| r.as_str());
+    assert_eq!(names, retain_results::SCENARIOS);
 }

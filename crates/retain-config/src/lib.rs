@@ -185,12 +185,19 @@ impl StreamKind {
         matches!(self, Self::Permuted | Self::Rotated)
     }
 
-    /// The read-outs that mean something for this kind of stream, in their default order.
+    /// The read-outs evaluated when none are listed, in their default order.
     pub fn readouts(self) -> &'static [Readout] {
         match self {
             Self::Split => &[Readout::ClassIl, Readout::TaskIl],
             Self::Permuted | Self::Rotated => &[Readout::DomainIl],
         }
+    }
+
+    /// Whether `readout` means something for this kind of stream: the kind's defaults and
+    /// the opt-in read-outs ([`Readout::is_opt_in`]), which need a method's hooks rather than
+    /// a kind of label space.
+    pub fn accepts(self, readout: Readout) -> bool {
+        self.readouts().contains(&readout) || readout.is_opt_in()
     }
 }
 
@@ -205,15 +212,53 @@ pub enum Readout {
     /// Every task has the same label space (permuted, rotated): one head over all classes,
     /// no task identity.
     DomainIl,
+    /// The method infers each test sample's task from the sample itself, then reads it out
+    /// as task-IL with the inferred task's weights and class mask: task-IL without the oracle.
+    /// Opt-in; needs a method that infers task ids.
+    TaskInferred,
+    /// Not a classification accuracy: cell (i, j) of its matrix is the fraction of task j's
+    /// test samples whose task the method infers correctly after training i tasks (the
+    /// inference chooses among the tasks trained so far, so cells with j ≥ i, untrained
+    /// tasks, and row 0 are 0). ACC is then the mean task-inference accuracy at the end,
+    /// BWT how much adding tasks confuses inference. Opt-in; needs a method that infers task
+    /// ids.
+    TaskInference,
+    /// Every task's weights merged into one network (e.g. the sum of all tasks' low-rank
+    /// updates, and each class's head row from the task that learned it), read out with the
+    /// arg-max over all classes, no task identity. Opt-in; needs a method with per-task
+    /// weights that can merge them.
+    Merged,
 }
 
 impl Readout {
+    /// Every read-out, in the order of the enum (and of result files).
+    pub const ALL: [Readout; 6] = [
+        Self::ClassIl,
+        Self::TaskIl,
+        Self::DomainIl,
+        Self::TaskInferred,
+        Self::TaskInference,
+        Self::Merged,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClassIl => "class_il",
             Self::TaskIl => "task_il",
             Self::DomainIl => "domain_il",
+            Self::TaskInferred => "task_inferred",
+            Self::TaskInference => "task_inference",
+            Self::Merged => "merged",
         }
+    }
+
+    /// Read-outs that no kind of stream evaluates by default: they need hooks only some
+    /// methods implement, so a run lists them in `stream.readouts` to get them.
+    pub fn is_opt_in(self) -> bool {
+        matches!(
+            self,
+            Self::TaskInferred | Self::TaskInference | Self::Merged
+        )
     }
 }
 
@@ -327,7 +372,8 @@ pub struct StreamConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<AugmentConfig>,
     /// Read-outs evaluated after every task; when absent or empty, those of the stream's
-    /// kind ([`StreamKind::readouts`]).
+    /// kind ([`StreamKind::readouts`]). The opt-in read-outs (`task_inferred`,
+    /// `task_inference`, `merged`) apply to every kind, given a method that provides them.
     #[serde(default)]
     pub readouts: Vec<Readout>,
 }
@@ -850,9 +896,8 @@ impl Experiment {
                 "list at least one read-out".into(),
             ));
         }
-        let allowed = s.kind.readouts();
-        if let Some(bad) = s.readouts.iter().find(|r| !allowed.contains(r)) {
-            let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        if let Some(bad) = s.readouts.iter().find(|&&r| !s.kind.accepts(r)) {
+            let names: Vec<&str> = s.kind.readouts().iter().map(|r| r.as_str()).collect();
             return Err(invalid(
                 "stream.readouts",
                 format!(

@@ -204,6 +204,32 @@ fn permuted_streams_default_to_the_domain_il_readout() {
 }
 
 #[test]
+fn opt_in_readouts_parse_on_every_kind_and_are_never_defaults() {
+    let opt_in = "readouts = [\"class_il\", \"task_inferred\", \"task_inference\", \"merged\"]";
+    let exp = load(&SPLIT_MNIST.replace("readouts = [\"class_il\", \"task_il\"]", opt_in)).unwrap();
+    assert_eq!(
+        exp.stream.readouts,
+        [
+            Readout::ClassIl,
+            Readout::TaskInferred,
+            Readout::TaskInference,
+            Readout::Merged
+        ]
+    );
+    assert_eq!(load(&exp.to_resolved_toml()).unwrap(), exp);
+    let text = PERMUTED.replace(
+        "tasks = 20",
+        "tasks = 20\nreadouts = [\"domain_il\", \"merged\", \"task_inferred\"]",
+    );
+    assert_eq!(load(&text).unwrap().stream.readouts.len(), 3);
+    for kind in [StreamKind::Split, StreamKind::Permuted, StreamKind::Rotated] {
+        assert!(kind.readouts().iter().all(|r| !r.is_opt_in()));
+        assert!(kind.accepts(Readout::Merged) && kind.accepts(Readout::TaskInference));
+    }
+    assert_eq!(Readout::TaskInference.as_str(), "task_inference");
+}
+
+#[test]
 fn split_only_keys_are_rejected_on_domain_streams() {
     let text = PERMUTED.replace("tasks = 20", "tasks = 20\nclasses_per_task = 2");
     let err = load(&text).unwrap_err().to_string();

@@ -26,10 +26,10 @@
 //! | `run`           | String  | no       | run identifier (unique per method × seed × configuration)                |
 //! | `method`        | String  | no       | continual-learning method name, e.g. `naive`                             |
 //! | `seed`          | UInt64  | no       | random seed of the run                                                   |
-//! | `scenario`      | String  | no       | read-out scenario: `class_il`, `task_il` or `domain_il`                  |
+//! | `scenario`      | String  | no       | read-out scenario, one of [`SCENARIOS`] (`class_il`, `task_il`, …)        |
 //! | `trained_tasks` | UInt32  | no       | tasks trained so far: `0` = untrained model, `i` = after training task `i` |
 //! | `eval_task`     | UInt32  | no       | evaluated task, 0-based (`0..T`)                                         |
-//! | `correct`       | UInt64  | no       | correctly classified test samples of `eval_task`                         |
+//! | `correct`       | UInt64  | no       | correctly classified test samples of `eval_task` (`task_inference`: samples whose task was inferred correctly) |
 //! | `samples`       | UInt64  | no       | test samples of `eval_task`                                              |
 //! | `accuracy`      | Float64 | no       | `correct / samples`, in `[0, 1]`                                         |
 //!
@@ -46,7 +46,7 @@
 //! | `run`                          | String  | no       | run identifier                                                  |
 //! | `method`                       | String  | no       | method name                                                     |
 //! | `seed`                         | UInt64  | no       | random seed                                                     |
-//! | `scenario`                     | String  | no       | `class_il`, `task_il` or `domain_il`                            |
+//! | `scenario`                     | String  | no       | one of [`SCENARIOS`]                                            |
 //! | `tasks`                        | UInt32  | no       | number of tasks `T`                                             |
 //! | `acc`                          | Float64 | no       | ACC: mean final accuracy `(1/T) Σ_j R[T,j]`                     |
 //! | `bwt`                          | Float64 | yes      | backward transfer, divided by `T − 1`; null when `T = 1`        |
@@ -74,7 +74,14 @@ use polars::prelude::*;
 use retain_metrics::{AccuracyMatrix, MetricsError};
 
 /// The read-out scenarios a record may name, as stored in the `scenario` column.
-pub const SCENARIOS: [&str; 3] = ["class_il", "task_il", "domain_il"];
+pub const SCENARIOS: [&str; 6] = [
+    "class_il",
+    "task_il",
+    "domain_il",
+    "task_inferred",
+    "task_inference",
+    "merged",
+];
 
 /// Errors from writing, reading or interpreting results files.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +117,9 @@ pub enum ResultsError {
         column: &'static str,
         row: usize,
     },
-    #[error("unknown scenario `{scenario}` (expected one of class_il, task_il, domain_il)")]
+    #[error(
+        "unknown scenario `{scenario}` (expected one of class_il, task_il, domain_il, task_inferred, task_inference, merged)"
+    )]
     UnknownScenario { scenario: String },
     #[error("no accuracy rows for run `{run}`, scenario `{scenario}`")]
     NoRows { run: String, scenario: String },
@@ -151,7 +160,7 @@ pub struct AccuracyRecord {
     pub run: String,
     pub method: String,
     pub seed: u64,
-    /// `"class_il"`, `"task_il"` or `"domain_il"` (see [`SCENARIOS`]).
+    /// One of [`SCENARIOS`] (`"class_il"`, `"task_il"`, …).
     pub scenario: String,
     /// `0` = untrained model, `i` = after training task `i` (1-based, like `R[i,·]`).
     pub trained_tasks: u32,
@@ -185,7 +194,7 @@ pub struct RunKey {
     pub run: String,
     pub method: String,
     pub seed: u64,
-    /// `"class_il"`, `"task_il"` or `"domain_il"`.
+    /// One of [`SCENARIOS`].
     pub scenario: String,
 }
 

@@ -17,11 +17,24 @@
 //!    4. the optimiser's `step`;
 //! 4. [`Method::after_task`] once (consolidation, buffer updates);
 //! 5. evaluation of every task of the stream, in every read-out. For a method whose
-//!    [`Method::uses_task_id`] is true, evaluation calls [`Method::select_task`] with
-//!    `Some(j)` before computing the outputs on task `j` for the task-incremental read-out
-//!    (the true task id is known there), with `None` before the read-outs without a task id,
-//!    and with `None` once more when evaluation ends, before training goes on. (The
-//!    evaluation of the untrained model, before step 1 of the first task, calls it too.)
+//!    [`Method::uses_task_id`] is true, evaluation calls [`Method::select`] before computing
+//!    outputs, for each task `j` of the stream in turn:
+//!    1. [`Selection::Latest`], for the read-outs without a task id (class-IL, domain-IL,
+//!       and task-inferred while no task is trained); under this selection it also calls
+//!       [`Method::infer_task`] on every batch when a task-inferred or task-inference
+//!       read-out is requested and a task is trained;
+//!    2. [`Selection::Task`]`(j)` for the task-incremental read-out (the true task id is known
+//!       there);
+//!    3. [`Selection::Merged`] for the merged read-out;
+//!    4. [`Selection::Task`]`(k)` for every trained task `k` in turn, for the task-inferred
+//!       read-out (each sample keeps the prediction made under its inferred task);
+//!
+//!    skipping the steps no requested read-out needs, and [`Selection::Latest`] once more
+//!    when evaluation ends, before training goes on. (The evaluation of the untrained model,
+//!    before step 1 of the first task, calls it too.)
+//!
+//! Before any of this (and before that first evaluation) the trainer checks
+//! [`Method::supports_readout`] for every requested read-out.
 //!
 //! Between tasks (after step 5 of one task, before step 1 of the next) a method's
 //! [`Method::state`] may be read for a checkpoint, and on resuming [`Method::load_state`] is
@@ -38,6 +51,7 @@
 //! tensors back to the host inside the step: the trainer keeps the step free of
 //! synchronisation, and a method that reads a loss value per batch would undo that.
 
+use retain_config::Readout;
 use retain_models::Backbone;
 use retain_stream::seed::{self, SplitMix64};
 use retain_stream::{Batch, SplitKind, Task, TaskStream};
@@ -119,6 +133,19 @@ impl StepContext<'_> {
     }
 }
 
+/// Which of a method's weights evaluation asks for, through [`Method::select`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// The weights training continues from (the most recent task's): the read-outs without
+    /// a task id.
+    Latest,
+    /// Those of task `j` (0-based), known or inferred; a method with no weights stored for
+    /// `j` (a task not trained yet) uses the latest ones.
+    Task(usize),
+    /// Every trained task's weights merged into one network, for the merged read-out.
+    Merged,
+}
+
 /// A continual-learning method. See the module docs for the call order.
 pub trait Method {
     /// The registry name, e.g. `"naive"`.
@@ -149,18 +176,40 @@ pub trait Method {
     }
 
     /// Whether the model's weights depend on the task being evaluated (per-task adapters or
-    /// heads chosen by the true task id); if so, evaluation calls [`Method::select_task`].
-    /// Default: false.
+    /// heads chosen by the task id); if so, evaluation calls [`Method::select`]. Default:
+    /// false.
     fn uses_task_id(&self) -> bool {
         false
     }
 
-    /// Sets the network up for evaluating task `task` when its id is known (`Some`, the
-    /// task-incremental read-out), or for predicting without a task id (`None`; also called
-    /// when evaluation ends, to restore the weights training continues from). Called under
-    /// `no_grad`. Default: nothing.
-    fn select_task(&mut self, _network: &Network, _task: Option<usize>) -> Result<(), TrainError> {
+    /// Whether the method can provide `readout`. Default: the read-outs every method has
+    /// (class-IL, task-IL, domain-IL); a method that implements [`Method::infer_task`] or
+    /// merges its per-task weights under [`Selection::Merged`] says so here. The trainer
+    /// refuses a run that asks for a read-out its method does not support, before training.
+    fn supports_readout(&self, readout: Readout) -> bool {
+        matches!(
+            readout,
+            Readout::ClassIl | Readout::TaskIl | Readout::DomainIl
+        )
+    }
+
+    /// Sets the network up for evaluating with the weights `selection` names (see
+    /// [`Selection`]); [`Selection::Latest`] is also called when evaluation ends, to restore
+    /// the weights training continues from. Called under `no_grad`, only when
+    /// [`Method::uses_task_id`]. Default: nothing.
+    fn select(&mut self, _network: &Network, _selection: Selection) -> Result<(), TrainError> {
         Ok(())
+    }
+
+    /// The task each sample of `inputs` (an evaluation batch `[B, …]`) belongs to, as
+    /// `[B]` `int64` task indices on the device, inferred from the inputs alone (no labels,
+    /// no task id); `None` when the method cannot infer them now. Called under `no_grad`
+    /// and under [`Selection::Latest`], only after at least one task is trained; the
+    /// inference should choose among the tasks trained so far (an index outside them counts
+    /// as a wrong inference and a wrong prediction). Must not read tensors back to the host.
+    /// Default: `None`.
+    fn infer_task(&mut self, _network: &Network, _inputs: &Tensor) -> Option<Tensor> {
+        None
     }
 
     /// The method's own state between tasks, as named tensors (e.g. a Fisher matrix and its

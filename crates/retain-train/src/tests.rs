@@ -447,10 +447,14 @@ fn method_state_round_trips_through_a_file() {
     load_method_state(&mut Recorder::default(), &empty, Device::Cpu).unwrap();
 }
 
-/// Records `select_task` calls.
+/// Records `select` calls; claims every read-out and infers the constant task `id`. With
+/// `shared`, its weights do not depend on the task (no `select` calls).
 #[derive(Default)]
 struct Selector {
-    events: Vec<Option<usize>>,
+    events: Vec<Selection>,
+    id: i64,
+    inferences: usize,
+    shared: bool,
 }
 
 impl Method for Selector {
@@ -458,34 +462,175 @@ impl Method for Selector {
         "selector"
     }
     fn uses_task_id(&self) -> bool {
+        !self.shared
+    }
+    fn supports_readout(&self, _readout: Readout) -> bool {
         true
     }
-    fn select_task(&mut self, _network: &Network, task: Option<usize>) -> Result<(), TrainError> {
-        self.events.push(task);
+    fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
+        self.events.push(selection);
         Ok(())
+    }
+    fn infer_task(&mut self, _network: &Network, inputs: &Tensor) -> Option<Tensor> {
+        self.inferences += 1;
+        Some(Tensor::full(
+            [inputs.size()[0]],
+            self.id,
+            (Kind::Int64, inputs.device()),
+        ))
     }
 }
 
 #[test]
 fn evaluation_selects_the_true_task_for_task_il_only() {
+    use Selection::{Latest, Task};
     let stream = stream(2, 6, 3);
     let net = network(3, &[], 4, 0);
     let readouts = [Readout::ClassIl, Readout::TaskIl];
     let mut selector = Selector::default();
-    let with = evaluate_with(&net, &stream, &readouts, 4, &mut selector).unwrap();
+    let with = evaluate_with(&net, &stream, &readouts, 4, 0, &mut selector).unwrap();
     assert_eq!(
         selector.events,
-        [None, Some(0), None, Some(1), None],
+        [Latest, Task(0), Latest, Task(1), Latest],
         "per task: no id for class-IL, the true id for task-IL; then back to no id"
     );
     // With hooks that change nothing, the counts equal those of plain evaluation.
     assert_eq!(with, evaluate(&net, &stream, &readouts, 4));
     // Only class-IL: no task is ever selected.
     let mut selector = Selector::default();
-    evaluate_with(&net, &stream, &[Readout::ClassIl], 4, &mut selector).unwrap();
-    assert_eq!(selector.events, [None, None, None]);
+    evaluate_with(&net, &stream, &[Readout::ClassIl], 4, 0, &mut selector).unwrap();
+    assert_eq!(selector.events, [Latest, Latest, Latest]);
     // A method that does not use the task id is never asked.
     let mut recorder = Recorder::default();
-    evaluate_with(&net, &stream, &readouts, 4, &mut recorder).unwrap();
+    evaluate_with(&net, &stream, &readouts, 4, 0, &mut recorder).unwrap();
     assert!(recorder.events.is_empty());
+}
+
+const ALL_READOUTS: [Readout; 5] = [
+    Readout::ClassIl,
+    Readout::TaskIl,
+    Readout::Merged,
+    Readout::TaskInferred,
+    Readout::TaskInference,
+];
+
+#[test]
+fn evaluation_selects_merged_and_every_trained_task_for_inferred_ids() {
+    use Selection::{Latest, Merged, Task};
+    let stream = stream(3, 6, 3);
+    let net = network(3, &[], 6, 1);
+    let mut selector = Selector::default();
+    evaluate_with(&net, &stream, &ALL_READOUTS, 4, 2, &mut selector).unwrap();
+    // Per task: latest (class-IL, inference), the true task (task-IL), merged, then every
+    // trained task (task-inferred); latest again at the end.
+    let mut expected = Vec::new();
+    for task in 0..3 {
+        expected.extend([Latest, Task(task), Merged, Task(0), Task(1)]);
+    }
+    expected.push(Latest);
+    assert_eq!(selector.events, expected);
+    // Ids are inferred once per batch (12 samples per task: three batches of 4), under
+    // `Latest`.
+    assert_eq!(selector.inferences, 3 * 3);
+}
+
+#[test]
+fn inferred_ids_choose_the_task_whose_mask_and_weights_read_each_sample_out() {
+    let stream = stream(3, 6, 3);
+    let net = network(3, &[], 6, 2);
+    let plain = evaluate(&net, &stream, &[Readout::ClassIl, Readout::TaskIl], 4);
+    let (class_il, task_il) = (&plain[&Readout::ClassIl], &plain[&Readout::TaskIl]);
+    let samples = |task: usize| task_il[task].1;
+    // Every sample inferred to be of task 1, after two tasks: task 1 is read out as task-IL,
+    // the others' samples get task 1's classes and are all wrong.
+    let mut selector = Selector {
+        id: 1,
+        ..Selector::default()
+    };
+    let got = evaluate_with(&net, &stream, &ALL_READOUTS, 4, 2, &mut selector).unwrap();
+    // A method whose weights do not depend on the task gets the same from one pass per batch.
+    let mut shared = Selector {
+        id: 1,
+        shared: true,
+        ..Selector::default()
+    };
+    let once = evaluate_with(&net, &stream, &ALL_READOUTS, 4, 2, &mut shared).unwrap();
+    assert_eq!(once, got);
+    assert!(shared.events.is_empty());
+    assert_eq!(
+        got[&Readout::TaskInference],
+        [(0, samples(0)), (samples(1), samples(1)), (0, samples(2))]
+    );
+    assert_eq!(
+        got[&Readout::TaskInferred],
+        [(0, samples(0)), task_il[1], (0, samples(2))]
+    );
+    // Select changes nothing here, so merged is the class-IL read-out.
+    assert_eq!(&got[&Readout::Merged], class_il);
+    // An id naming no trained task (task 2 after two tasks) is a miss everywhere.
+    let mut selector = Selector {
+        id: 2,
+        ..Selector::default()
+    };
+    let got = evaluate_with(&net, &stream, &ALL_READOUTS, 4, 2, &mut selector).unwrap();
+    assert!(got[&Readout::TaskInferred].iter().all(|&(c, _)| c == 0));
+    // Before training: nothing is inferred; task-inferred is the class-IL arg-max.
+    let mut selector = Selector::default();
+    let got = evaluate_with(&net, &stream, &ALL_READOUTS, 4, 0, &mut selector).unwrap();
+    assert_eq!(selector.inferences, 0);
+    assert_eq!(&got[&Readout::TaskInferred], class_il);
+    assert!(got[&Readout::TaskInference].iter().all(|&(c, _)| c == 0));
+}
+
+#[test]
+fn an_unsupported_readout_is_refused_before_training() {
+    let stream = stream(2, 6, 3);
+    let net = network(3, &[], 4, 3);
+    let error = evaluate_with(
+        &net,
+        &stream,
+        &[Readout::Merged],
+        4,
+        0,
+        &mut Recorder::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "read-out `merged` is not available with method `recorder`: it needs a method with per-task weights that it can merge"
+    );
+    let experiment = Experiment::from_source(
+        r#"
+name = "unsupported"
+device = "cpu"
+[stream]
+kind = "split"
+dataset = "mnist"
+tasks = 2
+classes_per_task = 2
+readouts = ["class_il", "task_inferred"]
+[model]
+kind = "mlp"
+hidden = []
+[method]
+name = "recorder"
+"#,
+        "unsupported.toml",
+        &[],
+    )
+    .unwrap();
+    let mut recorder = Recorder::default();
+    let error = run(&experiment, &stream, &net, &mut recorder, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "read-out `task_inferred` is not available with method `recorder`: it needs a method that infers each test sample's task from its inputs"
+    );
+    assert!(
+        recorder.events.is_empty(),
+        "no hook ran: {:?}",
+        recorder.events
+    );
 }

@@ -2,7 +2,7 @@ use super::*;
 use retain_config::{DatasetName, Experiment, Readout, StreamConfig};
 use retain_stream::TaskStream;
 use retain_train::testkit::{synthetic_dataset, task_context};
-use retain_train::{Silent, run};
+use retain_train::{Selection, Silent, evaluate_with, run};
 use tch::{Device, Kind};
 
 const FEATURES: usize = 6;
@@ -45,8 +45,14 @@ fn snapshot(net: &Network) -> BTreeMap<String, Tensor> {
 }
 
 fn experiment() -> Experiment {
+    experiment_with(r#"["class_il", "task_il"]"#)
+}
+
+/// [`experiment`] evaluating `readouts` (a TOML array).
+fn experiment_with(readouts: &str) -> Experiment {
     Experiment::from_source(
-        r#"
+        &format!(
+            r#"
 name = "lora-test"
 device = "cpu"
 [stream]
@@ -54,7 +60,7 @@ kind = "split"
 dataset = "mnist"
 tasks = 3
 classes_per_task = 2
-readouts = ["class_il", "task_il"]
+readouts = {readouts}
 [model]
 kind = "mlp"
 hidden = [8, 7]
@@ -66,12 +72,23 @@ kind = "adam"
 lr = 0.05
 [method]
 name = "lora"
-"#,
+"#
+        ),
         "lora-test.toml",
         &[],
     )
     .unwrap()
 }
+
+const ALL_READOUTS: [Readout; 5] = [
+    Readout::ClassIl,
+    Readout::TaskIl,
+    Readout::Merged,
+    Readout::TaskInferred,
+    Readout::TaskInference,
+];
+const ALL_READOUTS_TOML: &str =
+    r#"["class_il", "task_il", "merged", "task_inferred", "task_inference"]"#;
 
 #[test]
 fn a_fresh_adapter_leaves_outputs_unchanged_and_freezes_the_backbone() {
@@ -200,7 +217,7 @@ fn merged_and_unmerged_forward_agree() {
 }
 
 #[test]
-fn selecting_a_task_swaps_in_its_weights_and_none_restores() {
+fn selecting_a_task_swaps_in_its_weights_and_latest_restores() {
     let stream = stream();
     let net = network(4);
     let mut method = lora("rank = 2").unwrap();
@@ -208,15 +225,15 @@ fn selecting_a_task_swaps_in_its_weights_and_none_restores() {
     let xs = inputs();
     let latest = net.model.forward_t(&xs, false);
     let live = snapshot(&net);
-    method.select_task(&net, Some(0)).unwrap();
+    method.select(&net, Selection::Task(0)).unwrap();
     let first = net.model.forward_t(&xs, false);
     assert!(!first.equal(&latest));
     // The last task's copy is the live state.
-    method.select_task(&net, Some(2)).unwrap();
+    method.select(&net, Selection::Task(2)).unwrap();
     assert!(net.model.forward_t(&xs, false).equal(&latest));
-    method.select_task(&net, Some(0)).unwrap();
+    method.select(&net, Selection::Task(0)).unwrap();
     assert!(net.model.forward_t(&xs, false).equal(&first));
-    method.select_task(&net, None).unwrap();
+    method.select(&net, Selection::Latest).unwrap();
     let restored = snapshot(&net);
     for (name, value) in &live {
         assert!(restored[name].equal(value), "{name} restored");
@@ -230,9 +247,9 @@ fn state_round_trips_into_a_fresh_method() {
     let mut method = lora("rank = 2").unwrap();
     run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
     let xs = inputs();
-    method.select_task(&net, Some(1)).unwrap();
+    method.select(&net, Selection::Task(1)).unwrap();
     let expected = net.model.forward_t(&xs, false);
-    method.select_task(&net, None).unwrap();
+    method.select(&net, Selection::Latest).unwrap();
 
     // The same weights in a fresh network, with the state loaded into a fresh method.
     let path = std::env::temp_dir().join(format!("lora-{}.safetensors", std::process::id()));
@@ -244,7 +261,7 @@ fn state_round_trips_into_a_fresh_method() {
         .before_task(&task_context(&fresh, &stream, 0))
         .unwrap();
     fresh.load(&path).unwrap();
-    restored.select_task(&fresh, Some(1)).unwrap();
+    restored.select(&fresh, Selection::Task(1)).unwrap();
     assert!(fresh.model.forward_t(&xs, false).equal(&expected));
 
     let error = lora("")
@@ -284,4 +301,225 @@ fn bad_hyper_parameters_and_targets_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("selects the head `head`"), "{error}");
+}
+
+/// Largest absolute difference between two tensors.
+fn worst(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Writes random values into every `B` so that a task's adapters change the outputs as
+/// training would.
+fn perturb_adapters(net: &Network, seed: i64) {
+    tch::manual_seed(seed);
+    let _no_grad = tch::no_grad_guard();
+    for (name, var) in net.vars.variables() {
+        if name.starts_with("lora.") && name.ends_with(".b") {
+            var.shallow_clone().copy_(&(var.randn_like() * 0.5));
+        }
+    }
+}
+
+#[test]
+fn with_one_task_the_merged_weights_compute_what_the_adapters_do() {
+    let stream = stream();
+    let net = network(8);
+    let mut method = lora("rank = 2\nalpha = 3.0").unwrap();
+    method.before_task(&task_context(&net, &stream, 0)).unwrap();
+    perturb_adapters(&net, 1);
+    method.after_task(&task_context(&net, &stream, 0)).unwrap();
+    let xs = inputs();
+    let adapted = net.model.forward_t(&xs, false);
+    let before = snapshot(&net);
+    method.select(&net, Selection::Merged).unwrap();
+    let merged = net.model.forward_t(&xs, false);
+    assert!(
+        worst(&merged, &adapted) < 1e-5,
+        "{}",
+        worst(&merged, &adapted)
+    );
+    // The weights hold the update now (the adapters are detached, or it would count twice).
+    let vars = net.vars.variables();
+    assert!(!vars["hidden.0.weight"].equal(&before["hidden.0.weight"]));
+    method.select(&net, Selection::Latest).unwrap();
+    let after = snapshot(&net);
+    for (name, value) in &before {
+        assert!(after[name].equal(value), "{name} restored bit for bit");
+    }
+    assert!(net.model.forward_t(&xs, false).equal(&adapted));
+}
+
+#[test]
+fn merged_weights_sum_every_tasks_update_and_take_each_tasks_head_rows() {
+    let stream = stream();
+    let net = network(9);
+    let mut method = lora("rank = 2\nalpha = 4.0").unwrap();
+    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    let state: BTreeMap<String, Tensor> = method.state().into_iter().collect();
+    let v = net.vars.variables();
+    let merged = |layer: &str| {
+        let update = (0..3)
+            .map(|t| {
+                state[&format!("task{t}.lora.{layer}.b")]
+                    .matmul(&state[&format!("task{t}.lora.{layer}.a")])
+            })
+            .reduce(|x, y| x + y)
+            .unwrap();
+        &v[&format!("{layer}.weight")] + update * 2.0
+    };
+    // Task t owns classes 2t and 2t+1 (natural class order): its head gives their rows.
+    let head = |part: &str| {
+        let rows: Vec<Tensor> = (0..6)
+            .map(|c| state[&format!("task{}.head.{part}", c / 2)].get(c))
+            .collect();
+        Tensor::stack(&rows, 0)
+    };
+    let xs = inputs();
+    let by_hand = xs
+        .flatten(1, -1)
+        .linear(&merged("hidden.0"), Some(&v["hidden.0.bias"]))
+        .relu()
+        .linear(&merged("hidden.1"), Some(&v["hidden.1.bias"]))
+        .relu()
+        .linear(&head("weight"), Some(&head("bias")));
+    method.select(&net, Selection::Merged).unwrap();
+    let got = net.model.forward_t(&xs, false);
+    assert!(worst(&got, &by_hand) < 1e-5, "{}", worst(&got, &by_hand));
+    method.select(&net, Selection::Latest).unwrap();
+}
+
+#[test]
+fn merged_and_inferred_readouts_leave_every_variable_bit_identical() {
+    let stream = stream();
+    let net = network(10);
+    let mut method = lora("rank = 2").unwrap();
+    let experiment = experiment_with(ALL_READOUTS_TOML);
+    run(&experiment, &stream, &net, &mut method, &mut Silent).unwrap();
+    let xs = inputs();
+    let outputs = net.model.forward_t(&xs, false);
+    let before = snapshot(&net);
+    let state = method.state();
+    evaluate_with(&net, &stream, &ALL_READOUTS, 5, 3, &mut method).unwrap();
+    let after = snapshot(&net);
+    assert_eq!(after.len(), before.len());
+    for (name, value) in &before {
+        assert!(after[name].equal(value), "{name} bit-identical");
+    }
+    for ((name, kept), (_, now)) in state.iter().zip(method.state()) {
+        assert!(kept.equal(&now), "stored {name} unchanged");
+    }
+    // And the adapters are attached again.
+    assert!(net.model.forward_t(&xs, false).equal(&outputs));
+}
+
+/// Six classes whose images each light one pixel of their own (the others stay below the
+/// normalisation mean, so ReLU zeroes them): with an identity first layer the base features
+/// of class `c` point along axis `c`, and every task's classes are far from the others'.
+fn separated_stream() -> TaskStream {
+    let mut dataset = synthetic_dataset(6, 6, FEATURES);
+    for split in [&mut dataset.train, &mut dataset.test] {
+        for i in 0..split.len {
+            let class = split.labels[i] as usize;
+            for k in 0..FEATURES {
+                split.images[i * FEATURES + k] = if k == class {
+                    (150 + (37 * i) % 100) as u8
+                } else {
+                    ((7 * i + 11 * k) % 30) as u8
+                };
+            }
+        }
+    }
+    let config = StreamConfig::split(DatasetName::Mnist, 3, 2, ALL_READOUTS.to_vec());
+    TaskStream::build(&dataset, &config, 0, Device::Cpu).unwrap()
+}
+
+#[test]
+fn well_separated_tasks_are_inferred_exactly_and_read_out_as_with_the_true_id() {
+    let stream = separated_stream();
+    tch::manual_seed(11);
+    let net = Network::from_builder(Device::Cpu, |path| {
+        Box::new(retain_models::Mlp::new(path, FEATURES, &[FEATURES], 6))
+    });
+    {
+        let _no_grad = tch::no_grad_guard();
+        let v = net.vars.variables();
+        v["hidden.0.weight"]
+            .shallow_clone()
+            .copy_(&Tensor::eye(FEATURES as i64, (Kind::Float, Device::Cpu)));
+        let _ = v["hidden.0.bias"].shallow_clone().zero_();
+    }
+    let mut method = lora("rank = 2").unwrap();
+    let outcome = run(
+        &experiment_with(ALL_READOUTS_TOML),
+        &stream,
+        &net,
+        &mut method,
+        &mut Silent,
+    )
+    .unwrap();
+    let inference = outcome.counts[&Readout::TaskInference].accuracy().unwrap();
+    let inferred = &outcome.counts[&Readout::TaskInferred];
+    let task_il = &outcome.counts[&Readout::TaskIl];
+    for trained in 1..=3 {
+        for task in 0..3 {
+            // Inference picks among the trained tasks: exact on those, never right on others.
+            let expected = if task < trained { 1.0 } else { 0.0 };
+            assert_eq!(
+                inference.r(trained, task + 1),
+                expected,
+                "{trained}, {task}"
+            );
+            if task < trained {
+                assert_eq!(
+                    inferred.cell(trained, task),
+                    task_il.cell(trained, task),
+                    "{trained}, {task}"
+                );
+            }
+        }
+    }
+    // Task-IL learned something to compare with.
+    assert!(task_il.cell(3, 0).0 > 0);
+}
+
+#[test]
+fn state_keeps_the_classes_and_prototypes_for_inference() {
+    let stream = separated_stream();
+    let net = network(12);
+    let mut method = lora("rank = 2").unwrap();
+    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    let names: Vec<String> = method.state().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"classes.task2".to_owned()), "{names:?}");
+    assert!(names.contains(&"prototypes.task2".to_owned()), "{names:?}");
+    let xs = inputs();
+    let expected = method.infer_task(&net, &xs).unwrap();
+
+    let mut restored = lora("rank = 2").unwrap();
+    restored.load_state(method.state()).unwrap();
+    let fresh = network(13);
+    restored
+        .before_task(&task_context(&fresh, &stream, 0))
+        .unwrap();
+    assert!(restored.infer_task(&fresh, &xs).is_some());
+    // The prototypes came back: the same network gives the same ids.
+    let mut same = lora("rank = 2").unwrap();
+    same.load_state(method.state()).unwrap();
+    let copy = network(12);
+    same.before_task(&task_context(&copy, &stream, 0)).unwrap();
+    assert!(same.infer_task(&copy, &xs).unwrap().equal(&expected));
+
+    let without: Vec<(String, Tensor)> = method
+        .state()
+        .into_iter()
+        .filter(|(n, _)| n != "prototypes.task1")
+        .collect();
+    let error = lora("")
+        .unwrap()
+        .load_state(without)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "method `lora` failed: state lacks `classes.task1` or `prototypes.task1`"
+    );
 }

@@ -101,7 +101,7 @@ impl Peft {
 
     /// The names among `names` that match a `trainable` pattern and no `frozen` one, sorted;
     /// an error message when a pattern matches none of `names` or nothing is selected.
-    pub fn select(&self, names: &[String]) -> Result<Vec<String>, String> {
+    pub fn selection(&self, names: &[String]) -> Result<Vec<String>, String> {
         let mut names = names.to_vec();
         names.sort();
         for (key, patterns) in [("trainable", &self.trainable), ("frozen", &self.frozen)] {
@@ -141,10 +141,12 @@ impl Method for Peft {
         }
         let variables = trainable_variables(ctx.vars);
         let names: Vec<String> = variables.iter().map(|(n, _)| n.clone()).collect();
-        self.selected = self.select(&names).map_err(|message| TrainError::Method {
-            method: "peft".into(),
-            message,
-        })?;
+        self.selected = self
+            .selection(&names)
+            .map_err(|message| TrainError::Method {
+                method: "peft".into(),
+                message,
+            })?;
         set_trainable(&variables, |name| {
             self.selected
                 .binary_search_by(|s| s.as_str().cmp(name))

@@ -44,7 +44,9 @@
 
 use retain_method_lora::{Lora, LoraParams};
 use retain_models::QuantFormat;
-use retain_train::{Method, Network, StepContext, TaskContext, TrainError, parse_params};
+use retain_train::{
+    Method, Network, Readout, Selection, StepContext, TaskContext, TrainError, parse_params,
+};
 use serde::Deserialize;
 use tch::Tensor;
 
@@ -200,8 +202,18 @@ impl Method for QLora {
         self.lora.uses_task_id()
     }
 
-    fn select_task(&mut self, network: &Network, task: Option<usize>) -> Result<(), TrainError> {
-        self.lora.select_task(network, task)
+    /// As LoRA's, except the merged read-out: the low-rank updates cannot be added into
+    /// quantised weights without dequantising the base.
+    fn supports_readout(&self, readout: Readout) -> bool {
+        readout != Readout::Merged && self.lora.supports_readout(readout)
+    }
+
+    fn select(&mut self, network: &Network, selection: Selection) -> Result<(), TrainError> {
+        self.lora.select(network, selection)
+    }
+
+    fn infer_task(&mut self, network: &Network, inputs: &Tensor) -> Option<Tensor> {
+        self.lora.infer_task(network, inputs)
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {

@@ -120,3 +120,18 @@ fn bad_hyper_parameters_are_refused() {
     assert!(message(qlora("quant = \"fp8\"")).contains("unknown variant `fp8`"));
     assert!(message(qlora("bits = 4")).contains("unknown field `bits`"));
 }
+
+/// The task-id read-outs come from LoRA; merging into quantised weights is refused.
+#[test]
+fn read_outs_are_loras_except_merged() {
+    let method = qlora("").unwrap();
+    for readout in [
+        Readout::ClassIl,
+        Readout::TaskIl,
+        Readout::TaskInferred,
+        Readout::TaskInference,
+    ] {
+        assert!(method.supports_readout(readout), "{readout:?}");
+    }
+    assert!(!method.supports_readout(Readout::Merged));
+}

@@ -351,6 +351,10 @@ pub fn run(
             device: stream.device,
             seed: experiment.seed,
         };
+        if task.index > 0 && method.fresh_optimizer_each_task() {
+            // Per-task parameters start afresh: no moment estimates from the previous task's.
+            optimizer = build_optimizer(&training.optimizer, &network.vars)?;
+        }
         method.before_task(&task_ctx)?;
         let indices = method.training_indices(&task_ctx);
         let batch_size = training.batch_size;

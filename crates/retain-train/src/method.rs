@@ -8,7 +8,8 @@
 //!
 //! For each task `t` of the stream, the trainer calls:
 //!
-//! 1. [`Method::before_task`] once;
+//! 1. [`Method::before_task`] once (preceded, from the second task on, by a fresh optimiser
+//!    when [`Method::fresh_optimizer_each_task`]);
 //! 2. [`Method::training_indices`] once, for the samples to train on (default: task `t`'s);
 //! 3. for every epoch, for every batch of those samples:
 //!    1. [`Method::loss`] (default: cross-entropy of the model on the batch),
@@ -173,6 +174,15 @@ pub trait Method {
     /// Called once after training on a task, before evaluation.
     fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         Ok(())
+    }
+
+    /// Whether the trainer builds a fresh optimiser (no momentum or moment estimates) before
+    /// each task after the first, before [`Method::before_task`]. Methods that train a new
+    /// set of parameters per task (per-task adapters, prompts) want it, so that a task's
+    /// fresh parameters do not inherit the previous task's optimiser state. Default: false
+    /// (one optimiser for the whole run).
+    fn fresh_optimizer_each_task(&self) -> bool {
+        false
     }
 
     /// Whether the model's weights depend on the task being evaluated (per-task adapters or

@@ -634,3 +634,98 @@ name = "recorder"
         recorder.events
     );
 }
+
+/// Records, in the second task, the parameters before training, the first step's gradient
+/// and the parameters after that step.
+struct FirstStepProbe {
+    fresh: bool,
+    before: Option<Tensor>,
+    gradient: Option<Tensor>,
+    after: Option<Tensor>,
+}
+
+fn flat(network: &Network, gradients: bool) -> Tensor {
+    let parts: Vec<Tensor> = network
+        .parameters()
+        .iter()
+        .map(|(_, p)| {
+            let t = if gradients {
+                p.grad()
+            } else {
+                p.shallow_clone()
+            };
+            t.detach().flatten(0, -1)
+        })
+        .collect();
+    Tensor::cat(&parts, 0).copy()
+}
+
+impl Method for FirstStepProbe {
+    fn name(&self) -> &str {
+        "probe"
+    }
+    fn fresh_optimizer_each_task(&self) -> bool {
+        self.fresh
+    }
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+        if ctx.task.index == 1 && ctx.step == 0 {
+            self.before = Some(flat(ctx.network, false));
+        }
+        if ctx.task.index == 1 && ctx.step == 1 {
+            self.after = Some(flat(ctx.network, false));
+        }
+        ctx.cross_entropy(batch)
+    }
+    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+        if ctx.task.index == 1 && ctx.step == 0 {
+            self.gradient = Some(flat(ctx.network, true));
+        }
+    }
+}
+
+/// With SGD momentum, a fresh optimiser makes the second task's first update exactly
+/// `−lr · g` (PyTorch starts the momentum buffer at the first gradient); the run's single
+/// optimiser adds the previous task's momentum.
+#[test]
+fn a_fresh_optimiser_per_task_forgets_the_previous_momentum() {
+    let stream = stream(2, 6, 3);
+    let experiment = Experiment::from_source(
+        r#"
+name = "fresh"
+device = "cpu"
+[stream]
+kind = "split"
+dataset = "mnist"
+tasks = 2
+classes_per_task = 2
+[model]
+kind = "mlp"
+hidden = [4]
+[training]
+batch_size = 4
+epochs = 1
+[training.optimizer]
+kind = "sgd"
+lr = 0.1
+momentum = 0.9
+[method]
+name = "probe"
+"#,
+        "fresh.toml",
+        &[],
+    )
+    .unwrap();
+    for fresh in [true, false] {
+        let net = Network::new(&experiment, &stream);
+        let mut probe = FirstStepProbe {
+            fresh,
+            before: None,
+            gradient: None,
+            after: None,
+        };
+        run(&experiment, &stream, &net, &mut probe, &mut Silent).unwrap();
+        let expected = probe.before.unwrap() - probe.gradient.unwrap() * 0.1;
+        let step_matches = probe.after.unwrap().allclose(&expected, 1e-6, 1e-7, false);
+        assert_eq!(step_matches, fresh, "fresh optimiser: {fresh}");
+    }
+}

@@ -17,9 +17,8 @@
 //! is exactly what it was right after that task: no forgetting, at the price of needing the
 //! task id and of `r · (inputs + outputs)` parameters per layer and task.
 //!
-//! The optimiser's own state (Adam's moment estimates) carries over from one task's adapters
-//! to the next task's fresh ones, since the trainer builds one optimiser per run; with plain
-//! SGD without momentum each task starts clean.
+//! Each task also starts with a fresh optimiser ([`Method::fresh_optimizer_each_task`]), so
+//! Adam's moment estimates of one task's adapters do not carry into the next task's.
 //!
 //! Start from a pretrained backbone with `[model] checkpoint = "…"`: with a random backbone
 //! the adapters can only reshape random features.
@@ -543,6 +542,10 @@ impl Method for Lora {
     }
 
     fn uses_task_id(&self) -> bool {
+        true
+    }
+
+    fn fresh_optimizer_each_task(&self) -> bool {
         true
     }
 

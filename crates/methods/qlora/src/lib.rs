@@ -202,6 +202,10 @@ impl Method for QLora {
         self.lora.uses_task_id()
     }
 
+    fn fresh_optimizer_each_task(&self) -> bool {
+        self.lora.fresh_optimizer_each_task()
+    }
+
     /// As LoRA's, except the merged read-out: the low-rank updates cannot be added into
     /// quantised weights without dequantising the base.
     fn supports_readout(&self, readout: Readout) -> bool {

@@ -20,6 +20,7 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("agem", retain_method_agem::from_params),
     ("lora", retain_method_lora::from_params),
     ("bitfit", retain_method_bitfit::from_params),
+    ("adapter", retain_method_adapter::from_params),
 ];
 
 /// The factory registered under `name`.

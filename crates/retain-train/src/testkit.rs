@@ -277,3 +277,14 @@ impl MethodFixture {
 pub fn scalar(t: &tch::Tensor) -> f64 {
     t.double_value(&[])
 }
+
+/// Detached copies of every variable of `network` (trainable or not), by name: compare two
+/// of them to see exactly which variables a run changed.
+pub fn snapshot(network: &Network) -> BTreeMap<String, tch::Tensor> {
+    network
+        .vars
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().copy()))
+        .collect()
+}

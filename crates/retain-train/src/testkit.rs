@@ -288,3 +288,56 @@ pub fn snapshot(network: &Network) -> BTreeMap<String, tch::Tensor> {
         .map(|(name, t)| (name, t.detach().copy()))
         .collect()
 }
+
+/// A method that delegates every hook to `method` and keeps a [`snapshot`] of the network
+/// right after each `before_task`: the values each task starts training from (a per-task
+/// method's fresh variables), to compare with what training made of them.
+pub struct TaskStarts<M> {
+    pub method: M,
+    /// One snapshot per task begun, in order.
+    pub starts: Vec<BTreeMap<String, tch::Tensor>>,
+}
+
+impl<M: Method> TaskStarts<M> {
+    pub fn new(method: M) -> Self {
+        Self {
+            method,
+            starts: Vec::new(),
+        }
+    }
+}
+
+impl<M: Method> Method for TaskStarts<M> {
+    fn name(&self) -> &str {
+        self.method.name()
+    }
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.method.before_task(ctx)?;
+        self.starts.push(snapshot(ctx.network));
+        Ok(())
+    }
+    fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
+        self.method.training_indices(ctx)
+    }
+    fn loss(&mut self, ctx: &crate::StepContext<'_>, batch: &crate::Batch) -> tch::Tensor {
+        self.method.loss(ctx, batch)
+    }
+    fn after_backward(&mut self, ctx: &crate::StepContext<'_>) {
+        self.method.after_backward(ctx)
+    }
+    fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.method.after_task(ctx)
+    }
+    fn uses_task_id(&self) -> bool {
+        self.method.uses_task_id()
+    }
+    fn select_task(&mut self, network: &Network, task: Option<usize>) -> Result<(), TrainError> {
+        self.method.select_task(network, task)
+    }
+    fn state(&self) -> Vec<(String, tch::Tensor)> {
+        self.method.state()
+    }
+    fn load_state(&mut self, state: Vec<(String, tch::Tensor)>) -> Result<(), TrainError> {
+        self.method.load_state(state)
+    }
+}

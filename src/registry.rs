@@ -21,6 +21,7 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("lora", retain_method_lora::from_params),
     ("bitfit", retain_method_bitfit::from_params),
     ("adapter", retain_method_adapter::from_params),
+    ("prompt", retain_method_prompt::from_params),
 ];
 
 /// The factory registered under `name`.

@@ -22,6 +22,7 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("bitfit", retain_method_bitfit::from_params),
     ("adapter", retain_method_adapter::from_params),
     ("prompt", retain_method_prompt::from_params),
+    ("prefix", retain_method_prefix::from_params),
 ];
 
 /// The factory registered under `name`.

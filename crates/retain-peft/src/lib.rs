@@ -2,7 +2,7 @@
 //! on a frozen backbone and pick them by the true task id (bottleneck adapters, prompt and
 //! prefix tuning; the shape of LoRA per task):
 //!
-//! * [`matches`]: layer name patterns where `*` matches any run of characters;
+//! * [`matches()`]: layer name patterns where `*` matches any run of characters;
 //! * [`select_layers`]: the adaptable layers a list of patterns selects, refusing a pattern
 //!   that selects nothing or the head;
 //! * [`freeze_backbone`]: `requires_grad` off for every variable but the head's;
@@ -22,6 +22,14 @@
 //! select_task(task)         bank.select(task)
 //! state / load_state        bank.state() / bank.load_state(…) (`task<t>.<name>`)
 //! ```
+//!
+//! LoRA per task (`retain-method-lora`) has this shape and keeps its own copy of it for now;
+//! moving it here is mechanical: its `matches` and the checks of its `bind` are [`matches()`]
+//! and [`select_layers`] (the same error messages), `A` and `B` become
+//! `bank.variable(…, "a", …, Fresh::Uniform { bound })` and
+//! `bank.variable(…, "b", …, Fresh::Zeros)`, `reset_adapters` is [`TaskBank::next_task`],
+//! and `after_task`, `select_task`, `state` and `load_state` delegate to the bank (the state
+//! keys stay `task<t>.<name>`).
 //!
 //! # Why variables made after the optimiser train
 //!

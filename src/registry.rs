@@ -23,6 +23,9 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("qlora", retain_method_qlora::from_params),
     ("peft", retain_method_peft::from_params),
     ("unfreeze", retain_method_unfreeze::from_params),
+    ("adapter", retain_method_adapter::from_params),
+    ("prompt", retain_method_prompt::from_params),
+    ("prefix", retain_method_prefix::from_params),
 ];
 
 /// The factory registered under `name`.

@@ -67,6 +67,44 @@ pub fn split_mnist(
     method_toml: &str,
     overrides: &[&str],
 ) -> Experiment {
+    split_mnist_with(
+        "kind = \"mlp\"\nhidden = [100, 100]",
+        tasks,
+        train,
+        test,
+        seed,
+        method_toml,
+        overrides,
+    )
+}
+
+/// The `[model]` table body of the small vision transformer used by the tests of the
+/// transformer methods (prompt and prefix tuning, adapters): 7×7 patches of a 28×28 image
+/// (16 tokens and the class token), width 16, 2 blocks of 2 heads, MLP width 32.
+pub const SMALL_VIT: &str =
+    "kind = \"vit\"\npatch = 7\ndim = 16\ndepth = 2\nheads = 2\nmlp_dim = 32";
+
+/// [`split_mnist`] with the [`SMALL_VIT`] model instead of the MLP.
+pub fn split_mnist_vit(
+    tasks: usize,
+    train: usize,
+    test: usize,
+    seed: u64,
+    method_toml: &str,
+    overrides: &[&str],
+) -> Experiment {
+    split_mnist_with(SMALL_VIT, tasks, train, test, seed, method_toml, overrides)
+}
+
+fn split_mnist_with(
+    model_toml: &str,
+    tasks: usize,
+    train: usize,
+    test: usize,
+    seed: u64,
+    method_toml: &str,
+    overrides: &[&str],
+) -> Experiment {
     let source = format!(
         r#"
 name = "test"
@@ -83,8 +121,7 @@ test_samples_per_task = {test}
 readouts = ["class_il", "task_il"]
 
 [model]
-kind = "mlp"
-hidden = [100, 100]
+{model_toml}
 
 [training]
 epochs = 1
@@ -102,6 +139,21 @@ lr = 0.001
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     Experiment::from_source(&source, "testkit experiment", &overrides)
         .unwrap_or_else(|e| panic!("testkit experiment does not parse: {e}"))
+}
+
+/// The stream of `experiment` over `dataset` on the CPU and a fresh network of its `[model]`
+/// (initialised from the experiment seed, as [`Network::new`]), libtorch on one thread (see
+/// [`single_threaded`]): for tests that train with [`crate::run`] and then look at the
+/// network's variables.
+pub fn stream_and_network(
+    experiment: &Experiment,
+    dataset: &ImageDataset,
+) -> (TaskStream, Network) {
+    single_threaded();
+    let stream = TaskStream::build(dataset, &experiment.stream, experiment.seed, Device::Cpu)
+        .unwrap_or_else(|e| panic!("building the test stream: {e}"));
+    let network = Network::new(experiment, &stream);
+    (stream, network)
 }
 
 /// Runs libtorch on one thread. Test binaries run their tests in parallel and share the
@@ -225,4 +277,77 @@ impl MethodFixture {
 /// A scalar tensor's value.
 pub fn scalar(t: &tch::Tensor) -> f64 {
     t.double_value(&[])
+}
+
+/// Detached copies of every variable of `network` (trainable or not), by name: compare two
+/// of them to see exactly which variables a run changed.
+pub fn snapshot(network: &Network) -> BTreeMap<String, tch::Tensor> {
+    network
+        .vars
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().copy()))
+        .collect()
+}
+
+/// A method that delegates every hook to `method` and keeps a [`snapshot`] of the network
+/// right after each `before_task`: the values each task starts training from (a per-task
+/// method's fresh variables), to compare with what training made of them.
+pub struct TaskStarts<M> {
+    pub method: M,
+    /// One snapshot per task begun, in order.
+    pub starts: Vec<BTreeMap<String, tch::Tensor>>,
+}
+
+impl<M: Method> TaskStarts<M> {
+    pub fn new(method: M) -> Self {
+        Self {
+            method,
+            starts: Vec::new(),
+        }
+    }
+}
+
+impl<M: Method> Method for TaskStarts<M> {
+    fn name(&self) -> &str {
+        self.method.name()
+    }
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.method.before_task(ctx)?;
+        self.starts.push(snapshot(ctx.network));
+        Ok(())
+    }
+    fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
+        self.method.training_indices(ctx)
+    }
+    fn loss(&mut self, ctx: &crate::StepContext<'_>, batch: &crate::Batch) -> tch::Tensor {
+        self.method.loss(ctx, batch)
+    }
+    fn after_backward(&mut self, ctx: &crate::StepContext<'_>) {
+        self.method.after_backward(ctx)
+    }
+    fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.method.after_task(ctx)
+    }
+    fn uses_task_id(&self) -> bool {
+        self.method.uses_task_id()
+    }
+    fn fresh_optimizer_each_task(&self) -> bool {
+        self.method.fresh_optimizer_each_task()
+    }
+    fn supports_readout(&self, readout: Readout) -> bool {
+        self.method.supports_readout(readout)
+    }
+    fn select(&mut self, network: &Network, selection: crate::Selection) -> Result<(), TrainError> {
+        self.method.select(network, selection)
+    }
+    fn infer_task(&mut self, network: &Network, inputs: &tch::Tensor) -> Option<tch::Tensor> {
+        self.method.infer_task(network, inputs)
+    }
+    fn state(&self) -> Vec<(String, tch::Tensor)> {
+        self.method.state()
+    }
+    fn load_state(&mut self, state: Vec<(String, tch::Tensor)>) -> Result<(), TrainError> {
+        self.method.load_state(state)
+    }
 }

@@ -1,0 +1,218 @@
+//! Bottleneck adapters per task: small residual modules after chosen layers of a frozen
+//! backbone, and a classifier head, per task.
+//!
+//! The output `y` of every target linear layer becomes `y + U relu(D y + d) + u` (Houlsby et
+//! al. 2019), with `D: [width, outputs]` and `d: [width]` drawn uniformly from `±1/√outputs`
+//! (a PyTorch linear layer's default initialisation, fan-in `outputs`), and `U: [outputs,
+//! width]`, `u: [outputs]` zero: a fresh adapter is the identity and leaves the network's
+//! outputs exactly unchanged. All of the backbone's variables are frozen (`requires_grad`
+//! off); only the adapters (`adapter.<layer>.{down_weight,down_bias,up_weight,up_bias}`) and
+//! the head train.
+//!
+//! In a vision transformer the default targets are Houlsby's two positions per block: after
+//! the attention's output projection and after the MLP's second layer, each before the
+//! residual addition (`blocks.*.attn.proj`, `blocks.*.mlp.fc2`). In an MLP they are the
+//! hidden layers (before their ReLU). Houlsby et al. also train the layer norms; here they
+//! stay frozen, so that the backbone is exactly shared between tasks.
+//!
+//! Each task gets its own adapters and head, kept by a [`retain_peft::TaskBank`]: the trained
+//! values are copied aside on the training device after each task, and the next task starts
+//! from fresh adapters (`D`, `d` redrawn, `U = 0`, `u = 0`) and the current head. In the
+//! task-incremental read-out, task `j` is evaluated with task `j`'s adapters and head (the
+//! true task id picks them, through [`Method::select`]); the read-outs without a task id
+//! use the most recent ones. The backbone and the stored copies never change, so task-IL
+//! accuracy on a finished task stays exactly what it was after that task, at the price of
+//! needing the task id and of `2 · width · outputs + width + outputs` parameters per target
+//! layer and task. Each task starts with a fresh optimiser
+//! ([`Method::fresh_optimizer_each_task`]): no moment estimates carry over from one task's
+//! adapters to the next's.
+//!
+//! Start from a pretrained backbone with `[model] checkpoint = "…"`: on a random backbone the
+//! adapters can only reshape random features.
+//!
+//! # Hyper-parameters
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `width` | `16` | bottleneck width of every adapter (≥ 1) |
+//! | `target` | by model | name patterns of the linear layers whose output gets an adapter (`*` matches any characters; see [`retain_models::Backbone::adaptable_layers`]); default `["blocks.*.attn.proj", "blocks.*.mlp.fc2"]` for a transformer, `["hidden.*"]` otherwise. The head is never a target: it trains fully per task |
+//!
+//! # Example
+//!
+//! ```toml
+//! [model]
+//! kind = "vit"
+//! checkpoint = "results/pretrained/vit.safetensors"
+//!
+//! [method]
+//! name = "adapter"
+//! width = 16
+//! target = ["blocks.*.attn.proj", "blocks.*.mlp.fc2"]
+//! ```
+//!
+//! Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019.
+
+use retain_models::{Backbone, Bottleneck};
+use retain_peft::{Fresh, TaskBank, error, freeze_backbone, invalid, nested_path, select_layers};
+use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
+use serde::Deserialize;
+use tch::Tensor;
+
+const NAME: &str = "adapter";
+
+/// The adapters' hyper-parameters (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterParams {
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// `None`: by model (see [`default_target`]).
+    #[serde(default)]
+    pub target: Option<Vec<String>>,
+}
+
+fn default_width() -> usize {
+    16
+}
+
+/// The target patterns when none are given: Houlsby's positions in a transformer, the hidden
+/// layers otherwise.
+pub fn default_target(model: &dyn Backbone) -> Vec<String> {
+    let patterns: &[&str] = match model.transformer_shape() {
+        Some(_) => &["blocks.*.attn.proj", "blocks.*.mlp.fc2"],
+        None => &["hidden.*"],
+    };
+    patterns.iter().map(|p| p.to_string()).collect()
+}
+
+/// Bottleneck adapters per task (see the crate docs).
+pub struct Adapter {
+    width: i64,
+    target: Option<Vec<String>>,
+    /// The adapted layers, once bound.
+    layers: Vec<String>,
+    bank: TaskBank,
+}
+
+/// Registry factory for `adapter`.
+pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    Ok(Box::new(Adapter::new(parse_params(NAME, params)?)?))
+}
+
+impl Adapter {
+    pub fn new(params: AdapterParams) -> Result<Self, TrainError> {
+        if params.width == 0 {
+            return Err(invalid(NAME, "`width` must be at least 1".into()));
+        }
+        if params.target.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid(
+                NAME,
+                "`target` must name at least one layer pattern".into(),
+            ));
+        }
+        Ok(Self {
+            width: params.width as i64,
+            target: params.target,
+            layers: Vec::new(),
+            bank: TaskBank::new(NAME),
+        })
+    }
+
+    /// The adapted layers, sorted by name (empty before the first task).
+    pub fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// The per-task store of adapters and heads.
+    pub fn bank(&self) -> &TaskBank {
+        &self.bank
+    }
+
+    /// Freezes the backbone, creates the adapters and attaches them (first task only).
+    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        let target = match &self.target {
+            Some(target) => target.clone(),
+            None => default_target(ctx.model),
+        };
+        let layers = select_layers(NAME, ctx.model, &target)?;
+        freeze_backbone(ctx.vars, ctx.model.head_name());
+        let root = ctx.vars.root() / NAME;
+        for (name, [outputs, _]) in &layers {
+            let path = nested_path(&root, name);
+            let bound = 1.0 / (*outputs as f64).sqrt();
+            let down = Fresh::Uniform { bound };
+            let width = self.width;
+            let adapter = Bottleneck {
+                down_weight: self
+                    .bank
+                    .variable(&path, "down_weight", &[width, *outputs], down),
+                down_bias: self.bank.variable(&path, "down_bias", &[width], down),
+                up_weight: self
+                    .bank
+                    .variable(&path, "up_weight", &[*outputs, width], Fresh::Zeros),
+                up_bias: self
+                    .bank
+                    .variable(&path, "up_bias", &[*outputs], Fresh::Zeros),
+            };
+            if !ctx.model.set_bottleneck(name, Some(adapter)) {
+                return Err(error(
+                    NAME,
+                    format!("the model refused an adapter on `{name}`"),
+                ));
+            }
+        }
+        self.layers = layers.into_iter().map(|(n, _)| n).collect();
+        self.bank.bind(ctx.vars, ctx.device)
+    }
+}
+
+impl Method for Adapter {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.bank.is_bound() {
+            self.bank.next_task();
+            Ok(())
+        } else {
+            self.bind(ctx)
+        }
+    }
+
+    fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.bank.store();
+        Ok(())
+    }
+
+    fn uses_task_id(&self) -> bool {
+        true
+    }
+
+    /// Task `j`'s stored adapters and head for `Selection::Task(j)` of a finished task; the live ones
+    /// otherwise.
+    fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
+        self.bank.select(match selection {
+            Selection::Task(j) => Some(j),
+            Selection::Latest | Selection::Merged => None,
+        });
+        Ok(())
+    }
+
+    fn fresh_optimizer_each_task(&self) -> bool {
+        true
+    }
+
+    /// `task<t>.<name>` for every stored task `t` and trained variable
+    /// (`adapter.<layer>.*`, the head's).
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.bank.state()
+    }
+
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.bank.load_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests;

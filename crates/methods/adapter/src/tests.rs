@@ -1,0 +1,197 @@
+use super::*;
+use retain_config::{Experiment, Readout};
+use retain_metrics::AccuracyMatrix;
+use retain_train::testkit::{
+    MethodFixture, mnist, snapshot, split_mnist_vit, stream_and_network, task_context,
+};
+use retain_train::{Silent, run};
+use tch::{Device, Kind};
+
+fn adapter(toml: &str) -> Result<Adapter, TrainError> {
+    let table: toml::Table = toml::from_str(toml).unwrap();
+    Adapter::new(parse_params(NAME, &table)?)
+}
+
+/// Images of MNIST's shape.
+fn inputs() -> Tensor {
+    tch::manual_seed(99);
+    Tensor::randn([5, 1, 28, 28], (Kind::Float, Device::Cpu))
+}
+
+/// Split-MNIST on the testkit's small vision transformer, Adam at learning rate 0.01.
+fn vit_experiment(tasks: usize, train: usize, epochs: usize, method_toml: &str) -> Experiment {
+    let epochs = format!("training.epochs={epochs}");
+    split_mnist_vit(
+        tasks,
+        train,
+        200,
+        0,
+        method_toml,
+        &["training.optimizer.lr=0.01", &epochs],
+    )
+}
+
+/// Trains `method` on `experiment`; returns the task-IL accuracy matrix, the variables before
+/// and after, and the network.
+fn train(
+    experiment: &Experiment,
+    method: &mut dyn Method,
+) -> (
+    AccuracyMatrix,
+    std::collections::BTreeMap<String, Tensor>,
+    Network,
+) {
+    let (stream, net) = stream_and_network(experiment, &mnist());
+    let before = snapshot(&net);
+    let outcome = run(experiment, &stream, &net, method, &mut Silent).unwrap();
+    let task_il = outcome.counts[&Readout::TaskIl].accuracy().unwrap();
+    (task_il, before, net)
+}
+
+#[test]
+fn a_fresh_adapter_is_the_identity_and_only_adapters_and_the_head_train() {
+    let experiment = vit_experiment(2, 20, 1, "name = \"adapter\"");
+    let (stream, net) = stream_and_network(&experiment, &mnist());
+    let xs = inputs();
+    let before = net.model.forward_t(&xs, false);
+    let mut method = adapter("width = 4").unwrap();
+    method.before_task(&task_context(&net, &stream, 0)).unwrap();
+    assert!(net.model.forward_t(&xs, false).equal(&before));
+    assert_eq!(
+        method.layers(),
+        [
+            "blocks.0.attn.proj",
+            "blocks.0.mlp.fc2",
+            "blocks.1.attn.proj",
+            "blocks.1.mlp.fc2"
+        ]
+    );
+    let trained: Vec<(String, Vec<i64>)> = net
+        .parameters()
+        .into_iter()
+        .map(|(n, t)| (n, t.size()))
+        .collect();
+    assert_eq!(trained.len(), 2 + 4 * 4);
+    assert_eq!(
+        trained[..6],
+        [
+            ("adapter.blocks.0.attn.proj.down_bias".to_owned(), vec![4]),
+            (
+                "adapter.blocks.0.attn.proj.down_weight".to_owned(),
+                vec![4, 16]
+            ),
+            ("adapter.blocks.0.attn.proj.up_bias".to_owned(), vec![16]),
+            (
+                "adapter.blocks.0.attn.proj.up_weight".to_owned(),
+                vec![16, 4]
+            ),
+            ("adapter.blocks.0.mlp.fc2.down_bias".to_owned(), vec![4]),
+            (
+                "adapter.blocks.0.mlp.fc2.down_weight".to_owned(),
+                vec![4, 16]
+            ),
+        ]
+    );
+    assert_eq!(trained[16].0, "head.bias");
+    assert_eq!(trained[17], ("head.weight".to_owned(), vec![10, 16]));
+    for (name, variable) in net.vars.variables() {
+        let trains = name.starts_with("adapter.") || name.starts_with("head.");
+        assert_eq!(variable.requires_grad(), trains, "{name}");
+    }
+    // D and d uniform within ±1/√16 and not zero; U and u zero.
+    let vars = net.vars.variables();
+    for leaf in ["down_weight", "down_bias"] {
+        let t = &vars[&format!("adapter.blocks.1.mlp.fc2.{leaf}")];
+        assert!(t.abs().max().double_value(&[]) <= 0.25, "{leaf}");
+        assert!(t.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{leaf}");
+    }
+    for leaf in ["up_weight", "up_bias"] {
+        let t = &vars[&format!("adapter.blocks.1.mlp.fc2.{leaf}")];
+        assert_eq!(t.abs().sum(Kind::Float).double_value(&[]), 0.0, "{leaf}");
+    }
+}
+
+#[test]
+fn an_mlp_gets_adapters_on_its_hidden_layers() {
+    let fixture = MethodFixture::new();
+    let xs = Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu));
+    let before = fixture.network.model.forward_t(&xs, false);
+    let mut method = adapter("width = 3").unwrap();
+    method.before_task(&fixture.task(0)).unwrap();
+    assert_eq!(method.layers(), ["hidden.0"]);
+    assert!(fixture.network.model.forward_t(&xs, false).equal(&before));
+    assert_eq!(
+        method.bank().method_variables(),
+        [
+            "adapter.hidden.0.down_bias",
+            "adapter.hidden.0.down_weight",
+            "adapter.hidden.0.up_bias",
+            "adapter.hidden.0.up_weight"
+        ]
+    );
+}
+
+#[test]
+fn selecting_a_task_swaps_in_its_weights_and_state_round_trips() {
+    let experiment = vit_experiment(2, 100, 1, "name = \"adapter\"");
+    let mut method = adapter("width = 4").unwrap();
+    let (_, _, net) = train(&experiment, &mut method);
+    let xs = inputs();
+    let latest = net.model.forward_t(&xs, false);
+    let live = snapshot(&net);
+    method.select(&net, Selection::Task(0)).unwrap();
+    let first = net.model.forward_t(&xs, false);
+    assert!(!first.equal(&latest));
+    method.select(&net, Selection::Task(1)).unwrap();
+    assert!(net.model.forward_t(&xs, false).equal(&latest));
+    method.select(&net, Selection::Latest).unwrap();
+    let restored = snapshot(&net);
+    for (name, value) in &live {
+        assert!(restored[name].equal(value), "{name} restored");
+    }
+
+    // The same weights in a fresh network, with the state loaded into a fresh method.
+    let path = std::env::temp_dir().join(format!("adapter-{}.safetensors", std::process::id()));
+    net.save(&path).unwrap();
+    let (stream, fresh) = stream_and_network(&experiment, &mnist());
+    let mut loaded = adapter("width = 4").unwrap();
+    loaded.load_state(method.state()).unwrap();
+    loaded
+        .before_task(&task_context(&fresh, &stream, 0))
+        .unwrap();
+    fresh.load(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    loaded.select(&fresh, Selection::Task(0)).unwrap();
+    assert!(fresh.model.forward_t(&xs, false).equal(&first));
+    loaded.select(&fresh, Selection::Latest).unwrap();
+    assert!(fresh.model.forward_t(&xs, false).equal(&latest));
+}
+
+#[test]
+fn bad_hyper_parameters_and_targets_are_refused() {
+    let message = |r: Result<Adapter, TrainError>| r.err().unwrap().to_string();
+    assert_eq!(
+        message(adapter("width = 0")),
+        "invalid hyper-parameters for method `adapter`: `width` must be at least 1"
+    );
+    assert!(message(adapter("target = []")).contains("at least one layer pattern"));
+    assert!(message(adapter("widht = 4")).contains("unknown field `widht`"));
+    let fixture = MethodFixture::new();
+    let error = adapter("target = [\"blocks.*.mlp.fc2\"]")
+        .unwrap()
+        .before_task(&fixture.task(0))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "method `adapter` failed: `target` pattern `blocks.*.mlp.fc2` matches no adaptable layer (the model has: head, hidden.0)"
+    );
+    let error = adapter("target = [\"head\"]")
+        .unwrap()
+        .before_task(&fixture.task(0))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("selects the head `head`"), "{error}");
+    // Nothing was frozen or created by the refused binds.
+    assert_eq!(fixture.network.parameters().len(), 4);
+}

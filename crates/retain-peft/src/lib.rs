@@ -1,0 +1,408 @@
+//! Shared pieces of parameter-efficient methods that train a small set of variables per task
+//! on a frozen backbone and pick them by the true task id (bottleneck adapters, prompt and
+//! prefix tuning; the shape of LoRA per task):
+//!
+//! * [`matches()`]: layer name patterns where `*` matches any run of characters;
+//! * [`select_layers`]: the adaptable layers a list of patterns selects, refusing a pattern
+//!   that selects nothing or the head;
+//! * [`freeze_backbone`]: `requires_grad` off for every variable but the head's;
+//! * [`nested_path`]: the `VarStore` path of a dotted layer name under a prefix
+//!   (`adapter` + `blocks.0.mlp.fc2` → `adapter.blocks.0.mlp.fc2.…`);
+//! * [`TaskBank`]: the method's variables and the head, stored after each task, made fresh
+//!   before the next, written back by the task id for evaluation, and carried through
+//!   checkpoints.
+//!
+//! # The life cycle of a per-task method
+//!
+//! ```text
+//! before_task, first task   freeze_backbone; bank.variable(…) for each method variable;
+//!                           attach them through the Backbone hook; bank.bind(vars, device)
+//! before_task, later tasks  bank.next_task(): live values back, method variables fresh
+//! after_task                bank.store(): copies of the method variables and head
+//! select(selection)         bank.select(Some(j) for Selection::Task(j), else None)
+//! state / load_state        bank.state() / bank.load_state(…) (`task<t>.<name>`)
+//! ```
+//!
+//! LoRA per task (`retain-method-lora`) has this shape and keeps its own copy of it for now;
+//! moving it here is mechanical: its `matches` and the checks of its `bind` are [`matches()`]
+//! and [`select_layers`] (the same error messages), `A` and `B` become
+//! `bank.variable(…, "a", …, Fresh::Uniform { bound })` and
+//! `bank.variable(…, "b", …, Fresh::Zeros)`, `reset_adapters` is [`TaskBank::next_task`],
+//! and `after_task`, `select`, `state` and `load_state` delegate to the bank (the state
+//! keys stay `task<t>.<name>`).
+//!
+//! # Why variables made after the optimiser train
+//!
+//! The trainer builds its one optimiser before the first task, over the store's trainable
+//! variables of that moment; the method's variables are created later, in the first task's
+//! `before_task`. tch's `nn::Optimizer` adds every trainable variable created since it was
+//! built on its next `zero_grad` or `step` (`add_missing_variables`), so they train from the
+//! first step. The frozen backbone stays in the optimiser, but its variables never get a
+//! gradient and libtorch's SGD and Adam skip parameters without one (momentum and weight
+//! decay included), so they stay bit-identical.
+//!
+//! The variables are the same tensors from task to task, re-initialised in place, so a method
+//! on the bank returns true from `Method::fresh_optimizer_each_task`: the trainer then starts
+//! each task with a fresh optimiser, and no moment estimates carry over from one task's
+//! variables to the next's.
+
+use std::collections::BTreeMap;
+
+use retain_models::Backbone;
+use retain_train::{TrainError, named_parameters};
+use tch::{Device, Tensor, nn};
+
+/// Glob matching of parameter and layer names (`*` matches any run of characters).
+pub use retain_models::names::matches;
+
+/// The adaptable layers of `model` (see [`Backbone::adaptable_layers`]) that some pattern of
+/// `patterns` (the hyper-parameter `target`) matches, as `(name, [outputs, inputs])` sorted by
+/// name. Fails when a pattern matches the head (which trains fully per task) or no layer at
+/// all, naming the layers the model has.
+pub fn select_layers(
+    method: &str,
+    model: &dyn Backbone,
+    patterns: &[String],
+) -> Result<Vec<(String, [i64; 2])>, TrainError> {
+    let head = model.head_name();
+    let adaptable = model.adaptable_layers();
+    for pattern in patterns {
+        if matches(pattern, head) {
+            return Err(error(
+                method,
+                format!(
+                    "`target` pattern `{pattern}` selects the head `{head}`, which trains fully per task"
+                ),
+            ));
+        }
+        if !adaptable.iter().any(|(n, _)| matches(pattern, n)) {
+            let names: Vec<&str> = adaptable.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(error(
+                method,
+                format!(
+                    "`target` pattern `{pattern}` matches no adaptable layer (the model has: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(adaptable
+        .into_iter()
+        .filter(|(n, _)| patterns.iter().any(|p| matches(p, n)))
+        .collect())
+}
+
+/// Turns `requires_grad` off for every variable of `vars` except the head's (names under
+/// `head.`), so that only the head and variables created afterwards train.
+pub fn freeze_backbone(vars: &nn::VarStore, head: &str) {
+    let head_prefix = format!("{head}.");
+    for (name, variable) in vars.variables() {
+        if !name.starts_with(&head_prefix) {
+            let _ = variable.set_requires_grad(false);
+        }
+    }
+}
+
+/// The path `root/<part>/<part>/…` of the dotted name `dotted` under `root`, so that a
+/// variable `v` made there is named `<root>.<dotted>.v`.
+pub fn nested_path<'a>(root: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
+    let mut parts = dotted.split('.');
+    let first = root / parts.next().unwrap_or_default();
+    parts.fold(first, |path, part| &path / part)
+}
+
+/// How a method variable starts every task: its initialisation when created, redrawn (or
+/// zeroed) in place before each later task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fresh {
+    Zeros,
+    /// Uniform on `[-bound, bound]` (PyTorch's linear layers use `bound = 1/√fan_in`).
+    Uniform {
+        bound: f64,
+    },
+    /// Normal with mean 0 and standard deviation `std`.
+    Normal {
+        std: f64,
+    },
+}
+
+impl Fresh {
+    fn init(self) -> nn::Init {
+        match self {
+            Fresh::Zeros => nn::Init::Const(0.0),
+            Fresh::Uniform { bound } => nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+            Fresh::Normal { std } => nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        }
+    }
+
+    fn redraw(self, variable: &Tensor) {
+        let mut variable = variable.shallow_clone();
+        let _ = match self {
+            Fresh::Zeros => variable.zero_(),
+            Fresh::Uniform { bound } => variable.uniform_(-bound, bound),
+            Fresh::Normal { std } => variable.normal_(0.0, std),
+        };
+    }
+}
+
+/// The variables a per-task method trains (its own and the head), stored per finished task
+/// and chosen by the task id (see the crate docs for the life cycle).
+///
+/// The *live* variables are the network's trainable variables once the backbone is frozen
+/// and the method's variables exist, sorted by name; they are what the current task trains.
+/// After each task [`TaskBank::store`] keeps a detached copy of them on the training device.
+/// [`TaskBank::select`] writes a finished task's copies into the live variables (in place,
+/// so attached model hooks see them) and puts the live values aside until `None` restores
+/// them. Writes are `copy_`s of the stored values, so a finished task's outputs are
+/// bit-identical every time it is selected.
+#[derive(Debug)]
+pub struct TaskBank {
+    method: String,
+    /// The method's variables and how each starts a task.
+    fresh: Vec<(Tensor, Fresh)>,
+    /// What the current task trains, sorted by name; empty until [`TaskBank::bind`].
+    live: Vec<(String, Tensor)>,
+    /// Per finished task, copies of the live values, in the same order.
+    tasks: Vec<Vec<(String, Tensor)>>,
+    /// The live values, put aside while a finished task's copies are selected.
+    saved: Option<Vec<Tensor>>,
+}
+
+impl TaskBank {
+    /// An empty bank for the method named `method` (used in error messages).
+    pub fn new(method: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            fresh: Vec::new(),
+            live: Vec::new(),
+            tasks: Vec::new(),
+            saved: None,
+        }
+    }
+
+    /// Creates the trainable variable `name` of `shape` under `path` of the model's store,
+    /// initialised by `fresh` and re-initialised the same way before every later task.
+    /// Call before [`TaskBank::bind`].
+    pub fn variable(&mut self, path: &nn::Path, name: &str, shape: &[i64], fresh: Fresh) -> Tensor {
+        debug_assert!(!self.is_bound(), "variables are created before `bind`");
+        let variable = path.var(name, shape, fresh.init());
+        self.fresh.push((variable.shallow_clone(), fresh));
+        variable
+    }
+
+    /// Takes the trainable variables of `vars` (after [`freeze_backbone`] and
+    /// [`TaskBank::variable`]: the head and the method's variables) as the live set, and
+    /// checks copies loaded by [`TaskBank::load_state`] against it (names and shapes),
+    /// moving them to `device`.
+    pub fn bind(&mut self, vars: &nn::VarStore, device: Device) -> Result<(), TrainError> {
+        let live = named_parameters(vars);
+        let live_names: Vec<&str> = live.iter().map(|(n, _)| n.as_str()).collect();
+        for (t, stored) in self.tasks.iter().enumerate() {
+            let stored_names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+            if stored_names != live_names {
+                return Err(error(
+                    &self.method,
+                    format!(
+                        "stored task {t} holds [{}] but the network trains [{}]",
+                        stored_names.join(", "),
+                        live_names.join(", ")
+                    ),
+                ));
+            }
+            for ((name, value), (_, copy)) in live.iter().zip(stored) {
+                if value.size() != copy.size() {
+                    return Err(error(
+                        &self.method,
+                        format!(
+                            "stored task {t}: `{name}` is {:?} but the network's is {:?}",
+                            copy.size(),
+                            value.size()
+                        ),
+                    ));
+                }
+            }
+        }
+        for stored in &mut self.tasks {
+            for (_, copy) in stored.iter_mut() {
+                *copy = copy.to_device(device);
+            }
+        }
+        self.live = live;
+        Ok(())
+    }
+
+    /// Whether [`TaskBank::bind`] has run.
+    pub fn is_bound(&self) -> bool {
+        !self.live.is_empty()
+    }
+
+    /// The live variables with their names, sorted by name.
+    pub fn live(&self) -> &[(String, Tensor)] {
+        &self.live
+    }
+
+    /// Names of the method's own variables (the live set less the head).
+    pub fn method_variables(&self) -> Vec<String> {
+        self.live
+            .iter()
+            .filter(|(_, t)| self.fresh.iter().any(|(f, _)| same(f, t)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Before a later task: the live values back (if a finished task's were selected), then
+    /// the method's variables fresh; the head goes on from its current values.
+    pub fn next_task(&mut self) {
+        self.restore();
+        let _no_grad = tch::no_grad_guard();
+        for (variable, fresh) in &self.fresh {
+            fresh.redraw(variable);
+        }
+    }
+
+    /// After a task: keeps a copy of every live value as that task's.
+    pub fn store(&mut self) {
+        self.restore();
+        self.tasks.push(
+            self.live
+                .iter()
+                .map(|(n, t)| (n.clone(), t.detach().copy()))
+                .collect(),
+        );
+    }
+
+    /// Tasks whose copies are stored.
+    pub fn stored_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Task `task`'s stored copies, sorted by name.
+    pub fn stored(&self, task: usize) -> Option<&[(String, Tensor)]> {
+        self.tasks.get(task).map(Vec::as_slice)
+    }
+
+    /// Writes task `j`'s stored copies into the live variables for `Some(j)` of a finished
+    /// task; restores the live values otherwise (`None`, or a task not trained yet).
+    pub fn select(&mut self, task: Option<usize>) {
+        match task.and_then(|j| self.tasks.get(j)) {
+            Some(stored) => {
+                if self.saved.is_none() {
+                    self.saved = Some(self.live.iter().map(|(_, t)| t.detach().copy()).collect());
+                }
+                let values: Vec<Tensor> = stored.iter().map(|(_, t)| t.shallow_clone()).collect();
+                self.write_live(values);
+            }
+            None => self.restore(),
+        }
+    }
+
+    fn write_live(&self, values: impl IntoIterator<Item = Tensor>) {
+        let _no_grad = tch::no_grad_guard();
+        for ((_, live), value) in self.live.iter().zip(values) {
+            live.shallow_clone().copy_(&value);
+        }
+    }
+
+    fn restore(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            self.write_live(saved);
+        }
+    }
+
+    /// `task<t>.<name>` for every stored task `t` and live variable `name`.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(t, stored)| {
+                stored
+                    .iter()
+                    .map(move |(n, v)| (format!("task{t}.{n}"), v.shallow_clone()))
+            })
+            .collect()
+    }
+
+    /// Restores what [`TaskBank::state`] returned, before [`TaskBank::bind`] (which then
+    /// checks the copies against the network). Every key must be `task<N>.<variable>`, the
+    /// tasks numbered from 0 without gaps, each holding the same variables.
+    pub fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        if self.is_bound() {
+            return Err(error(
+                &self.method,
+                "state must be loaded before the first task binds the method".into(),
+            ));
+        }
+        let mut groups: BTreeMap<usize, Vec<(String, Tensor)>> = BTreeMap::new();
+        for (key, tensor) in state {
+            let parsed = key
+                .strip_prefix("task")
+                .and_then(|r| r.split_once('.'))
+                .and_then(|(t, name)| Some((t.parse::<usize>().ok()?, name.to_owned())));
+            let Some((t, name)) = parsed else {
+                return Err(error(
+                    &self.method,
+                    format!("state key `{key}` is not `task<N>.<variable>`"),
+                ));
+            };
+            groups.entry(t).or_default().push((name, tensor));
+        }
+        let mut tasks: Vec<Vec<(String, Tensor)>> = Vec::with_capacity(groups.len());
+        for (expected, (t, mut stored)) in groups.into_iter().enumerate() {
+            if t != expected {
+                return Err(error(
+                    &self.method,
+                    format!("state has no task {expected} (found task {t} after it)"),
+                ));
+            }
+            stored.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(first) = tasks.first() {
+                let names = |s: &[(String, Tensor)]| -> Vec<String> {
+                    s.iter().map(|(n, _)| n.clone()).collect()
+                };
+                if names(first) != names(&stored) {
+                    return Err(error(
+                        &self.method,
+                        format!("task {t} stores other variables than task 0"),
+                    ));
+                }
+            }
+            tasks.push(stored);
+        }
+        self.tasks = tasks;
+        self.saved = None;
+        Ok(())
+    }
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.data_ptr() == b.data_ptr() && a.size() == b.size()
+}
+
+/// A [`TrainError::Method`] of `method`.
+pub fn error(method: &str, message: String) -> TrainError {
+    TrainError::Method {
+        method: method.to_owned(),
+        message,
+    }
+}
+
+/// A [`TrainError::MethodParams`] of `method`.
+pub fn invalid(method: &str, message: String) -> TrainError {
+    TrainError::MethodParams {
+        method: method.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;

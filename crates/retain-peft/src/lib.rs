@@ -52,6 +52,7 @@ use retain_models::Backbone;
 use retain_train::{TrainError, named_parameters};
 use tch::{Device, Tensor, nn};
 
+use retain_models::names::abbreviated;
 /// Glob matching of parameter and layer names (`*` matches any run of characters).
 pub use retain_models::names::matches;
 
@@ -84,7 +85,7 @@ pub fn select_layers(
                     if names.is_empty() {
                         "none".to_owned()
                     } else {
-                        names.join(", ")
+                        abbreviated(&names, 20)
                     }
                 ),
             ));

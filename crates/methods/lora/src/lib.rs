@@ -87,8 +87,8 @@
 
 use std::collections::BTreeMap;
 
-use retain_models::names::{abbreviated, matches, matches_any};
 use retain_models::{Backbone, LowRank};
+use retain_peft::{freeze_backbone, nested_path, select_layers};
 use retain_train::{
     Method, Network, Readout, Selection, TaskContext, TrainError, named_parameters, parse_params,
 };
@@ -226,39 +226,11 @@ impl Lora {
     /// Freezes the backbone, creates the adapters and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let head = ctx.model.head_name();
-        let adaptable = ctx.model.adaptable_layers();
-        let names = || {
-            let names: Vec<&str> = adaptable.iter().map(|(n, _)| n.as_str()).collect();
-            abbreviated(&names, 20)
-        };
-        for pattern in &self.target {
-            if matches(pattern, head) {
-                return Err(error(format!(
-                    "`target` pattern `{pattern}` selects the head `{head}`, which trains fully per task"
-                )));
-            }
-            if !adaptable.iter().any(|(n, _)| matches(pattern, n)) {
-                return Err(error(format!(
-                    "`target` pattern `{pattern}` matches no adaptable layer (the model has: {})",
-                    names()
-                )));
-            }
-        }
-        let head_prefix = format!("{head}.");
+        let selected = select_layers("lora", ctx.model, &self.target)?;
+        freeze_backbone(ctx.vars, head);
         let variables = ctx.vars.variables();
-        for (name, variable) in &variables {
-            if !name.starts_with(&head_prefix) {
-                let _ = variable.set_requires_grad(false);
-            }
-        }
-        for (name, [outputs, inputs]) in &adaptable {
-            if !matches_any(&self.target, name) {
-                continue;
-            }
-            let mut path = ctx.vars.root() / "lora";
-            for part in name.split('.') {
-                path = &path / part;
-            }
+        for (name, [outputs, inputs]) in &selected {
+            let path = nested_path(&ctx.vars.root(), &format!("lora.{name}"));
             let bound = 1.0 / (*inputs as f64).sqrt();
             let a = path.var(
                 "a",

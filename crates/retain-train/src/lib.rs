@@ -10,6 +10,7 @@
 //!   read-out accumulate in device tensors and cross to the host in one copy per evaluation.
 
 pub mod method;
+pub mod stage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
@@ -41,6 +42,12 @@ pub enum TrainError {
         epoch: usize,
         loss: f64,
     },
+    #[error(
+        "pretrain stage diverged: mean loss {loss} in epoch {epoch} (lower pretrain.optimizer.lr?)"
+    )]
+    StageDiverged { epoch: usize, loss: f64 },
+    #[error("pretrain stage: {message}")]
+    Stage { message: String },
     #[error("invalid hyper-parameters for method `{method}`: {message}")]
     MethodParams { method: String, message: String },
     #[error("method `{method}` failed: {message}")]

@@ -10,6 +10,7 @@
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
 //! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
+//! | (`manifest.json` `pretrain`) | with a `[pretrain]` stage: its cached checkpoint under `<output>/<experiment>/stages/`, whether it was reused, its accuracy and seconds (see `stage.rs`) |
 //! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
@@ -31,7 +32,7 @@ use tch::Device;
 use crate::cli::RunArgs;
 use crate::device_memory::DeviceMemoryProbe;
 use crate::progress::{Progress, ProgressLines};
-use crate::{UsageError, registry, report};
+use crate::{UsageError, registry, report, stage};
 
 /// Everything `run` needs, resolved from the file and the command line.
 pub struct Plan {
@@ -149,14 +150,45 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let factory = registry::factory(&experiment.method.name).expect("checked by plan");
     let mut method =
         factory(&experiment.method.params).map_err(|e| UsageError::new(e.to_string()))?;
-    let network = Network::new(experiment, &stream);
-    if let Some(checkpoint) = experiment.model.checkpoint() {
-        network
-            .load(checkpoint)
-            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
-    }
+    let network = build_network(
+        experiment,
+        stream.image_shape,
+        stream.num_classes,
+        plan.device,
+    )?;
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
+    let mut say = |line: String| {
+        if display != Display::Quiet {
+            eprintln!("{line}");
+        }
+    };
+    let pretrain = match stage::apply(experiment, &network, plan.device, &mut say) {
+        Ok(summary) => summary,
+        Err(error) => {
+            let costs = Costs {
+                wall_seconds: wall.elapsed().as_secs_f64(),
+                trainable_parameters: 0,
+                peak_host_memory_bytes: peak_host_memory_bytes(),
+                peak_device_memory_bytes: None,
+            };
+            let manifest = Manifest::new(
+                plan,
+                started_at,
+                load_seconds,
+                None,
+                &costs,
+                None,
+                Some(format!("{error:#}")),
+            );
+            write_manifest(&plan.run_dir, &manifest)?;
+            return Err(error.context(format!(
+                "the pretrain stage of run {} failed (recorded in {})",
+                plan.run_name,
+                plan.run_dir.join("manifest.json").display()
+            )));
+        }
+    };
 
     if display == Display::Interactive {
         eprintln!(
@@ -211,6 +243,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
                 load_seconds,
                 None,
                 &costs,
+                pretrain.clone(),
                 Some(error.to_string()),
             );
             write_manifest(&plan.run_dir, &manifest)?;
@@ -234,13 +267,38 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ..costs
     };
-    let manifest = Manifest::new(plan, started_at, load_seconds, Some(&outcome), &costs, None);
+    let manifest = Manifest::new(
+        plan,
+        started_at,
+        load_seconds,
+        Some(&outcome),
+        &costs,
+        pretrain,
+        None,
+    );
     write_manifest(&plan.run_dir, &manifest)?;
     if display == Display::Interactive {
         report::print_run(&matrices, &outcome);
         println!("\nresults: {}", plan.run_dir.display());
     }
     Ok(())
+}
+
+/// The experiment's network for images of `image_shape` and `outputs` classes on `device`,
+/// loaded from `[model] checkpoint` when one is given.
+pub fn build_network(
+    experiment: &Experiment,
+    image_shape: [usize; 3],
+    outputs: usize,
+    device: Device,
+) -> Result<Network> {
+    let network = Network::for_shape(experiment, image_shape, outputs, device);
+    if let Some(checkpoint) = experiment.model.checkpoint() {
+        network
+            .load(checkpoint)
+            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
+    }
+    Ok(network)
 }
 
 /// What a run cost, beyond the trainer's timings.
@@ -347,6 +405,9 @@ struct Manifest {
     /// null on the CPU.
     peak_device_memory_bytes: Option<u64>,
     timings: Option<Timings>,
+    /// The `[pretrain]` stage the stream started from; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pretrain: Option<stage::StageSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -368,6 +429,7 @@ impl Manifest {
         load_seconds: f64,
         outcome: Option<&RunOutcome>,
         costs: &Costs,
+        pretrain: Option<stage::StageSummary>,
         error: Option<String>,
     ) -> Self {
         let experiment = &plan.experiment;
@@ -407,6 +469,7 @@ impl Manifest {
                 seconds_per_step: o.seconds_per_step(),
                 per_task: o.tasks.clone(),
             }),
+            pretrain,
         }
     }
 }

@@ -3,5 +3,6 @@
 mod cli;
 mod common;
 mod grid;
+mod pretrain;
 mod rehearsal;
 mod slurm;

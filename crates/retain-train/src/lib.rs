@@ -161,10 +161,26 @@ pub struct Network {
 
 impl Network {
     pub fn new(experiment: &Experiment, stream: &TaskStream) -> Self {
+        Self::for_shape(
+            experiment,
+            stream.image_shape,
+            stream.num_classes,
+            stream.device,
+        )
+    }
+
+    /// [`Network::new`] for images of `image_shape` (`[C, H, W]`) and `outputs` classes, without
+    /// a stream: what `retain pretrain` builds before any stream data is loaded. The same
+    /// experiment gives the same initial weights either way.
+    pub fn for_shape(
+        experiment: &Experiment,
+        image_shape: [usize; 3],
+        outputs: usize,
+        device: Device,
+    ) -> Self {
         tch::manual_seed(retain_stream::seed::derive(experiment.seed, "init") as i64);
         let config = experiment.model.clone();
-        let (image_shape, outputs) = (stream.image_shape, stream.num_classes);
-        Self::from_builder(stream.device, move |path| {
+        Self::from_builder(device, move |path| {
             retain_models::build(&config, path, image_shape, outputs)
         })
     }

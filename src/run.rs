@@ -6,9 +6,9 @@
 //! | file | content |
 //! |---|---|
 //! | `accuracy.parquet` | long-form accuracy matrix: one row per read-out × trained tasks × evaluated task |
-//! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out |
+//! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out, and the run's costs |
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
-//! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
+//! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, `costs` (trainable parameters, method state bytes in all and per task, frozen base bytes, seconds per step), status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
 //! | (`manifest.json` `pretrain`) | with a `[pretrain]` stage: its cached checkpoint under `<output>/<experiment>/stages/`, whether it was reused, its accuracy and seconds (see `stage.rs`) |
 //! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
@@ -169,6 +169,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             let costs = Costs {
                 wall_seconds: wall.elapsed().as_secs_f64(),
                 trainable_parameters: 0,
+                method: None,
                 peak_host_memory_bytes: peak_host_memory_bytes(),
                 peak_device_memory_bytes: None,
             };
@@ -220,6 +221,14 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             outcome
         }
     };
+    let method_costs = outcome.as_ref().ok().map(|o| {
+        retain_train::Costs::measure(
+            &network,
+            method.as_ref(),
+            stream.tasks.len(),
+            o.seconds_per_step(),
+        )
+    });
     let costs = Costs {
         wall_seconds: 0.0,
         trainable_parameters: network
@@ -227,6 +236,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             .iter()
             .map(|(_, t)| t.numel() as u64)
             .sum(),
+        method: method_costs,
         peak_host_memory_bytes: peak_host_memory_bytes(),
         peak_device_memory_bytes: device_memory.finish(),
     };
@@ -255,7 +265,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         }
     };
 
-    let matrices = write_results(plan, &outcome)?;
+    let matrices = write_results(plan, &outcome, method_costs)?;
     if plan.save_checkpoint {
         network.save(&plan.run_dir.join("model.safetensors"))?;
         retain_train::save_method_state(
@@ -305,6 +315,8 @@ pub fn build_network(
 struct Costs {
     wall_seconds: f64,
     trainable_parameters: u64,
+    /// Measured at the end of a run that finished training.
+    method: Option<retain_train::Costs>,
     peak_host_memory_bytes: Option<u64>,
     peak_device_memory_bytes: Option<u64>,
 }
@@ -319,7 +331,11 @@ fn peak_host_memory_bytes() -> Option<u64> {
 }
 
 /// Writes Parquet files, the resolved config and heat-maps; returns the matrices per read-out.
-fn write_results(plan: &Plan, outcome: &RunOutcome) -> Result<Vec<(Readout, AccuracyMatrix)>> {
+fn write_results(
+    plan: &Plan,
+    outcome: &RunOutcome,
+    costs: Option<retain_train::Costs>,
+) -> Result<Vec<(Readout, AccuracyMatrix)>> {
     let experiment = &plan.experiment;
     let dir = &plan.run_dir;
     let mut accuracy = Vec::new();
@@ -355,6 +371,13 @@ fn write_results(plan: &Plan, outcome: &RunOutcome) -> Result<Vec<(Readout, Accu
             fwt: summary.fwt,
             forgetting: summary.forgetting,
             average_incremental_accuracy: summary.average_incremental_accuracy,
+            costs: costs.map(|c| retain_results::RunCosts {
+                trainable_parameters: c.trainable_parameters,
+                method_state_bytes: c.method_state_bytes,
+                state_bytes_per_task: c.state_bytes_per_task,
+                frozen_base_bytes: c.frozen_base_bytes,
+                seconds_per_step: c.seconds_per_step,
+            }),
         });
         let title = format!(
             "{} / {} ({})",
@@ -405,6 +428,11 @@ struct Manifest {
     /// null on the CPU.
     peak_device_memory_bytes: Option<u64>,
     timings: Option<Timings>,
+    /// What the method costs next to what it retains (trainable parameters, bytes of its
+    /// state in all and per task, bytes of the frozen base, seconds per step); absent when
+    /// training did not finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    costs: Option<retain_train::Costs>,
     /// The `[pretrain]` stage the stream started from; absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pretrain: Option<stage::StageSummary>,
@@ -469,6 +497,7 @@ impl Manifest {
                 seconds_per_step: o.seconds_per_step(),
                 per_task: o.tasks.clone(),
             }),
+            costs: costs.method,
             pretrain,
         }
     }

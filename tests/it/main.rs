@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod costs;
 mod grid;
 mod pretrain;
 mod rehearsal;

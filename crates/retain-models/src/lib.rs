@@ -49,6 +49,14 @@ pub trait Backbone: ModuleT {
         false
     }
 
+    /// Bytes of weights the model keeps in quantised form instead of as variables; a
+    /// quantising method frees the float variable, so those bytes are counted here. A run's
+    /// `frozen_base_bytes` adds them to the bytes of its variables that do not train, so a
+    /// quantised base is charged what it actually occupies. Default: 0 (no quantised weights).
+    fn quantized_bytes(&self) -> u64 {
+        0
+    }
+
     /// The gradients of the mean cross-entropy of each group of samples, in one batched
     /// forward/backward pass instead of one pass per group: `[groups, P]`, row `k` being the
     /// gradient of `mean_{i ∈ group k} ℓ_i` (cross-entropy over every output, the model in

@@ -77,8 +77,18 @@ pub fn key(experiment: &Experiment, plan: &PretrainPlan) -> Result<(serde_json::
         .iter()
         .map(|f| serde_json::json!({ "name": f.name, "md5": f.md5, "size": f.size }))
         .collect();
+    // Paths are replaced by the hashes of the files' contents, and the evaluation batch size
+    // is left out: neither changes the weights.
+    let mut stage = plan.clone();
+    if let Some(d) = &mut stage.distillation {
+        d.teacher = strip_checkpoint(&d.teacher);
+    }
+    let mut stage = serde_json::to_value(&stage)?;
+    if let Some(fields) = stage.as_object_mut() {
+        fields.remove("eval_batch_size");
+    }
     let key = serde_json::json!({
-        "stage": plan,
+        "stage": stage,
         "model": strip_checkpoint(&experiment.model),
         "model_checkpoint_md5": file_digest(experiment.model.checkpoint(), "model.checkpoint")?,
         "teacher_checkpoint_md5": file_digest(
@@ -94,7 +104,7 @@ pub fn key(experiment: &Experiment, plan: &PretrainPlan) -> Result<(serde_json::
     Ok((key, hash))
 }
 
-/// The model config without its checkpoint path: the file's content is hashed instead, so
+/// A model config without its checkpoint path: the file's content is hashed instead, so
 /// moving a checkpoint does not retrain the stage and overwriting one does.
 fn strip_checkpoint(model: &ModelConfig) -> ModelConfig {
     match model.clone() {
@@ -277,4 +287,53 @@ pub fn execute(args: &crate::cli::PretrainArgs) -> Result<()> {
     };
     println!("{}", written.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(overrides: &[&str]) -> Experiment {
+        let text = include_str!("../experiments/pretrain-fashion-half.toml");
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Experiment::from_source(text, "exp.toml", &overrides).unwrap()
+    }
+
+    fn hash(overrides: &[&str]) -> String {
+        let experiment = experiment(overrides);
+        key(&experiment, &experiment.pretrain_plan().unwrap())
+            .unwrap()
+            .1
+    }
+
+    /// The cache key follows what determines the weights and nothing else.
+    #[test]
+    fn the_stage_hash_covers_what_determines_the_weights() {
+        let base = hash(&[]);
+        assert_eq!(base.len(), 16);
+        assert_eq!(hash(&[]), base, "stable");
+        // Not the evaluation, the method, the stream's tasks or where results go.
+        for same in [
+            "training.eval_batch_size=100",
+            "method.name=\"ewc\"",
+            "stream.tasks=1",
+            "output=\"elsewhere\"",
+        ] {
+            assert_eq!(hash(&[same]), base, "{same}");
+        }
+        for different in [
+            "seed=1",
+            "pretrain.epochs=4",
+            "pretrain.classes=[0, 1]",
+            "pretrain.batch_size=32",
+            "pretrain.optimizer.lr=0.01",
+            "model.hidden=[50]",
+        ] {
+            assert_ne!(hash(&[different]), base, "{different}");
+        }
+        assert!(
+            cache_dir(&experiment(&[]), &base)
+                .ends_with(format!("pretrain-fashion-half/stages/pretrain-{base}"))
+        );
+    }
 }

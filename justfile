@@ -21,6 +21,10 @@ fetch name="mnist": build
 run experiment *args: (fetch "mnist")
     {{env}} && {{bin}} run {{experiment}} {{args}}
 
+# Train (or reuse) only an experiment's [pretrain] stage: `just pretrain exp.toml --out teacher.safetensors`.
+pretrain experiment *args: (fetch "mnist")
+    {{env}} && {{bin}} pretrain {{experiment}} {{args}}
+
 # Show libtorch, CUDA and cuDNN as this binary sees them.
 doctor: build
     {{env}} && {{bin}} doctor

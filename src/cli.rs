@@ -16,6 +16,9 @@ pub struct Cli {
 pub enum Command {
     /// Run an experiment file and write its results under `<output>/<name>/<run>/`.
     Run(RunArgs),
+    /// Run only an experiment's `[pretrain]` stage (or reuse its cached result) and print the
+    /// checkpoint's path; `--out` copies it (with `stage.json` beside it) for `[model] checkpoint`.
+    Pretrain(PretrainArgs),
     /// Show the libtorch in use, CUDA and cuDNN availability, and where libtorch was found.
     Doctor,
     /// Fetch, verify and list datasets.
@@ -192,6 +195,33 @@ pub struct RunArgs {
     /// with `[model] checkpoint`.
     #[arg(long)]
     pub save_checkpoint: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// The experiment file (TOML) with a `[pretrain]` table.
+    pub experiment: PathBuf,
+    /// Copy the trained checkpoint here (and `stage.json` into the same folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override a config key, e.g. `--set pretrain.epochs=5` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Override the device: auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Override the seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the results folder (the stage cache is `<output>/<experiment>/stages/`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Override the datasets folder.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Only errors and the checkpoint's path.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

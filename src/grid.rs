@@ -529,6 +529,7 @@ pub fn collect(loaded: &Loaded, quiet: bool) -> Result<()> {
         let manifest = read_manifest(&dir).unwrap_or_default();
         let experiment = spec.experiment(cell, &loaded.extra)?;
         let timings = manifest.timings.clone().unwrap_or_default();
+        let costs = manifest.costs.clone().unwrap_or_default();
         let complete = status == CellStatus::Complete;
         runs.push(RunRecord {
             cell: cell.id.clone(),
@@ -552,6 +553,9 @@ pub fn collect(loaded: &Loaded, quiet: bool) -> Result<()> {
             seconds_per_step: timings.seconds_per_step.filter(|_| complete),
             steps: timings.steps.filter(|_| complete),
             trainable_parameters: manifest.trainable_parameters.filter(|_| complete),
+            method_state_bytes: costs.method_state_bytes.filter(|_| complete),
+            state_bytes_per_task: costs.state_bytes_per_task.filter(|_| complete),
+            frozen_base_bytes: costs.frozen_base_bytes.filter(|_| complete),
             peak_host_memory_bytes: manifest.peak_host_memory_bytes.filter(|_| complete),
             peak_device_memory_bytes: manifest.peak_device_memory_bytes.filter(|_| complete),
         });
@@ -604,8 +608,10 @@ pub fn collect(loaded: &Loaded, quiet: bool) -> Result<()> {
 }
 
 /// Plots of the collected grid, grouped by configuration (the cell id without the seed):
-/// per-task accuracy lines of the mean matrix, ACC bars (mean ± std over seeds) and ACC
-/// against trainable parameters, each per read-out, as PNG and SVG. Returns how many files.
+/// per-task accuracy lines of the mean matrix and ACC bars (mean ± std over seeds), each per
+/// read-out, and one chart of ACC (mean over seeds) against trainable parameters on a log axis
+/// with a colour per read-out (`accuracy-vs-parameters`), as PNG and SVG. Returns how many
+/// files.
 fn write_plots(
     spec: &GridSpec,
     runs: &[RunRecord],
@@ -642,6 +648,7 @@ fn write_plots(
         .collect();
     let name = &spec.base.name;
     let mut written = 0;
+    let mut series = Vec::new();
     for scenario in scenarios {
         let mut bars = Vec::new();
         let mut points = Vec::new();
@@ -695,14 +702,22 @@ fn write_plots(
                 &format!("{name}: ACC ({scenario}), mean ± std over seeds"),
             )?;
             written += 1;
-            if !points.is_empty() {
-                retain_plot::accuracy_vs_parameters(
-                    &dir.join(format!("acc-vs-params-{scenario}.{ext}")),
-                    &points,
-                    &format!("{name}: ACC ({scenario}) against trainable parameters"),
-                )?;
-                written += 1;
-            }
+        }
+        if !points.is_empty() {
+            series.push(retain_plot::Series {
+                label: scenario.to_owned(),
+                points,
+            });
+        }
+    }
+    if !series.is_empty() {
+        for ext in ["png", "svg"] {
+            retain_plot::accuracy_vs_parameters(
+                &dir.join(format!("accuracy-vs-parameters.{ext}")),
+                &series,
+                &format!("{name}: ACC against trainable parameters, mean over seeds"),
+            )?;
+            written += 1;
         }
     }
     Ok(written)

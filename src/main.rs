@@ -10,6 +10,7 @@ mod registry;
 mod report;
 mod run;
 mod slurm;
+mod stage;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         cli::Command::Run(args) => run::execute(args),
+        cli::Command::Pretrain(args) => stage::execute(args),
         cli::Command::Doctor => doctor::run(),
         cli::Command::Data(command) => data::execute(command),
         cli::Command::Grid(command) => grid::execute(command),

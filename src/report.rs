@@ -165,6 +165,27 @@ impl Collected {
             .unwrap_or_else(|| method.to_owned())
     }
 
+    /// The cost columns of a configuration, means over its complete cells: trainable
+    /// parameters, method state bytes per task, frozen base bytes, milliseconds per step.
+    fn costs(&self, label: &str) -> [String; 4] {
+        let runs: Vec<&retain_results::RunRecord> = self
+            .runs
+            .iter()
+            .filter(|r| r.status == "complete" && self.label(&r.cell, &r.method) == label)
+            .collect();
+        let mean = |f: &dyn Fn(&retain_results::RunRecord) -> Option<f64>| {
+            retain_metrics::MeanStd::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+                .map(|s| s.mean)
+        };
+        [
+            mean(&|r| r.trainable_parameters.map(|p| p as f64))
+                .map_or("-".into(), |p| format!("{p:.0}")),
+            mean(&|r| r.state_bytes_per_task).map_or("-".into(), format_bytes),
+            mean(&|r| r.frozen_base_bytes.map(|b| b as f64)).map_or("-".into(), format_bytes),
+            mean(&|r| r.seconds_per_step).map_or("-".into(), |s| format!("{:.3}", s * 1e3)),
+        ]
+    }
+
     /// Metrics rows grouped by (configuration, read-out), in cell order.
     fn groups(&self) -> Vec<Group<'_>> {
         let mut groups: Vec<Group<'_>> = Vec::new();
@@ -228,6 +249,21 @@ fn metric_value(m: &retain_results::CellMetricsRecord, metric: &str) -> Option<f
     }
 }
 
+/// Bytes in binary units: `0 B`, `812 B`, `3.1 KiB`, `2.40 MiB`.
+fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024.0 {
+        return format!("{bytes:.0} B");
+    }
+    let mut value = bytes / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
+}
+
 /// `mean ± std` in percent; the bare mean for one seed.
 fn format_stats(stats: Option<retain_metrics::MeanStd>) -> String {
     match stats {
@@ -240,7 +276,9 @@ fn format_stats(stats: Option<retain_metrics::MeanStd>) -> String {
 }
 
 /// `retain report`: mean ± std over seeds of ACC, BWT and forgetting (and intransigence
-/// when the grid has joint cells) per configuration and read-out, with published numbers.
+/// when the grid has joint cells) per configuration and read-out, with published numbers, and
+/// next to them what the configuration costs (trainable parameters, method state per task,
+/// frozen base, step time; means over its complete cells).
 pub fn execute(args: &crate::cli::ReportArgs) -> anyhow::Result<()> {
     let collected = Collected::load(&args.results)?;
     let groups = collected.groups();
@@ -250,6 +288,10 @@ pub fn execute(args: &crate::cli::ReportArgs) -> anyhow::Result<()> {
         .map(|s| s.published.clone())
         .unwrap_or_default();
     let with_intransigence = collected.metrics.iter().any(|m| m.intransigence.is_some());
+    let with_costs = collected
+        .runs
+        .iter()
+        .any(|r| r.method_state_bytes.is_some());
     let with_published = !published.values.is_empty();
 
     let mut header = vec![
@@ -263,6 +305,9 @@ pub fn execute(args: &crate::cli::ReportArgs) -> anyhow::Result<()> {
     ];
     if with_intransigence {
         header.push("intransigence");
+    }
+    if with_costs {
+        header.extend(["params", "state/task", "frozen", "ms/step"]);
     }
     if with_published {
         header.push("published");
@@ -280,6 +325,9 @@ pub fn execute(args: &crate::cli::ReportArgs) -> anyhow::Result<()> {
         ];
         if with_intransigence {
             row.push(format_stats(g.stats("intransigence")));
+        }
+        if with_costs {
+            row.extend(collected.costs(&g.label));
         }
         if with_published {
             let cited: Vec<String> = retain_grid::METRICS
@@ -425,4 +473,17 @@ pub fn check(args: &crate::cli::CheckArgs) -> anyhow::Result<()> {
         moved.len(),
         comparisons.len()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_bytes;
+
+    #[test]
+    fn bytes_are_shown_in_binary_units() {
+        assert_eq!(format_bytes(0.0), "0 B");
+        assert_eq!(format_bytes(812.0), "812 B");
+        assert_eq!(format_bytes(3.0 * 1024.0), "3.00 KiB");
+        assert_eq!(format_bytes(2.5 * 1024.0 * 1024.0), "2.50 MiB");
+    }
 }

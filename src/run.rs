@@ -6,10 +6,11 @@
 //! | file | content |
 //! |---|---|
 //! | `accuracy.parquet` | long-form accuracy matrix: one row per read-out × trained tasks × evaluated task |
-//! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out |
+//! | `metrics.parquet` | ACC, BWT, FWT, forgetting, average incremental accuracy per read-out, and the run's costs |
 //! | `config.toml` | the experiment as run, defaults and overrides resolved |
-//! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, status |
+//! | `manifest.json` | versions, seed, device, git revision, timings, wall time, trainable parameters, peak host memory, `costs` (trainable parameters, method state bytes in all and per task, frozen base bytes, seconds per step), status |
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
+//! | (`manifest.json` `pretrain`) | with a `[pretrain]` stage: its cached checkpoint under `<output>/<experiment>/stages/`, whether it was reused, its accuracy and seconds (see `stage.rs`) |
 //! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
@@ -31,7 +32,7 @@ use tch::Device;
 use crate::cli::RunArgs;
 use crate::device_memory::DeviceMemoryProbe;
 use crate::progress::{Progress, ProgressLines};
-use crate::{UsageError, registry, report};
+use crate::{UsageError, registry, report, stage};
 
 /// Everything `run` needs, resolved from the file and the command line.
 pub struct Plan {
@@ -153,14 +154,46 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let factory = registry::factory(&experiment.method.name).expect("checked by plan");
     let mut method =
         factory(&experiment.method.params).map_err(|e| UsageError::new(e.to_string()))?;
-    let network = Network::new(experiment, &stream);
-    if let Some(checkpoint) = experiment.model.checkpoint() {
-        network
-            .load(checkpoint)
-            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
-    }
+    let network = build_network(
+        experiment,
+        stream.image_shape,
+        stream.num_classes,
+        plan.device,
+    )?;
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
+    let mut say = |line: String| {
+        if display != Display::Quiet {
+            eprintln!("{line}");
+        }
+    };
+    let pretrain = match stage::apply(experiment, &network, plan.device, &mut say) {
+        Ok(summary) => summary,
+        Err(error) => {
+            let costs = Costs {
+                wall_seconds: wall.elapsed().as_secs_f64(),
+                trainable_parameters: 0,
+                method: None,
+                peak_host_memory_bytes: peak_host_memory_bytes(),
+                peak_device_memory_bytes: None,
+            };
+            let manifest = Manifest::new(
+                plan,
+                started_at,
+                load_seconds,
+                None,
+                &costs,
+                None,
+                Some(format!("{error:#}")),
+            );
+            write_manifest(&plan.run_dir, &manifest)?;
+            return Err(error.context(format!(
+                "the pretrain stage of run {} failed (recorded in {})",
+                plan.run_name,
+                plan.run_dir.join("manifest.json").display()
+            )));
+        }
+    };
 
     if display == Display::Interactive {
         eprintln!(
@@ -192,6 +225,14 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             outcome
         }
     };
+    let method_costs = outcome.as_ref().ok().map(|o| {
+        retain_train::Costs::measure(
+            &network,
+            method.as_ref(),
+            stream.tasks.len(),
+            o.seconds_per_step(),
+        )
+    });
     let costs = Costs {
         wall_seconds: 0.0,
         trainable_parameters: network
@@ -199,6 +240,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             .iter()
             .map(|(_, t)| t.numel() as u64)
             .sum(),
+        method: method_costs,
         peak_host_memory_bytes: peak_host_memory_bytes(),
         peak_device_memory_bytes: device_memory.finish(),
     };
@@ -215,6 +257,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
                 load_seconds,
                 None,
                 &costs,
+                pretrain.clone(),
                 Some(error.to_string()),
             );
             write_manifest(&plan.run_dir, &manifest)?;
@@ -226,7 +269,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         }
     };
 
-    let matrices = write_results(plan, &outcome)?;
+    let matrices = write_results(plan, &outcome, method_costs)?;
     if plan.save_checkpoint {
         network.save(&plan.run_dir.join("model.safetensors"))?;
         retain_train::save_method_state(
@@ -238,7 +281,15 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ..costs
     };
-    let manifest = Manifest::new(plan, started_at, load_seconds, Some(&outcome), &costs, None);
+    let manifest = Manifest::new(
+        plan,
+        started_at,
+        load_seconds,
+        Some(&outcome),
+        &costs,
+        pretrain,
+        None,
+    );
     write_manifest(&plan.run_dir, &manifest)?;
     if display == Display::Interactive {
         report::print_run(&matrices, &outcome);
@@ -247,10 +298,29 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     Ok(())
 }
 
+/// The experiment's network for images of `image_shape` and `outputs` classes on `device`,
+/// loaded from `[model] checkpoint` when one is given.
+pub fn build_network(
+    experiment: &Experiment,
+    image_shape: [usize; 3],
+    outputs: usize,
+    device: Device,
+) -> Result<Network> {
+    let network = Network::for_shape(experiment, image_shape, outputs, device);
+    if let Some(checkpoint) = experiment.model.checkpoint() {
+        network
+            .load(checkpoint)
+            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
+    }
+    Ok(network)
+}
+
 /// What a run cost, beyond the trainer's timings.
 struct Costs {
     wall_seconds: f64,
     trainable_parameters: u64,
+    /// Measured at the end of a run that finished training.
+    method: Option<retain_train::Costs>,
     peak_host_memory_bytes: Option<u64>,
     peak_device_memory_bytes: Option<u64>,
 }
@@ -265,7 +335,11 @@ fn peak_host_memory_bytes() -> Option<u64> {
 }
 
 /// Writes Parquet files, the resolved config and heat-maps; returns the matrices per read-out.
-fn write_results(plan: &Plan, outcome: &RunOutcome) -> Result<Vec<(Readout, AccuracyMatrix)>> {
+fn write_results(
+    plan: &Plan,
+    outcome: &RunOutcome,
+    costs: Option<retain_train::Costs>,
+) -> Result<Vec<(Readout, AccuracyMatrix)>> {
     let experiment = &plan.experiment;
     let dir = &plan.run_dir;
     let mut accuracy = Vec::new();
@@ -301,6 +375,13 @@ fn write_results(plan: &Plan, outcome: &RunOutcome) -> Result<Vec<(Readout, Accu
             fwt: summary.fwt,
             forgetting: summary.forgetting,
             average_incremental_accuracy: summary.average_incremental_accuracy,
+            costs: costs.map(|c| retain_results::RunCosts {
+                trainable_parameters: c.trainable_parameters,
+                method_state_bytes: c.method_state_bytes,
+                state_bytes_per_task: c.state_bytes_per_task,
+                frozen_base_bytes: c.frozen_base_bytes,
+                seconds_per_step: c.seconds_per_step,
+            }),
         });
         let title = format!(
             "{} / {} ({})",
@@ -351,6 +432,14 @@ struct Manifest {
     /// null on the CPU.
     peak_device_memory_bytes: Option<u64>,
     timings: Option<Timings>,
+    /// What the method costs next to what it retains (trainable parameters, bytes of its
+    /// state in all and per task, bytes of the frozen base, seconds per step); absent when
+    /// training did not finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    costs: Option<retain_train::Costs>,
+    /// The `[pretrain]` stage the stream started from; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pretrain: Option<stage::StageSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -372,6 +461,7 @@ impl Manifest {
         load_seconds: f64,
         outcome: Option<&RunOutcome>,
         costs: &Costs,
+        pretrain: Option<stage::StageSummary>,
         error: Option<String>,
     ) -> Self {
         let experiment = &plan.experiment;
@@ -411,6 +501,8 @@ impl Manifest {
                 seconds_per_step: o.seconds_per_step(),
                 per_task: o.tasks.clone(),
             }),
+            costs: costs.method,
+            pretrain,
         }
     }
 }

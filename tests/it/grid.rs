@@ -277,7 +277,7 @@ fn a_diverging_cell_fails_alone_and_is_retried_only_on_request() {
     for name in [
         "acc-class_il",
         "acc-task_il",
-        "acc-vs-params-class_il",
+        "accuracy-vs-parameters",
         "tasks-class_il-lr=0.05",
         "tasks-task_il-lr=0.05",
     ] {
@@ -287,6 +287,10 @@ fn a_diverging_cell_fails_alone_and_is_retried_only_on_request() {
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
                 .len();
             assert!(size > 5_000, "{} is {size} bytes", path.display());
+            if ext == "png" {
+                let bytes = std::fs::read(&path).unwrap();
+                assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+            }
         }
     }
 
@@ -356,6 +360,7 @@ for name in ["runs", "accuracy", "metrics"]:
         "runs 1 cell:string_view,axis.seed:string_view,method:string_view,seed:uint64,\
          status:string_view,error:string_view,device:string_view,wall_seconds:double,\
          seconds_per_step:double,steps:uint64,trainable_parameters:uint64,\
+         method_state_bytes:uint64,state_bytes_per_task:double,frozen_base_bytes:uint64,\
          peak_host_memory_bytes:uint64,peak_device_memory_bytes:uint64"
     );
     assert_eq!(
@@ -368,7 +373,9 @@ for name in ["runs", "accuracy", "metrics"]:
         lines[2],
         "metrics 2 cell:string_view,run:string_view,method:string_view,seed:uint64,\
          scenario:string_view,tasks:uint32,acc:double,bwt:double,fwt:double,forgetting:double,\
-         average_incremental_accuracy:double,intransigence:double"
+         average_incremental_accuracy:double,trainable_parameters:uint64,\
+         method_state_bytes:uint64,state_bytes_per_task:double,frozen_base_bytes:uint64,\
+         seconds_per_step:double,intransigence:double"
     );
 
     // A cell runs alone too (a cluster job): skipped when complete, rerun with --force,

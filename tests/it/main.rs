@@ -2,6 +2,8 @@
 
 mod cli;
 mod common;
+mod costs;
 mod grid;
+mod pretrain;
 mod rehearsal;
 mod slurm;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use locate::line_of_key;
+pub use locate::{line_of_key, line_of_table};
 
 /// A configuration error: what is wrong, with the key and, where known, where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,9 @@ pub struct Experiment {
     pub model: ModelConfig,
     #[serde(default)]
     pub training: TrainingConfig,
+    /// A stage that trains `[model]` before the stream starts; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<PretrainConfig>,
     pub method: MethodConfig,
 }
 
@@ -585,6 +588,86 @@ impl Default for OptimizerConfig {
     }
 }
 
+/// `[pretrain]`: train the experiment's `[model]` before the task stream starts, so the stream
+/// begins from those weights instead of a random initialisation (or `[model] checkpoint`).
+///
+/// With a `[pretrain.teacher]` table the stage is knowledge distillation (Hinton et al. 2015):
+/// the teacher, a frozen model loaded from its checkpoint, provides soft labels and the
+/// student (`[model]`, usually smaller) minimises
+/// `(1 − hard_weight) · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + hard_weight · CE`.
+/// The `T²` keeps the soft term's gradients on the scale of the hard term's as `T` grows.
+///
+/// Every key is optional; [`Experiment::pretrain_plan`] resolves the defaults.
+///
+/// ```toml
+/// [pretrain]
+/// classes = [0, 1, 2, 3, 4]
+/// epochs = 2
+/// temperature = 4.0
+///
+/// [pretrain.teacher]
+/// kind = "mlp"
+/// hidden = [400, 400]
+/// checkpoint = "teacher.safetensors"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// The stream's dataset when absent. Must have the stream dataset's image shape (the model
+    /// is built for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetName>,
+    /// Classes to train on; every class of the dataset when absent. Each must be below the
+    /// stream dataset's class count, the size of the model's head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<u32>>,
+    /// `[training] epochs` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// `[training] batch_size` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// `[training.optimizer]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerConfig>,
+    /// Distillation temperature `T` (> 0); 2.0 when absent. Distillation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Weight in `[0, 1]` of the hard-label cross-entropy; 0 when absent. Distillation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_weight: Option<f64>,
+    /// The teacher of a distillation stage: a model (same schema as `[model]`) with the
+    /// stream's number of outputs, loaded from its `checkpoint` (required) and kept frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<ModelConfig>,
+}
+
+/// A `[pretrain]` stage with every default resolved: what the trainer runs and what its cache
+/// key is computed from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PretrainPlan {
+    pub dataset: DatasetName,
+    /// Sorted, without duplicates.
+    pub classes: Vec<u32>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub distillation: Option<Distillation>,
+}
+
+/// The teacher half of a distillation stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distillation {
+    pub teacher: ModelConfig,
+    pub temperature: f64,
+    pub hard_weight: f64,
+}
+
+/// Default distillation temperature; Hinton et al. used 2–20, 2 being a common choice for
+/// small student networks.
+pub const DEFAULT_TEMPERATURE: f64 = 2.0;
+
 /// `[method]`: `name` picks the plugin; every other key is the plugin's own hyper-parameter
 /// and is checked by the plugin (unknown keys rejected there).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -636,7 +719,12 @@ impl Experiment {
     /// Checks values against each other. `source` (may be empty) is used to point at lines.
     pub fn validate(&self, origin: &str, source: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| {
-            let origin = match line_of_key(source, key) {
+            // A missing key (`pretrain.teacher.checkpoint`) points at its table's header.
+            let line = line_of_key(source, key).or_else(|| {
+                let (table, _) = key.rsplit_once('.')?;
+                line_of_table(source, table)
+            });
+            let origin = match line {
                 Some(line) => format!("{origin}:{line}"),
                 None => origin.to_owned(),
             };
@@ -656,57 +744,8 @@ impl Experiment {
             ));
         }
         self.validate_stream(&invalid)?;
-        match &self.model {
-            ModelConfig::Mlp { hidden, .. } => {
-                if hidden.contains(&0) {
-                    return Err(invalid(
-                        "model.hidden",
-                        "layer widths must be positive".into(),
-                    ));
-                }
-            }
-            ModelConfig::Resnet18 { nf, .. } => {
-                if *nf == 0 {
-                    return Err(invalid("model.nf", "must be at least 1".into()));
-                }
-            }
-            ModelConfig::Vit {
-                patch,
-                dim,
-                depth,
-                heads,
-                mlp_dim,
-                ..
-            } => {
-                for (key, value) in [
-                    ("model.patch", patch),
-                    ("model.dim", dim),
-                    ("model.depth", depth),
-                    ("model.heads", heads),
-                    ("model.mlp_dim", mlp_dim),
-                ] {
-                    if *value == 0 {
-                        return Err(invalid(key, "must be at least 1".into()));
-                    }
-                }
-                if dim % heads != 0 {
-                    return Err(invalid(
-                        "model.dim",
-                        format!("{dim} is not a multiple of `heads` = {heads}"),
-                    ));
-                }
-                let [_, height, width] = dataset_shape(self.stream.dataset);
-                if height % patch != 0 || width % patch != 0 {
-                    return Err(invalid(
-                        "model.patch",
-                        format!(
-                            "{patch} does not divide the {height}×{width} images of {}",
-                            self.stream.dataset.as_str()
-                        ),
-                    ));
-                }
-            }
-        }
+        let image = dataset_shape(self.stream.dataset);
+        validate_model(&self.model, "model", image, &invalid)?;
         let t = &self.training;
         for (key, value) in [
             ("training.epochs", t.epochs),
@@ -717,34 +756,8 @@ impl Experiment {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
-        let (lr, weight_decay) = match t.optimizer {
-            OptimizerConfig::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-            } => {
-                if !(0.0..1.0).contains(&momentum) {
-                    return Err(invalid(
-                        "training.optimizer.momentum",
-                        format!("{momentum} is outside [0, 1)"),
-                    ));
-                }
-                (lr, weight_decay)
-            }
-            OptimizerConfig::Adam { lr, weight_decay } => (lr, weight_decay),
-        };
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(invalid(
-                "training.optimizer.lr",
-                format!("{lr} must be a positive number"),
-            ));
-        }
-        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(invalid(
-                "training.optimizer.weight_decay",
-                format!("{weight_decay} must be zero or positive"),
-            ));
-        }
+        validate_optimizer(&t.optimizer, "training.optimizer", &invalid)?;
+        self.validate_pretrain(&invalid)?;
         Ok(())
     }
 
@@ -910,11 +923,270 @@ impl Experiment {
         Ok(())
     }
 
+    /// The `[pretrain]` stage with its defaults resolved from `[training]` and `[stream]`;
+    /// `None` without a `[pretrain]` table. Call on a validated experiment.
+    pub fn pretrain_plan(&self) -> Option<PretrainPlan> {
+        let p = self.pretrain.as_ref()?;
+        let dataset = p.dataset.unwrap_or(self.stream.dataset);
+        let mut classes = p
+            .classes
+            .clone()
+            .unwrap_or_else(|| (0..dataset_classes(dataset) as u32).collect());
+        classes.sort_unstable();
+        classes.dedup();
+        Some(PretrainPlan {
+            dataset,
+            classes,
+            epochs: p.epochs.unwrap_or(self.training.epochs),
+            batch_size: p.batch_size.unwrap_or(self.training.batch_size),
+            eval_batch_size: self.training.eval_batch_size,
+            optimizer: p
+                .optimizer
+                .clone()
+                .unwrap_or_else(|| self.training.optimizer.clone()),
+            distillation: p.teacher.clone().map(|teacher| Distillation {
+                teacher,
+                temperature: p.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+                hard_weight: p.hard_weight.unwrap_or(0.0),
+            }),
+        })
+    }
+
+    fn validate_pretrain(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let Some(p) = &self.pretrain else {
+            return Ok(());
+        };
+        let stream_dataset = self.stream.dataset;
+        let dataset = p.dataset.unwrap_or(stream_dataset);
+        if dataset_shape(dataset) != dataset_shape(stream_dataset) {
+            let [c, h, w] = dataset_shape(dataset);
+            let [sc, sh, sw] = dataset_shape(stream_dataset);
+            return Err(invalid(
+                "pretrain.dataset",
+                format!(
+                    "{} has {c}×{h}×{w} images but the stream's {} has {sc}×{sh}×{sw}; the model is built for the stream's",
+                    dataset.as_str(),
+                    stream_dataset.as_str()
+                ),
+            ));
+        }
+        let head = dataset_classes(stream_dataset);
+        let available = dataset_classes(dataset);
+        if let Some(classes) = &p.classes {
+            if classes.is_empty() {
+                return Err(invalid(
+                    "pretrain.classes",
+                    "list at least one class".into(),
+                ));
+            }
+            let mut seen = vec![false; available];
+            for &class in classes {
+                let Some(slot) = seen.get_mut(class as usize) else {
+                    return Err(invalid(
+                        "pretrain.classes",
+                        format!(
+                            "class {class} does not exist ({} has {available})",
+                            dataset.as_str()
+                        ),
+                    ));
+                };
+                if std::mem::replace(slot, true) {
+                    return Err(invalid(
+                        "pretrain.classes",
+                        format!("class {class} is listed twice"),
+                    ));
+                }
+            }
+        }
+        let largest = p
+            .classes
+            .as_ref()
+            .and_then(|c| c.iter().max().map(|&m| m as usize + 1))
+            .unwrap_or(available);
+        if largest > head {
+            return Err(invalid(
+                if p.classes.is_some() {
+                    "pretrain.classes"
+                } else {
+                    "pretrain.dataset"
+                },
+                format!(
+                    "labels up to {} do not fit the model's head of {head} outputs (the classes of the stream's {})",
+                    largest - 1,
+                    stream_dataset.as_str()
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("pretrain.epochs", p.epochs),
+            ("pretrain.batch_size", p.batch_size),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if let Some(optimizer) = &p.optimizer {
+            validate_optimizer(optimizer, "pretrain.optimizer", invalid)?;
+        }
+        match &p.teacher {
+            None => {
+                for (key, given) in [
+                    ("pretrain.temperature", p.temperature.is_some()),
+                    ("pretrain.hard_weight", p.hard_weight.is_some()),
+                ] {
+                    if given {
+                        return Err(invalid(
+                            key,
+                            "applies to distillation only; add a `[pretrain.teacher]` table or remove the key".into(),
+                        ));
+                    }
+                }
+            }
+            Some(teacher) => {
+                validate_model(
+                    teacher,
+                    "pretrain.teacher",
+                    dataset_shape(self.stream.dataset),
+                    invalid,
+                )?;
+                if teacher.checkpoint().is_none() {
+                    return Err(invalid(
+                        "pretrain.teacher.checkpoint",
+                        "a teacher needs its trained weights: `checkpoint = \"teacher.safetensors\"` (e.g. written by `retain pretrain`)".into(),
+                    ));
+                }
+                if let Some(t) = p.temperature
+                    && !(t.is_finite() && t > 0.0)
+                {
+                    return Err(invalid(
+                        "pretrain.temperature",
+                        format!("{t} must be a positive number"),
+                    ));
+                }
+                if let Some(w) = p.hard_weight
+                    && !(0.0..=1.0).contains(&w)
+                {
+                    return Err(invalid(
+                        "pretrain.hard_weight",
+                        format!("{w} is outside [0, 1]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The experiment as TOML, defaults filled in: written next to results so a run can be
     /// repeated from its own folder.
     pub fn to_resolved_toml(&self) -> String {
         toml::to_string_pretty(self).expect("an Experiment always serialises")
     }
+}
+
+/// Checks a model table; `prefix` is its key (`model`, `pretrain.teacher`).
+/// Checks a model table for images of shape `image` (`[C, H, W]`); `prefix` is its key
+/// (`model`, `pretrain.teacher`).
+fn validate_model(
+    model: &ModelConfig,
+    prefix: &str,
+    image: [usize; 3],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    match model {
+        ModelConfig::Mlp { hidden, .. } => {
+            if hidden.contains(&0) {
+                return Err(invalid(
+                    &format!("{prefix}.hidden"),
+                    "layer widths must be positive".into(),
+                ));
+            }
+        }
+        ModelConfig::Resnet18 { nf, .. } => {
+            if *nf == 0 {
+                return Err(invalid(
+                    &format!("{prefix}.nf"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        ModelConfig::Vit {
+            patch,
+            dim,
+            depth,
+            heads,
+            mlp_dim,
+            ..
+        } => {
+            for (key, value) in [
+                ("patch", patch),
+                ("dim", dim),
+                ("depth", depth),
+                ("heads", heads),
+                ("mlp_dim", mlp_dim),
+            ] {
+                if *value == 0 {
+                    return Err(invalid(
+                        &format!("{prefix}.{key}"),
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
+            if dim % heads != 0 {
+                return Err(invalid(
+                    &format!("{prefix}.dim"),
+                    format!("{dim} is not a multiple of `heads` = {heads}"),
+                ));
+            }
+            let [_, height, width] = image;
+            if height % patch != 0 || width % patch != 0 {
+                return Err(invalid(
+                    &format!("{prefix}.patch"),
+                    format!("{patch} does not divide the {height}×{width} images"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks an optimiser table; `prefix` is its key (`training.optimizer`, `pretrain.optimizer`).
+fn validate_optimizer(
+    optimizer: &OptimizerConfig,
+    prefix: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let (lr, weight_decay) = match *optimizer {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => {
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(invalid(
+                    &format!("{prefix}.momentum"),
+                    format!("{momentum} is outside [0, 1)"),
+                ));
+            }
+            (lr, weight_decay)
+        }
+        OptimizerConfig::Adam { lr, weight_decay } => (lr, weight_decay),
+    };
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(invalid(
+            &format!("{prefix}.lr"),
+            format!("{lr} must be a positive number"),
+        ));
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(invalid(
+            &format!("{prefix}.weight_decay"),
+            format!("{weight_decay} must be zero or positive"),
+        ));
+    }
+    Ok(())
 }
 
 /// Number of classes of a dataset, known without reading it.

@@ -39,6 +39,22 @@ pub fn line_of_key(source: &str, dotted_key: &str) -> Option<usize> {
     None
 }
 
+/// 1-based line of the `[dotted_table]` header in `source`, if there is one.
+pub fn line_of_table(source: &str, dotted_table: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|raw_line| {
+            raw_line
+                .trim()
+                .strip_prefix('[')
+                .and_then(|h| h.split_once(']'))
+                .is_some_and(|(name, _)| {
+                    name.split('.').map(str::trim).collect::<Vec<_>>().join(".") == dotted_table
+                })
+        })
+        .map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::line_of_key;
@@ -51,5 +67,7 @@ mod tests {
         assert_eq!(line_of_key(text, "stream.tasks"), Some(5));
         assert_eq!(line_of_key(text, "training.optimizer.lr"), Some(7));
         assert_eq!(line_of_key(text, "stream.missing"), None);
+        assert_eq!(super::line_of_table(text, "training"), Some(6));
+        assert_eq!(super::line_of_table(text, "model"), None);
     }
 }

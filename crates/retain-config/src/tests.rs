@@ -400,7 +400,7 @@ fn a_vision_transformer_takes_defaults_and_checks_its_shape() {
     let bad_patch = vit.replace("kind = \"vit\"", "kind = \"vit\"\npatch = 5");
     let err = load(&bad_patch).unwrap_err().to_string();
     assert!(
-        err.contains("model.patch") && err.contains("28×28 images of mnist"),
+        err.contains("model.patch") && err.contains("28×28 images"),
         "{err}"
     );
     let bad_heads = vit.replace("kind = \"vit\"", "kind = \"vit\"\ndim = 30\nheads = 4");
@@ -409,4 +409,153 @@ fn a_vision_transformer_takes_defaults_and_checks_its_shape() {
         err.contains("model.dim") && err.contains("not a multiple"),
         "{err}"
     );
+}
+
+const PRETRAIN_FASHION: &str = include_str!("../../../experiments/pretrain-fashion-half.toml");
+
+#[test]
+fn pretrain_defaults_come_from_training_and_stream() {
+    let text = format!("{SPLIT_MNIST}\n[pretrain]\nclasses = [3, 1]\n");
+    let exp = load(&text).unwrap();
+    let plan = exp.pretrain_plan().unwrap();
+    assert_eq!(plan.dataset, DatasetName::Mnist);
+    assert_eq!(plan.classes, vec![1, 3]);
+    assert_eq!(plan.epochs, exp.training.epochs);
+    assert_eq!(plan.batch_size, exp.training.batch_size);
+    assert_eq!(plan.optimizer, exp.training.optimizer);
+    assert_eq!(plan.distillation, None);
+    assert_eq!(load(SPLIT_MNIST).unwrap().pretrain_plan(), None);
+    // The resolved config keeps the table and reads back to the same experiment.
+    assert_eq!(load(&exp.to_resolved_toml()).unwrap(), exp);
+
+    let fashion = load(PRETRAIN_FASHION).unwrap().pretrain_plan().unwrap();
+    assert_eq!(fashion.classes, vec![0, 1, 2, 3, 4]);
+    assert_eq!(fashion.dataset, DatasetName::FashionMnist);
+}
+
+#[test]
+fn distillation_defaults() {
+    let text = format!(
+        "{SPLIT_MNIST}\n[pretrain]\n[pretrain.teacher]\nkind = \"mlp\"\nhidden = [400]\ncheckpoint = \"t.safetensors\"\n"
+    );
+    let plan = load(&text).unwrap().pretrain_plan().unwrap();
+    let d = plan.distillation.unwrap();
+    assert_eq!(d.temperature, DEFAULT_TEMPERATURE);
+    assert_eq!(d.hard_weight, 0.0);
+    assert_eq!(d.teacher.checkpoint(), Some(Path::new("t.safetensors")));
+    assert_eq!(plan.classes, (0..10).collect::<Vec<u32>>());
+}
+
+/// The error of `[pretrain]` body `body` (appended to Split-MNIST): key, and the line the
+/// message points at.
+fn pretrain_error(body: &str) -> (String, String, String) {
+    let text = format!("{SPLIT_MNIST}\n[pretrain]\n{body}\n");
+    match load(&text).unwrap_err() {
+        ConfigError::Invalid {
+            origin,
+            key,
+            message,
+        } => (key, origin, message),
+        other => (String::new(), String::new(), other.to_string()),
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> String {
+    let text = format!("{SPLIT_MNIST}\n[pretrain]\n{text}\n");
+    format!(
+        "exp.toml:{}",
+        text.lines().count()
+            - text
+                .lines()
+                .rev()
+                .position(|l| l.starts_with(needle))
+                .unwrap()
+    )
+}
+
+#[test]
+fn pretrain_errors_name_key_and_line() {
+    let body = "classes = [0, 12]";
+    let (key, origin, message) = pretrain_error(body);
+    assert_eq!(key, "pretrain.classes");
+    assert_eq!(origin, line_of(body, "classes"));
+    assert!(message.contains("class 12 does not exist"), "{message}");
+
+    let (key, _, message) = pretrain_error("classes = [2, 2]");
+    assert_eq!(key, "pretrain.classes");
+    assert!(message.contains("listed twice"), "{message}");
+
+    let (key, _, message) = pretrain_error("dataset = \"cifar10\"");
+    assert_eq!(key, "pretrain.dataset");
+    assert!(
+        message.contains("3×32×32") && message.contains("1×28×28"),
+        "{message}"
+    );
+
+    let (key, _, _) = pretrain_error("epochs = 0");
+    assert_eq!(key, "pretrain.epochs");
+
+    let (key, _, message) = pretrain_error("temperature = 3.0");
+    assert_eq!(key, "pretrain.temperature");
+    assert!(message.contains("distillation only"), "{message}");
+
+    let teacher =
+        "[pretrain.teacher]\nkind = \"mlp\"\nhidden = [400]\ncheckpoint = \"t.safetensors\"";
+    let body = format!("temperature = 0.0\n{teacher}");
+    let (key, origin, message) = pretrain_error(&body);
+    assert_eq!(key, "pretrain.temperature");
+    assert_eq!(origin, line_of(&body, "temperature"));
+    assert!(message.contains("positive"), "{message}");
+    let (key, _, _) = pretrain_error(&format!("temperature = -1.0\n{teacher}"));
+    assert_eq!(key, "pretrain.temperature");
+    let (key, _, _) = pretrain_error(&format!("hard_weight = 1.5\n{teacher}"));
+    assert_eq!(key, "pretrain.hard_weight");
+
+    // A teacher without weights: the error points at the teacher's table.
+    let body = "[pretrain.teacher]\nkind = \"mlp\"\nhidden = [400]";
+    let (key, origin, message) = pretrain_error(body);
+    assert_eq!(key, "pretrain.teacher.checkpoint");
+    assert_eq!(origin, line_of(body, "[pretrain.teacher]"));
+    assert!(message.contains("checkpoint"), "{message}");
+
+    let (key, _, _) = pretrain_error(
+        "[pretrain.teacher]\nkind = \"mlp\"\nhidden = [0]\ncheckpoint = \"t.safetensors\"",
+    );
+    assert_eq!(key, "pretrain.teacher.hidden");
+
+    let (key, _, _) = pretrain_error("[pretrain.optimizer]\nkind = \"sgd\"\nlr = 0.0");
+    assert_eq!(key, "pretrain.optimizer.lr");
+
+    let (_, _, message) = pretrain_error("epoch = 2");
+    assert!(message.contains("epoch"), "{message}");
+}
+
+#[test]
+fn pretrain_labels_must_fit_the_stream_head() {
+    // CIFAR-100 has the CIFAR-10 image shape but a model for a CIFAR-10 stream has 10 outputs.
+    let text = r#"
+name = "x"
+[stream]
+kind = "split"
+dataset = "cifar10"
+tasks = 5
+classes_per_task = 2
+[model]
+kind = "resnet18"
+[method]
+name = "naive"
+[pretrain]
+dataset = "cifar100"
+"#;
+    let err = load(text).unwrap_err();
+    let ConfigError::Invalid { key, message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "pretrain.dataset");
+    assert!(message.contains("10 outputs"), "{message}");
+    let fits = text.replace(
+        "dataset = \"cifar100\"",
+        "dataset = \"cifar100\"\nclasses = [0, 9]",
+    );
+    assert!(load(&fits).is_ok());
 }

@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 use retain_config::{DeviceSpec, Experiment};
 
 pub use baseline::{BaselineEntry, Comparison, METRICS, compare, parse_baseline};
-pub use status::{CellStatus, ManifestSummary, read_manifest};
+pub use status::{CellStatus, CostsSummary, ManifestSummary, read_manifest};
 
 /// Errors of grid files, cells and baselines: each names the file and the key, cell or row.
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,23 @@ pub struct ManifestSummary {
     pub peak_device_memory_bytes: Option<u64>,
     #[serde(default)]
     pub timings: Option<TimingsSummary>,
+    #[serde(default)]
+    pub costs: Option<CostsSummary>,
+}
+
+/// The `costs` object of a manifest: what the run's method costs beside what it retains.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct CostsSummary {
+    #[serde(default)]
+    pub trainable_parameters: Option<u64>,
+    #[serde(default)]
+    pub method_state_bytes: Option<u64>,
+    #[serde(default)]
+    pub state_bytes_per_task: Option<f64>,
+    #[serde(default)]
+    pub frozen_base_bytes: Option<u64>,
+    #[serde(default)]
+    pub seconds_per_step: Option<f64>,
 }
 
 /// The timing fields of a manifest the grid uses.

@@ -79,7 +79,9 @@ pub trait Backbone: ModuleT {
     }
 
     /// Bytes of weights the model keeps in quantised form instead of as variables; a
-    /// quantising method frees the float variable, so those bytes are counted here.
+    /// quantising method frees the float variable, so those bytes are counted here. A run's
+    /// `frozen_base_bytes` adds them to the bytes of its variables that do not train, so a
+    /// quantised base is charged what it actually occupies.
     fn quantized_bytes(&self) -> u64 {
         self.adaptable_layers()
             .iter()

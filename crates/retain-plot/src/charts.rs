@@ -174,45 +174,87 @@ pub fn comparison_bars(path: &Path, bars: &[Bar], title: &str) -> Result<(), Plo
     })
 }
 
-/// ACC (percent) against trainable parameters, one labelled point per configuration.
-pub fn accuracy_vs_parameters(path: &Path, points: &[Point], title: &str) -> Result<(), PlotError> {
-    let max_x = points.iter().map(|p| p.x).fold(0.0f64, f64::max);
-    let min_x = points.iter().map(|p| p.x).fold(max_x, f64::min);
-    let pad = ((max_x - min_x) * 0.15).max(max_x * 0.1).max(1.0);
+/// A named group of points drawn in one colour, with a legend entry (one read-out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<Point>,
+}
+
+/// ACC (percent) against trainable parameters on a logarithmic axis, one labelled point per
+/// configuration, one colour per series (read-out). Logarithmic because methods differ by
+/// orders of magnitude (a LoRA adapter or BitFit's biases against a whole network). Points
+/// with fewer than one parameter sit at 1.
+pub fn accuracy_vs_parameters(
+    path: &Path,
+    series: &[Series],
+    title: &str,
+) -> Result<(), PlotError> {
+    let xs = || series.iter().flat_map(|s| &s.points).map(|p| p.x.max(1.0));
+    let max_x = xs().fold(1.0f64, f64::max);
+    let min_x = xs().fold(max_x, f64::min);
+    // Half a decade of margin on each side, so labels beside the extreme points fit.
+    let (lo, hi) = (min_x / 3.0, max_x * 3.0);
     render(path, (720, 480), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FAMILY, 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(52)
-            .build_cartesian_2d((min_x - pad).max(0.0)..max_x + pad, 0f64..100.0)
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..100.0)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("trainable parameters")
+            .x_desc("trainable parameters (log scale)")
             .y_desc("ACC (%)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| format_count(*x))
             .label_style((FAMILY, 13))
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, p) in points.iter().enumerate() {
+        for (i, s) in series.iter().enumerate() {
             let colour = rgb(series_colour(i));
-            let at = (p.x, p.y * 100.0);
             // The label sits beside the point, in pixels, so it never covers it.
             chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at(at)
+                .draw_series(s.points.iter().map(|p| {
+                    EmptyElement::at((p.x.max(1.0), p.y * 100.0))
                         + Circle::new((0, 0), 6, colour.filled())
                         + Text::new(
                             p.label.clone(),
                             (10, -16),
                             (FAMILY, 12).into_font().color(&BLACK),
-                        ),
-                ))
-                .map_err(|e| e.to_string())?;
+                        )
+                }))
+                .map_err(|e| e.to_string())?
+                .label(s.label.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                });
         }
-        Ok(())
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FAMILY, 12))
+            .draw()
+            .map_err(|e| e.to_string())
     })
+}
+
+/// An axis count in short form: `500`, `12k`, `1.5M`.
+fn format_count(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{}M", trim(x / 1e6))
+    } else if x >= 1e3 {
+        format!("{}k", trim(x / 1e3))
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
 }
 
 fn rgb([r, g, b]: [u8; 3]) -> RGBColor {
@@ -497,39 +539,68 @@ mod tests {
     }
 
     #[test]
-    fn scatter_places_one_labelled_point_per_configuration() {
-        let points = vec![
-            Point {
-                label: "naive".into(),
-                x: 89_610.0,
-                y: 0.2,
+    fn scatter_places_one_labelled_point_per_configuration_on_a_log_axis() {
+        let series = vec![
+            Series {
+                label: "class_il".into(),
+                points: vec![
+                    Point {
+                        label: "naive".into(),
+                        x: 89_610.0,
+                        y: 0.2,
+                    },
+                    Point {
+                        label: "lora".into(),
+                        x: 5_000.0,
+                        y: 0.6,
+                    },
+                ],
             },
-            Point {
-                label: "lora".into(),
-                x: 5_000.0,
-                y: 0.6,
+            Series {
+                label: "task_il".into(),
+                points: vec![Point {
+                    label: "bitfit".into(),
+                    x: 310.0,
+                    y: 0.9,
+                }],
             },
         ];
         let dir = tempfile::tempdir().unwrap();
         let svg_path = dir.path().join("scatter.svg");
-        accuracy_vs_parameters(&svg_path, &points, "ACC vs params").unwrap();
+        accuracy_vs_parameters(&svg_path, &series, "ACC vs params").unwrap();
         let svg = std::fs::read_to_string(&svg_path).unwrap();
-        assert_eq!(svg.matches("<circle").count(), 2);
-        assert!(svg.contains(&text("naive")) && svg.contains(&text("lora")));
-        assert!(svg.contains(&text("trainable parameters")));
+        assert_eq!(svg.matches("<circle").count(), 3);
+        for label in ["naive", "lora", "bitfit", "class_il", "task_il"] {
+            assert!(svg.contains(&text(label)), "{label}");
+        }
+        assert!(svg.contains(&text("trainable parameters (log scale)")));
+        // Decades are labelled on the logarithmic axis.
+        assert!(
+            svg.contains(&text("1k")) && svg.contains(&text("10k")),
+            "{svg}"
+        );
 
         let png = dir.path().join("scatter.png");
-        accuracy_vs_parameters(&png, &points, "ACC vs params").unwrap();
+        accuracy_vs_parameters(&png, &series, "ACC vs params").unwrap();
         let (_, _, counts, _) = png_colour_counts(&png, &[series_colour(0), series_colour(1)]);
-        // A filled circle of radius 6: roughly π·36 ≈ 113 pixels each.
-        for count in counts {
-            assert!((80..200).contains(&count), "{count}");
-        }
+        // Filled circles of radius 6 (≈ 113 pixels each) and a 10×10 legend square per series.
+        assert!(
+            (2 * 80 + 100..2 * 200 + 130).contains(&counts[0]),
+            "{counts:?}"
+        );
+        assert!((80 + 100..200 + 130).contains(&counts[1]), "{counts:?}");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "temporary files left behind");
         assert!(matches!(
-            accuracy_vs_parameters(&dir.path().join("x.gif"), &points, "t"),
+            accuracy_vs_parameters(&dir.path().join("x.gif"), &series, "t"),
             Err(PlotError::UnsupportedFormat { .. })
         ));
+    }
+
+    #[test]
+    fn counts_are_short() {
+        assert_eq!(format_count(500.0), "500");
+        assert_eq!(format_count(12_000.0), "12k");
+        assert_eq!(format_count(1_500_000.0), "1.5M");
     }
 }

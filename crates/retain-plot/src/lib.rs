@@ -27,7 +27,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use retain_metrics::AccuracyMatrix;
 
 pub use charts::{
-    Bar, PALETTE, Point, accuracy_vs_parameters, comparison_bars, series_colour,
+    Bar, PALETTE, Point, Series, accuracy_vs_parameters, comparison_bars, series_colour,
     task_accuracy_lines,
 };
 

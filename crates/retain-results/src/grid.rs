@@ -20,6 +20,9 @@
 //! | `seconds_per_step`          | Float64 | yes      | mean training step time                                      |
 //! | `steps`                     | UInt64  | yes      | optimiser steps                                              |
 //! | `trainable_parameters`      | UInt64  | yes      | Σ numel of the trainable variables at the end of the run     |
+//! | `method_state_bytes`        | UInt64  | yes      | bytes of the method's own state at the end of the run        |
+//! | `state_bytes_per_task`      | Float64 | yes      | `method_state_bytes` / tasks                                 |
+//! | `frozen_base_bytes`         | UInt64  | yes      | bytes of the model's variables that do not train, plus quantised weights |
 //! | `peak_host_memory_bytes`    | UInt64  | yes      | peak resident memory of the cell's process (Linux `VmHWM`); for CPU cells this is the device's memory |
 //! | `peak_device_memory_bytes`  | UInt64  | yes      | peak GPU memory the cell's process held (context + allocator cache), sampled from the driver every 200 ms; null on the CPU or without `nvidia-smi` |
 //!
@@ -63,6 +66,9 @@ pub struct RunRecord {
     pub seconds_per_step: Option<f64>,
     pub steps: Option<u64>,
     pub trainable_parameters: Option<u64>,
+    pub method_state_bytes: Option<u64>,
+    pub state_bytes_per_task: Option<f64>,
+    pub frozen_base_bytes: Option<u64>,
     pub peak_host_memory_bytes: Option<u64>,
     pub peak_device_memory_bytes: Option<u64>,
 }
@@ -143,6 +149,22 @@ pub fn write_runs(path: &Path, rows: &[RunRecord]) -> Result<(), ResultsError> {
                 .collect::<Vec<_>>(),
         ),
         Column::new(
+            "method_state_bytes".into(),
+            rows.iter()
+                .map(|r| r.method_state_bytes)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "state_bytes_per_task".into(),
+            rows.iter()
+                .map(|r| r.state_bytes_per_task)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "frozen_base_bytes".into(),
+            rows.iter().map(|r| r.frozen_base_bytes).collect::<Vec<_>>(),
+        ),
+        Column::new(
             "peak_host_memory_bytes".into(),
             rows.iter()
                 .map(|r| r.peak_host_memory_bytes)
@@ -183,6 +205,23 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
     let step = c.f64s("seconds_per_step")?;
     let steps = c.optional_u64s("steps")?;
     let params = c.optional_u64s("trainable_parameters")?;
+    // Cost columns added later: a file collected before them reads as unknown costs.
+    let later = |name: &'static str| df.column(name).is_ok();
+    let state = if later("method_state_bytes") {
+        c.optional_u64s("method_state_bytes")?
+    } else {
+        vec![None; df.height()]
+    };
+    let per_task = if later("state_bytes_per_task") {
+        c.f64s("state_bytes_per_task")?
+    } else {
+        vec![None; df.height()]
+    };
+    let frozen = if later("frozen_base_bytes") {
+        c.optional_u64s("frozen_base_bytes")?
+    } else {
+        vec![None; df.height()]
+    };
     let host = c.optional_u64s("peak_host_memory_bytes")?;
     let device_memory = c.optional_u64s("peak_device_memory_bytes")?;
     Ok((0..df.height())
@@ -201,6 +240,9 @@ pub fn read_runs(path: &Path) -> Result<Vec<RunRecord>, ResultsError> {
             seconds_per_step: step[i],
             steps: steps[i],
             trainable_parameters: params[i],
+            method_state_bytes: state[i],
+            state_bytes_per_task: per_task[i],
+            frozen_base_bytes: frozen[i],
             peak_host_memory_bytes: host[i],
             peak_device_memory_bytes: device_memory[i],
         })
@@ -291,6 +333,9 @@ mod tests {
             seconds_per_step: (status == "complete").then_some(0.001),
             steps: (status == "complete").then_some(150),
             trainable_parameters: (status == "complete").then_some(89_610),
+            method_state_bytes: (status == "complete").then_some(0),
+            state_bytes_per_task: (status == "complete").then_some(0.0),
+            frozen_base_bytes: (status == "complete").then_some(0),
             peak_host_memory_bytes: Some(1 << 30),
             peak_device_memory_bytes: None,
         }
@@ -338,6 +383,9 @@ mod tests {
                 "seconds_per_step",
                 "steps",
                 "trainable_parameters",
+                "method_state_bytes",
+                "state_bytes_per_task",
+                "frozen_base_bytes",
                 "peak_host_memory_bytes",
                 "peak_device_memory_bytes"
             ]
@@ -397,6 +445,7 @@ mod tests {
             fwt: None,
             forgetting: Some(0.4),
             average_incremental_accuracy: 0.7,
+            costs: None,
         };
         let rows = vec![
             CellMetricsRecord {

@@ -53,6 +53,14 @@
 //! | `fwt`                          | Float64 | yes      | forward transfer against the untrained model; null when `T = 1` |
 //! | `forgetting`                   | Float64 | yes      | final average forgetting (max over earlier rows); null when `T = 1` |
 //! | `average_incremental_accuracy` | Float64 | no       | `(1/T) Σ_t mean_{j≤t} R[t,j]`                                    |
+//! | `trainable_parameters`         | UInt64  | yes      | Σ numel of the variables that require gradients at the end       |
+//! | `method_state_bytes`           | UInt64  | yes      | bytes of the method's own state at the end (stored adapters, Fisher matrices, buffers) |
+//! | `state_bytes_per_task`         | Float64 | yes      | `method_state_bytes / T`                                        |
+//! | `frozen_base_bytes`            | UInt64  | yes      | bytes of the model's variables that do not train, plus quantised weights |
+//! | `seconds_per_step`             | Float64 | yes      | mean training step time                                         |
+//!
+//! The last five are the run's costs ([`RunCosts`]), the same on each of its rows; null when
+//! unknown. Files written before they existed read back with `costs: None`.
 //!
 //! ## Grid files
 //!
@@ -186,7 +194,28 @@ pub struct MetricsRecord {
     pub fwt: Option<f64>,
     pub forgetting: Option<f64>,
     pub average_incremental_accuracy: f64,
+    /// What the run cost; `None` when not recorded.
+    pub costs: Option<RunCosts>,
 }
+
+/// What a run's method costs next to what it retains (measured by `retain_train::Costs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunCosts {
+    pub trainable_parameters: u64,
+    pub method_state_bytes: u64,
+    pub state_bytes_per_task: f64,
+    pub frozen_base_bytes: u64,
+    pub seconds_per_step: f64,
+}
+
+/// The cost columns, in file order.
+const COST_COLUMNS: [&str; 5] = [
+    "trainable_parameters",
+    "method_state_bytes",
+    "state_bytes_per_task",
+    "frozen_base_bytes",
+    "seconds_per_step",
+];
 
 /// Identity of one run in one scenario, shared by all rows the helpers below produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +307,7 @@ pub fn metrics_record(
         fwt: summary.fwt,
         forgetting: summary.forgetting,
         average_incremental_accuracy: summary.average_incremental_accuracy,
+        costs: None,
     })
 }
 
@@ -443,7 +473,22 @@ fn metrics_columns(rows: &[MetricsRecord]) -> Result<Vec<Column>, ResultsError> 
                 .map(|r| r.average_incremental_accuracy)
                 .collect::<Vec<_>>(),
         ),
+        Column::new(
+            COST_COLUMNS[0].into(),
+            cost(rows, |c| c.trainable_parameters),
+        ),
+        Column::new(COST_COLUMNS[1].into(), cost(rows, |c| c.method_state_bytes)),
+        Column::new(
+            COST_COLUMNS[2].into(),
+            cost(rows, |c| c.state_bytes_per_task),
+        ),
+        Column::new(COST_COLUMNS[3].into(), cost(rows, |c| c.frozen_base_bytes)),
+        Column::new(COST_COLUMNS[4].into(), cost(rows, |c| c.seconds_per_step)),
     ])
+}
+
+fn cost<T>(rows: &[MetricsRecord], field: fn(&RunCosts) -> T) -> Vec<Option<T>> {
+    rows.iter().map(|r| r.costs.as_ref().map(field)).collect()
 }
 
 /// Reads the metrics rows from `path`, checking the schema first.
@@ -467,6 +512,7 @@ fn metrics_from(c: &Reader<'_>) -> Result<Vec<MetricsRecord>, ResultsError> {
         c.f64s("average_incremental_accuracy")?,
         "average_incremental_accuracy",
     )?;
+    let costs = costs_from(c)?;
     Ok((0..df.height())
         .map(|i| MetricsRecord {
             run: run[i].clone(),
@@ -479,6 +525,36 @@ fn metrics_from(c: &Reader<'_>) -> Result<Vec<MetricsRecord>, ResultsError> {
             fwt: fwt[i],
             forgetting: forgetting[i],
             average_incremental_accuracy: aia[i],
+            costs: costs[i],
+        })
+        .collect())
+}
+
+/// The cost columns of a metrics file, per row; all `None` for a file written before they
+/// existed (no `method_state_bytes` column).
+fn costs_from(c: &Reader<'_>) -> Result<Vec<Option<RunCosts>>, ResultsError> {
+    let height = c.df.height();
+    if c.df.column(COST_COLUMNS[1]).is_err() {
+        return Ok(vec![None; height]);
+    }
+    let u64s = |name: &'static str| -> Result<Vec<Option<u64>>, ResultsError> {
+        let values = c.column(name, DataType::UInt64, "UInt64")?;
+        Ok(values.u64().map_err(|e| c.polars(e))?.iter().collect())
+    };
+    let params = u64s(COST_COLUMNS[0])?;
+    let state = u64s(COST_COLUMNS[1])?;
+    let per_task = c.f64s(COST_COLUMNS[2])?;
+    let frozen = u64s(COST_COLUMNS[3])?;
+    let step = c.f64s(COST_COLUMNS[4])?;
+    Ok((0..height)
+        .map(|i| {
+            Some(RunCosts {
+                trainable_parameters: params[i]?,
+                method_state_bytes: state[i]?,
+                state_bytes_per_task: per_task[i]?,
+                frozen_base_bytes: frozen[i]?,
+                seconds_per_step: step[i]?,
+            })
         })
         .collect())
 }
@@ -682,10 +758,34 @@ mod tests {
         let one = AccuracyMatrix::from_rows(&[vec![0.1], vec![0.9]]).unwrap();
         let single = metrics_record(&key("r2", "domain_il"), &one).unwrap();
         assert_eq!(single.bwt, None, "one task must give null transfer metrics");
-        vec![
-            metrics_record(&key("r1", "class_il"), &two).unwrap(),
-            single,
-        ]
+        let mut costly = metrics_record(&key("r1", "class_il"), &two).unwrap();
+        costly.costs = Some(RunCosts {
+            trainable_parameters: 89_610,
+            method_state_bytes: 4_000,
+            state_bytes_per_task: 2_000.0,
+            frozen_base_bytes: 0,
+            seconds_per_step: 0.001,
+        });
+        vec![costly, single]
+    }
+
+    /// A metrics file from before the cost columns reads back with `costs: None`.
+    #[test]
+    fn metrics_without_cost_columns_read_as_unknown_costs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.parquet");
+        write_metrics(&path, &metrics_rows()).unwrap();
+        let mut df = ParquetReader::new(File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        for name in COST_COLUMNS {
+            df = df.drop(name).unwrap();
+        }
+        let old = dir.path().join("old.parquet");
+        write_raw(&old, df);
+        let rows = read_metrics(&old).unwrap();
+        assert!(rows.iter().all(|r| r.costs.is_none()));
+        assert_eq!(read_metrics(&path).unwrap(), metrics_rows());
     }
 
     fn schema_of(path: &Path) -> Vec<(String, DataType)> {
@@ -771,6 +871,11 @@ mod tests {
                 s("fwt", DataType::Float64),
                 s("forgetting", DataType::Float64),
                 s("average_incremental_accuracy", DataType::Float64),
+                s("trainable_parameters", DataType::UInt64),
+                s("method_state_bytes", DataType::UInt64),
+                s("state_bytes_per_task", DataType::Float64),
+                s("frozen_base_bytes", DataType::UInt64),
+                s("seconds_per_step", DataType::Float64),
             ]
         );
     }

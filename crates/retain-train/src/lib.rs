@@ -19,6 +19,7 @@
 //! the next step on (`a_refrozen_variable_stays_put_under_momentum_and_adam` in the tests).
 
 pub mod method;
+pub mod stage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
@@ -52,6 +53,12 @@ pub enum TrainError {
         epoch: usize,
         loss: f64,
     },
+    #[error(
+        "pretrain stage diverged: mean loss {loss} in epoch {epoch} (lower pretrain.optimizer.lr?)"
+    )]
+    StageDiverged { epoch: usize, loss: f64 },
+    #[error("pretrain stage: {message}")]
+    Stage { message: String },
     #[error("invalid hyper-parameters for method `{method}`: {message}")]
     MethodParams { method: String, message: String },
     #[error("method `{method}` failed: {message}")]
@@ -171,10 +178,26 @@ pub struct Network {
 
 impl Network {
     pub fn new(experiment: &Experiment, stream: &TaskStream) -> Self {
+        Self::for_shape(
+            experiment,
+            stream.image_shape,
+            stream.num_classes,
+            stream.device,
+        )
+    }
+
+    /// [`Network::new`] for images of `image_shape` (`[C, H, W]`) and `outputs` classes, without
+    /// a stream: what `retain pretrain` builds before any stream data is loaded. The same
+    /// experiment gives the same initial weights either way.
+    pub fn for_shape(
+        experiment: &Experiment,
+        image_shape: [usize; 3],
+        outputs: usize,
+        device: Device,
+    ) -> Self {
         tch::manual_seed(retain_stream::seed::derive(experiment.seed, "init") as i64);
         let config = experiment.model.clone();
-        let (image_shape, outputs) = (stream.image_shape, stream.num_classes);
-        Self::from_builder(stream.device, move |path| {
+        Self::from_builder(device, move |path| {
             retain_models::build(&config, path, image_shape, outputs)
         })
     }
@@ -235,6 +258,60 @@ impl Network {
     pub fn load(&self, path: &Path) -> Result<(), CheckpointError> {
         retain_models::checkpoint::load(&self.vars, path)
     }
+}
+
+/// What a method costs next to what it retains, measured at the end of a run (the manifest's
+/// `costs`, columns of `metrics.parquet` and of a grid's `runs.parquet`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Costs {
+    /// Σ numel of the variables that require gradients.
+    pub trainable_parameters: u64,
+    /// Σ bytes (numel × element size) of the tensors of [`Method::state`]: what the method
+    /// keeps beside the model (stored adapters, Fisher matrices, anchors, replay indices).
+    pub method_state_bytes: u64,
+    /// `method_state_bytes` / number of tasks: how the state grows with the stream.
+    pub state_bytes_per_task: f64,
+    /// Bytes of the model's variables that do not require gradients (a frozen backbone),
+    /// plus [`Backbone::quantized_bytes`].
+    pub frozen_base_bytes: u64,
+    /// Mean wall time of one training step, in seconds.
+    pub seconds_per_step: f64,
+}
+
+impl Costs {
+    /// The costs of `network` and `method` after a run of `tasks` tasks whose steps took
+    /// `seconds_per_step` on average.
+    pub fn measure(
+        network: &Network,
+        method: &dyn Method,
+        tasks: usize,
+        seconds_per_step: f64,
+    ) -> Self {
+        let variables = network.vars.variables();
+        let trainable_parameters = variables
+            .values()
+            .filter(|t| t.requires_grad())
+            .map(|t| t.numel() as u64)
+            .sum();
+        let frozen: u64 = variables
+            .values()
+            .filter(|t| !t.requires_grad())
+            .map(tensor_bytes)
+            .sum();
+        let method_state_bytes: u64 = method.state().iter().map(|(_, t)| tensor_bytes(t)).sum();
+        Self {
+            trainable_parameters,
+            method_state_bytes,
+            state_bytes_per_task: method_state_bytes as f64 / tasks.max(1) as f64,
+            frozen_base_bytes: frozen + network.model.quantized_bytes(),
+            seconds_per_step,
+        }
+    }
+}
+
+/// Bytes a tensor's elements occupy: numel × element size.
+pub fn tensor_bytes(tensor: &Tensor) -> u64 {
+    tensor.numel() as u64 * tensor.kind().elt_size_in_bytes() as u64
 }
 
 /// Writes `method`'s [`Method::state`] to the safetensors file `path` (an empty file of

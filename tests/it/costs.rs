@@ -91,13 +91,15 @@ fn costs_are_measured_per_method_and_reported() {
     assert_eq!(bitfit["method_state_bytes"], 0);
 
     // LoRA (rank 8 on `hidden.0`): the backbone layer is frozen; each task keeps its adapter
-    // (A: 8×784, B: 8×8) and head, in float32.
+    // (A: 8×784, B: 8×8) and head in float32, and for task inference its 2 classes (int64)
+    // and their prototypes (2 × 8 features, float32).
     let lora = costs("lora");
     let adapter = 8 * 784 + 8 * 8;
+    let per_task = (adapter + HEAD) * 4 + 2 * 8 + 2 * 8 * 4;
     assert_eq!(lora["trainable_parameters"], adapter + HEAD);
     assert_eq!(lora["frozen_base_bytes"], (HIDDEN_WEIGHT + HIDDEN_BIAS) * 4);
-    assert_eq!(lora["state_bytes_per_task"], ((adapter + HEAD) * 4) as f64);
-    assert_eq!(lora["method_state_bytes"], 2 * (adapter + HEAD) * 4);
+    assert_eq!(lora["state_bytes_per_task"], per_task as f64);
+    assert_eq!(lora["method_state_bytes"], 2 * per_task);
 
     // The run's metrics file carries the costs on each read-out's row.
     let metrics = read_parquet(&results.join("cells/method=lora/metrics.parquet"));
@@ -105,7 +107,7 @@ fn costs_are_measured_per_method_and_reported() {
     assert!(
         state
             .into_iter()
-            .all(|s| s == Some(2 * (adapter + HEAD) * 4))
+            .all(|s| s == Some(2 * per_task))
     );
     let frozen = metrics.column("frozen_base_bytes").unwrap().u64().unwrap();
     assert!(
@@ -116,10 +118,10 @@ fn costs_are_measured_per_method_and_reported() {
 
     // The grid's runs table, in cell order (naive, bitfit, lora).
     let runs = read_parquet(&results.join("runs.parquet"));
-    let per_task = runs.column("state_bytes_per_task").unwrap().f64().unwrap();
+    let per_task_column = runs.column("state_bytes_per_task").unwrap().f64().unwrap();
     assert_eq!(
-        per_task.into_iter().collect::<Vec<_>>(),
-        [Some(0.0), Some(0.0), Some(((adapter + HEAD) * 4) as f64)]
+        per_task_column.into_iter().collect::<Vec<_>>(),
+        [Some(0.0), Some(0.0), Some(per_task as f64)]
     );
     let frozen = runs.column("frozen_base_bytes").unwrap().u64().unwrap();
     assert_eq!(
@@ -143,10 +145,10 @@ fn costs_are_measured_per_method_and_reported() {
         .lines()
         .find(|l| l.contains("method=lora") && l.contains("class_il"))
         .unwrap_or_else(|| panic!("{report}"));
-    // 25 704 bytes per task = 25.10 KiB; 25 120 frozen bytes = 24.53 KiB.
+    // 25 784 bytes per task = 25.18 KiB; 25 120 frozen bytes = 24.53 KiB.
     assert!(
         lora_row.contains(&(adapter + HEAD).to_string())
-            && lora_row.contains("25.10 KiB")
+            && lora_row.contains("25.18 KiB")
             && lora_row.contains("24.53 KiB"),
         "{lora_row}"
     );

@@ -104,11 +104,7 @@ fn costs_are_measured_per_method_and_reported() {
     // The run's metrics file carries the costs on each read-out's row.
     let metrics = read_parquet(&results.join("cells/method=lora/metrics.parquet"));
     let state = metrics.column("method_state_bytes").unwrap().u64().unwrap();
-    assert!(
-        state
-            .into_iter()
-            .all(|s| s == Some(2 * per_task))
-    );
+    assert!(state.into_iter().all(|s| s == Some(2 * per_task)));
     let frozen = metrics.column("frozen_base_bytes").unwrap().u64().unwrap();
     assert!(
         frozen

@@ -22,7 +22,7 @@ mod vit;
 
 pub use linear::{AdaptableLinear, Bottleneck, LowRank};
 pub use quant::{QuantFormat, QuantizedWeight};
-pub use vit::VisionTransformer;
+pub use vit::{VisionTransformer, VitShape};
 
 use retain_config::ModelConfig;
 use tch::Tensor;
@@ -161,7 +161,7 @@ pub fn build(
             ..
         } => Box::new(VisionTransformer::new(
             path,
-            vit::VitShape {
+            VitShape {
                 image: image_shape,
                 patch,
                 dim,

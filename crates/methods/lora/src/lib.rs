@@ -62,7 +62,7 @@
 //! |---|---|---|
 //! | `rank` | `8` | rank `r` of every adapter (≥ 1) |
 //! | `alpha` | `rank` | scale numerator: the update is `(α/r) · B A` |
-//! | `target` | `["hidden.*"]` | name patterns of the linear layers to adapt (`*` matches any characters, see [`retain_models::names::matches()`]); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
+//! | `target` | by the model: `["blocks.*"]` on a transformer, `["hidden.*"]` otherwise | name patterns of the linear layers to adapt (`*` matches any characters, see [`retain_models::names::matches()`]); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
 //!
 //! # Example
 //!
@@ -104,15 +104,24 @@ pub struct LoraParams {
     /// `None` means `rank` (scale 1).
     #[serde(default)]
     pub alpha: Option<f64>,
-    #[serde(default = "default_target")]
-    pub target: Vec<String>,
+    /// `None`: by the model, see [`default_target`].
+    #[serde(default)]
+    pub target: Option<Vec<String>>,
 }
 
 fn default_rank() -> usize {
     8
 }
-fn default_target() -> Vec<String> {
-    vec!["hidden.*".to_owned()]
+/// The layers adapted when `target` is not given: every linear layer of a transformer's
+/// blocks (`blocks.*`: attention `qkv` and `proj`, MLP `fc1` and `fc2`), an MLP's hidden
+/// layers (`hidden.*`) otherwise.
+pub fn default_target(model: &dyn Backbone) -> Vec<String> {
+    let pattern = if model.transformer_shape().is_some() {
+        "blocks.*"
+    } else {
+        "hidden.*"
+    };
+    vec![pattern.to_owned()]
 }
 
 /// An adapted layer: its name, the live adapter variables and the bound of `A`'s draw.
@@ -156,7 +165,7 @@ const PROTOTYPE_BATCH: usize = 1024;
 pub struct Lora {
     rank: i64,
     scale: f64,
-    target: Vec<String>,
+    target: Option<Vec<String>>,
     layers: Vec<Adapted>,
     /// What the current task trains (adapters and head), sorted by name; empty until the
     /// first task binds the method to the network.
@@ -193,7 +202,7 @@ impl Lora {
                 "`alpha` must be finite and > 0, got {alpha}"
             )));
         }
-        if params.target.is_empty() {
+        if params.target.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid(
                 "`target` must name at least one layer pattern".into(),
             ));
@@ -226,7 +235,11 @@ impl Lora {
     /// Freezes the backbone, creates the adapters and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let head = ctx.model.head_name();
-        let selected = select_layers("lora", ctx.model, &self.target)?;
+        let target = self
+            .target
+            .clone()
+            .unwrap_or_else(|| default_target(ctx.model));
+        let selected = select_layers("lora", ctx.model, &target)?;
         freeze_backbone(ctx.vars, head);
         let variables = ctx.vars.variables();
         for (name, [outputs, inputs]) in &selected {

@@ -523,3 +523,47 @@ fn state_keeps_the_classes_and_prototypes_for_inference() {
         "method `lora` failed: state lacks `classes.task1` or `prototypes.task1`"
     );
 }
+
+/// Without `target`, a transformer gets adapters on every linear layer of its blocks, an MLP
+/// on its hidden layers.
+#[test]
+fn the_default_target_follows_the_model() {
+    let stream = stream();
+    tch::manual_seed(8);
+    let vit = Network::from_builder(Device::Cpu, |path| {
+        let shape = retain_models::VitShape {
+            image: [1, 1, FEATURES],
+            patch: 1,
+            dim: 4,
+            depth: 2,
+            heads: 2,
+            mlp_dim: 8,
+        };
+        Box::new(retain_models::VisionTransformer::new(path, shape, 6))
+    });
+    let mut method = lora("rank = 2").unwrap();
+    method.before_task(&task_context(&vit, &stream, 0)).unwrap();
+    let adapted: Vec<String> = vit
+        .parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter_map(|n| n.strip_suffix(".a").map(str::to_owned))
+        .collect();
+    let expected: Vec<String> = (0..2)
+        .flat_map(|b| {
+            ["attn.proj", "attn.qkv", "mlp.fc1", "mlp.fc2"].map(|l| format!("lora.blocks.{b}.{l}"))
+        })
+        .collect();
+    assert_eq!(adapted, expected);
+
+    let mlp = network(9);
+    let mut method = lora("rank = 2").unwrap();
+    method.before_task(&task_context(&mlp, &stream, 0)).unwrap();
+    let adapted: Vec<String> = mlp
+        .parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".a"))
+        .collect();
+    assert_eq!(adapted, ["lora.hidden.0.a", "lora.hidden.1.a"]);
+}

@@ -66,8 +66,9 @@ pub struct QLoraParams {
     pub rank: usize,
     #[serde(default)]
     pub alpha: Option<f64>,
-    #[serde(default = "default_target")]
-    pub target: Vec<String>,
+    /// `None`: LoRA's default for the model.
+    #[serde(default)]
+    pub target: Option<Vec<String>>,
     #[serde(default = "default_quant")]
     pub quant: Quant,
     #[serde(default = "default_block")]
@@ -76,9 +77,6 @@ pub struct QLoraParams {
 
 fn default_rank() -> usize {
     8
-}
-fn default_target() -> Vec<String> {
-    vec!["hidden.*".to_owned()]
 }
 fn default_quant() -> Quant {
     Quant::Nf4

@@ -21,10 +21,12 @@
 //! * MLP: `head`, `hidden.<n-1>`, …, `hidden.0`;
 //! * ResNet-18: `linear`, `layer4.1`, `layer4.0`, …, `layer1.0`, `conv1`, `bn1` (a block
 //!   with its batch norms and shortcut is one group; natural order puts the stem's batch
-//!   norm last, so it unfreezes one interval after the stem's convolution).
+//!   norm last, so it unfreezes one interval after the stem's convolution);
+//! * vision transformer: `head`, the final `norm`, `blocks.<n-1>`, …, `blocks.0`, then one
+//!   `embeddings` group (`patch_embed`, `pos_embed`, `cls_token`).
 //!
-//! For models whose names do not sort in layer order (a transformer's `pos_embed` and final
-//! `norm`, say), list the groups explicitly. Natural order rather than creation order,
+//! For other models whose names do not sort in layer order, list the groups explicitly.
+//! Natural order rather than creation order,
 //! because creation order is not the forward order in general (ResNet-18 builds its stages
 //! before its stem).
 //!
@@ -379,8 +381,10 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
 }
 
 /// The default grouping of the variables `names` (see the crate docs): by [`layer_prefix`],
-/// the head's group first, then the others in descending [`natural_cmp`] order. Each group
-/// is its prefix and its members' names, sorted.
+/// the head's group first, then a final `norm` (a transformer's, read by the head), then the
+/// others in descending [`natural_cmp`] order, and last one `embeddings` group of a
+/// transformer's input embeddings ([`EMBEDDINGS`]). Each group is its prefix and its
+/// members' names, sorted.
 pub fn default_groups<'a>(
     names: impl IntoIterator<Item = &'a str>,
     head: &str,
@@ -389,6 +393,8 @@ pub fn default_groups<'a>(
     for name in names {
         let prefix = if matches(&format!("{head}.*"), name) {
             head
+        } else if EMBEDDINGS.contains(&layer_prefix(name)) {
+            "embeddings"
         } else {
             layer_prefix(name)
         };
@@ -400,13 +406,20 @@ pub fn default_groups<'a>(
     for (_, members) in &mut groups {
         members.sort();
     }
-    groups.sort_by(|(a, _), (b, _)| {
-        (b == head)
-            .cmp(&(a == head))
-            .then_with(|| natural_cmp(b, a))
-    });
+    // Place in the network, top first: the head, the final norm, the layers, the inputs.
+    let rank = |group: &str| match group {
+        g if g == head => 0,
+        "norm" => 1,
+        "embeddings" => 3,
+        _ => 2,
+    };
+    groups.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| natural_cmp(b, a)));
     groups
 }
+
+/// Layer prefixes of a transformer's input embeddings (timm's names), grouped as one
+/// `embeddings` group that unfreezes last.
+pub const EMBEDDINGS: [&str; 3] = ["patch_embed", "pos_embed", "cls_token"];
 
 /// Groups from explicit `patterns` over the variables `names`: each pattern takes the names
 /// it matches that no earlier pattern took. An error message when a pattern matches no name

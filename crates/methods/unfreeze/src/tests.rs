@@ -326,6 +326,46 @@ fn layer_prefixes_and_natural_order() {
     assert_eq!(names, ["head", "blocks.10", "blocks.9", "blocks.2"]);
 }
 
+/// A transformer's names: head, final norm, blocks from the top, then the input embeddings
+/// as one group, whatever their alphabetical order.
+#[test]
+fn default_groups_of_a_vision_transformer_end_with_its_embeddings() {
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let shape = retain_models::VitShape {
+        image: [1, 4, 4],
+        patch: 2,
+        dim: 4,
+        depth: 3,
+        heads: 2,
+        mlp_dim: 8,
+    };
+    let _model = retain_models::VisionTransformer::new(&vs.root(), shape, 10);
+    let variables = vs.variables();
+    let groups = default_groups(variables.keys().map(String::as_str), "head");
+    let names: Vec<&str> = groups.iter().map(|(g, _)| g.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "head",
+            "norm",
+            "blocks.2",
+            "blocks.1",
+            "blocks.0",
+            "embeddings"
+        ]
+    );
+    assert_eq!(
+        groups.last().unwrap().1,
+        [
+            "cls_token",
+            "patch_embed.proj.bias",
+            "patch_embed.proj.weight",
+            "pos_embed"
+        ]
+    );
+}
+
 #[test]
 fn explicit_groups_take_what_earlier_groups_left() {
     let fixture = MethodFixture::new();

@@ -11,11 +11,15 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 [ -x .carry/retain ] || { xz -dc .carry/retain.xz >.carry/retain && chmod +x .carry/retain; }
 [ -d datasets/fashion-mnist ] || tar -xJf .carry/data.tar.xz
 out=${OUT:-/tmp/peft}/results
+# The three seeds' pretrain stages first, so that concurrent cells reuse them.
+for seed in 0 1 2; do
+    .carry/retain pretrain experiments/peft-fashion.toml --seed "$seed" --device cuda --output "$out"
+done
 start=$(date +%s.%N)
 .carry/retain grid run experiments/peft-fashion.toml --output "$out" --quiet "$@"
 end=$(date +%s.%N)
 python3 -c "print(f'grid wall time: {$end - $start:.1f} s')"
-.carry/retain report "$out/peft-fashion" 2>&1 | head -80 || true
+.carry/retain report "$out/peft-fashion" --format markdown | tee "$out/peft-fashion/report.md"
 .carry/retain run experiments/peft-lora-readouts.toml --device cuda --output "$out" 2>&1 | tail -40
 # Keep what the repository records; drop model checkpoints.
 find "$out" -name '*.safetensors' -delete

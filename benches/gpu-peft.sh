@@ -11,9 +11,11 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 [ -x .carry/retain ] || { xz -dc .carry/retain.xz >.carry/retain && chmod +x .carry/retain; }
 [ -d datasets/fashion-mnist ] || tar -xJf .carry/data.tar.xz
 out=${OUT:-/tmp/peft}/results
-# The three seeds' pretrain stages first, so that concurrent cells reuse them.
+# The three seeds' pretrain stages first, so that concurrent cells reuse them (the grid's
+# experiment without its [grid] table: same name, same stage cache).
+sed '/^\[grid\]/,$d' experiments/peft-fashion.toml >/tmp/peft-fashion.toml
 for seed in 0 1 2; do
-    .carry/retain pretrain experiments/peft-fashion.toml --seed "$seed" --device cuda --output "$out"
+    .carry/retain pretrain /tmp/peft-fashion.toml --seed "$seed" --device cuda --output "$out"
 done
 start=$(date +%s.%N)
 .carry/retain grid run experiments/peft-fashion.toml --output "$out" --quiet "$@"

@@ -23,5 +23,25 @@ end=$(date +%s.%N)
 python3 -c "print(f'grid wall time: {$end - $start:.1f} s')"
 .carry/retain report "$out/peft-fashion" --format markdown | tee "$out/peft-fashion/report.md"
 .carry/retain run experiments/peft-lora-readouts.toml --device cuda --output "$out" 2>&1 | tail -40
+# Step time of each method alone on the card (the grid's cells share it four ways): 2 tasks,
+# one run at a time, from the stage cached above (same output folder and experiment name).
+for spec in naive lora qlora-nf4 qlora-int8 adapter bitfit prompt prefix; do
+    args=(--set "method.name=\"${spec%%-*}\"")
+    case $spec in qlora-*) args+=(--set "method.quant=\"${spec#qlora-}\"") ;; esac
+    .carry/retain run /tmp/peft-fashion.toml --device cuda --output "$out" -q \
+        --set stream.tasks=2 "${args[@]}" --run-name "step-$spec"
+done
+python3 - "$out/peft-fashion" <<'PY'
+import json, pathlib, sys
+for manifest in sorted(pathlib.Path(sys.argv[1]).glob("step-*/manifest.json")):
+    m = json.load(open(manifest))
+    c = m["costs"]
+    print(f"{manifest.parent.name:24} {m['timings']['seconds_per_step'] * 1e3:7.2f} ms/step  "
+          f"trainable {c['trainable_parameters']:>7}  frozen {c['frozen_base_bytes']:>8} B")
+PY
+# Flat copies of what the repository records (the device returns shallow folders only).
+mkdir -p "${OUT:-/tmp/peft}/plots"
+cp "$out"/peft-fashion/plots/accuracy-vs-parameters.* "$out"/peft-fashion/plots/acc-*.png "${OUT:-/tmp/peft}/plots/"
+cp "$out"/peft-lora-readouts/lora-seed0/{metrics.parquet,accuracy.parquet,manifest.json} "${OUT:-/tmp/peft}/" 
 # Keep what the repository records; drop model checkpoints.
 find "$out" -name '*.safetensors' -delete

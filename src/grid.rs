@@ -672,7 +672,9 @@ fn write_plots(
                 .collect();
             if let Some(p) = MeanStd::of(&cell_params) {
                 points.push(retain_plot::Point {
-                    label: label.clone(),
+                    // `method=lora+rank-8` reads `lora+rank-8`: the method is what the
+                    // scatter compares.
+                    label: label.strip_prefix("method=").unwrap_or(label).to_owned(),
                     x: p.mean,
                     y: stats.mean,
                 });

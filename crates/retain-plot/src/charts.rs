@@ -195,7 +195,8 @@ pub fn accuracy_vs_parameters(
     let min_x = xs().fold(max_x, f64::min);
     // Half a decade of margin on each side, so labels beside the extreme points fit.
     let (lo, hi) = (min_x / 3.0, max_x * 3.0);
-    render(path, (720, 480), |root| {
+    let offsets = label_offsets(series);
+    render(path, (960, 560), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FAMILY, 18))
             .margin(12)
@@ -213,14 +214,15 @@ pub fn accuracy_vs_parameters(
             .map_err(|e| e.to_string())?;
         for (i, s) in series.iter().enumerate() {
             let colour = rgb(series_colour(i));
-            // The label sits beside the point, in pixels, so it never covers it.
+            // The label sits beside the point, in pixels, so it never covers it; labels of
+            // points close together are stacked instead of drawn over each other.
             chart
-                .draw_series(s.points.iter().map(|p| {
+                .draw_series(s.points.iter().zip(&offsets[i]).map(|(p, &dy)| {
                     EmptyElement::at((p.x.max(1.0), p.y * 100.0))
                         + Circle::new((0, 0), 6, colour.filled())
                         + Text::new(
                             p.label.clone(),
-                            (10, -16),
+                            (10, -16 + dy),
                             (FAMILY, 12).into_font().color(&BLACK),
                         )
                 }))
@@ -239,6 +241,31 @@ pub fn accuracy_vs_parameters(
             .draw()
             .map_err(|e| e.to_string())
     })
+}
+
+/// Vertical pixel offsets of each point's label, per series: a label moves down one line for
+/// every earlier label (in any series) whose point is within a tenth of a decade in x and 6
+/// points of accuracy, so that methods with the same parameter count and accuracy (LoRA and
+/// QLoRA, say) stay readable.
+pub fn label_offsets(series: &[Series]) -> Vec<Vec<i32>> {
+    let mut placed: Vec<(f64, f64)> = Vec::new();
+    series
+        .iter()
+        .map(|s| {
+            s.points
+                .iter()
+                .map(|p| {
+                    let (x, y) = (p.x.max(1.0).log10(), p.y * 100.0);
+                    let near = placed
+                        .iter()
+                        .filter(|(px, py)| (px - x).abs() < 0.1 && (py - y).abs() < 6.0)
+                        .count();
+                    placed.push((x, y));
+                    14 * near as i32
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// An axis count in short form: `500`, `12k`, `1.5M`.
@@ -536,6 +563,32 @@ mod tests {
         assert!(svg.contains(&text("50.0")) && svg.contains(&text("90.0")));
         // The error bar: a black vertical line from 40 % to 60 % of the first bar, plus caps.
         assert!(svg.contains("stroke=\"#000000\""), "no error bar");
+    }
+
+    #[test]
+    fn labels_of_points_close_together_are_stacked() {
+        let point = |x: f64, y: f64| Point {
+            label: String::new(),
+            x,
+            y,
+        };
+        let series = vec![
+            Series {
+                label: "task_il".into(),
+                // LoRA and two QLoRAs: same parameters, accuracies within a point.
+                points: vec![
+                    point(25_226.0, 0.981),
+                    point(25_226.0, 0.980),
+                    point(25_226.0, 0.981),
+                ],
+            },
+            Series {
+                label: "class_il".into(),
+                // Far below, and far to the left: unaffected.
+                points: vec![point(25_226.0, 0.2), point(1_162.0, 0.98)],
+            },
+        ];
+        assert_eq!(label_offsets(&series), vec![vec![0, 14, 28], vec![0, 0]]);
     }
 
     #[test]

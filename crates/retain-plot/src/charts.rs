@@ -244,8 +244,8 @@ pub fn accuracy_vs_parameters(
 }
 
 /// Vertical pixel offsets of each point's label, per series: a label moves down one line for
-/// every earlier label (in any series) whose point is within a tenth of a decade in x and 6
-/// points of accuracy, so that methods with the same parameter count and accuracy (LoRA and
+/// every earlier label (in any series) whose point is within half a decade in x (about a
+/// label's width) and 6 points of accuracy, so that methods with the same parameter count and accuracy (LoRA and
 /// QLoRA, say) stay readable.
 pub fn label_offsets(series: &[Series]) -> Vec<Vec<i32>> {
     let mut placed: Vec<(f64, f64)> = Vec::new();
@@ -258,7 +258,7 @@ pub fn label_offsets(series: &[Series]) -> Vec<Vec<i32>> {
                     let (x, y) = (p.x.max(1.0).log10(), p.y * 100.0);
                     let near = placed
                         .iter()
-                        .filter(|(px, py)| (px - x).abs() < 0.1 && (py - y).abs() < 6.0)
+                        .filter(|(px, py)| (px - x).abs() < 0.5 && (py - y).abs() < 6.0)
                         .count();
                     placed.push((x, y));
                     14 * near as i32

@@ -46,6 +46,9 @@
 //! each task with a fresh optimiser, and no moment estimates carry over from one task's
 //! variables to the next's.
 
+#[cfg(feature = "testkit")]
+pub mod conformance;
+
 use std::collections::BTreeMap;
 
 use retain_models::Backbone;
@@ -407,3 +410,70 @@ pub fn invalid(method: &str, message: String) -> TrainError {
 
 #[cfg(test)]
 mod tests;
+
+/// A method whose per-task variables live in a [`TaskBank`] (for inspection: stored tasks,
+/// their values, the method's variable names).
+pub trait Banked: retain_train::Method {
+    fn bank(&self) -> &TaskBank;
+}
+
+/// The [`retain_train::Method`] hooks every method on a [`TaskBank`] shares, written once:
+/// expands, inside `impl Method for T { … }`, to `before_task` (the method's own
+/// `fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError>` on the first task,
+/// [`TaskBank::next_task`] after), `after_task` ([`TaskBank::store`]), `uses_task_id`,
+/// `fresh_optimizer_each_task` (both true), `select` (the stored task for
+/// `Selection::Task(j)`, the live values otherwise), `state` and `load_state` (the bank's).
+/// `$bank` names the method's `TaskBank` field. The invoking crate imports `Network`,
+/// `Selection`, `TaskContext`, `TrainError` from `retain_train` and `Tensor` from `tch`.
+///
+/// ```text
+/// impl Method for Prompt {
+///     fn name(&self) -> &str { "prompt" }
+///     retain_peft::task_bank_hooks!(bank);
+/// }
+/// ```
+#[macro_export]
+macro_rules! task_bank_hooks {
+    ($bank:ident) => {
+        fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+            if self.$bank.is_bound() {
+                self.$bank.next_task();
+                Ok(())
+            } else {
+                self.bind(ctx)
+            }
+        }
+
+        fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+            self.$bank.store();
+            Ok(())
+        }
+
+        fn uses_task_id(&self) -> bool {
+            true
+        }
+
+        fn fresh_optimizer_each_task(&self) -> bool {
+            true
+        }
+
+        /// Task `j`'s stored variables and head for `Selection::Task(j)` of a finished task;
+        /// the live ones otherwise.
+        fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
+            self.$bank.select(match selection {
+                Selection::Task(j) => Some(j),
+                Selection::Latest | Selection::Merged => None,
+            });
+            Ok(())
+        }
+
+        /// `task<t>.<name>` for every stored task `t` and trained variable.
+        fn state(&self) -> Vec<(String, Tensor)> {
+            self.$bank.state()
+        }
+
+        fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+            self.$bank.load_state(state)
+        }
+    };
+}

@@ -351,3 +351,44 @@ impl<M: Method> Method for TaskStarts<M> {
         self.method.load_state(state)
     }
 }
+
+/// [`split_mnist_vit`] with Adam at learning rate 0.01 for `epochs` epochs per task, 200 test
+/// samples per task, seed 0: the small-transformer set-up of the per-task method tests.
+pub fn small_vit_split_mnist(
+    tasks: usize,
+    train: usize,
+    epochs: usize,
+    method_toml: &str,
+) -> Experiment {
+    let epochs = format!("training.epochs={epochs}");
+    split_mnist_vit(
+        tasks,
+        train,
+        200,
+        0,
+        method_toml,
+        &["training.optimizer.lr=0.01", &epochs],
+    )
+}
+
+/// Five random images of MNIST's shape (`[5, 1, 28, 28]`, seed 99), to compare outputs on.
+pub fn mnist_shaped_inputs() -> tch::Tensor {
+    tch::manual_seed(99);
+    tch::Tensor::randn([5, 1, 28, 28], (tch::Kind::Float, Device::Cpu))
+}
+
+/// Trains `method` on `experiment` over real MNIST; returns the task-IL accuracy matrix, the
+/// variables before training (by name) and the trained network.
+pub fn train_task_il(
+    experiment: &Experiment,
+    method: &mut dyn Method,
+) -> (AccuracyMatrix, BTreeMap<String, tch::Tensor>, Network) {
+    let (stream, net) = stream_and_network(experiment, &mnist());
+    let before = snapshot(&net);
+    let outcome = crate::run(experiment, &stream, &net, method, &mut Silent)
+        .unwrap_or_else(|e| panic!("training failed: {e}"));
+    let task_il = outcome.counts[&Readout::TaskIl]
+        .accuracy()
+        .expect("counts make a matrix");
+    (task_il, before, net)
+}

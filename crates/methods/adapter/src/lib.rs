@@ -53,7 +53,9 @@
 //! Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019.
 
 use retain_models::{Backbone, Bottleneck};
-use retain_peft::{Fresh, TaskBank, error, freeze_backbone, invalid, nested_path, select_layers};
+use retain_peft::{
+    Banked, Fresh, TaskBank, error, freeze_backbone, invalid, nested_path, select_layers,
+};
 use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
 use tch::Tensor;
@@ -123,11 +125,6 @@ impl Adapter {
         &self.layers
     }
 
-    /// The per-task store of adapters and heads.
-    pub fn bank(&self) -> &TaskBank {
-        &self.bank
-    }
-
     /// Freezes the backbone, creates the adapters and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let target = match &self.target {
@@ -166,52 +163,18 @@ impl Adapter {
     }
 }
 
+impl Banked for Adapter {
+    fn bank(&self) -> &TaskBank {
+        &self.bank
+    }
+}
+
 impl Method for Adapter {
     fn name(&self) -> &str {
         NAME
     }
 
-    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        if self.bank.is_bound() {
-            self.bank.next_task();
-            Ok(())
-        } else {
-            self.bind(ctx)
-        }
-    }
-
-    fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        self.bank.store();
-        Ok(())
-    }
-
-    fn uses_task_id(&self) -> bool {
-        true
-    }
-
-    /// Task `j`'s stored adapters and head for `Selection::Task(j)` of a finished task; the live ones
-    /// otherwise.
-    fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
-        self.bank.select(match selection {
-            Selection::Task(j) => Some(j),
-            Selection::Latest | Selection::Merged => None,
-        });
-        Ok(())
-    }
-
-    fn fresh_optimizer_each_task(&self) -> bool {
-        true
-    }
-
-    /// `task<t>.<name>` for every stored task `t` and trained variable
-    /// (`adapter.<layer>.*`, the head's).
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.bank.state()
-    }
-
-    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
-        self.bank.load_state(state)
-    }
+    retain_peft::task_bank_hooks!(bank);
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 use super::*;
-use retain_config::{Experiment, Readout};
-use retain_metrics::AccuracyMatrix;
+use retain_peft::conformance::assert_selection_and_state_round_trip;
 use retain_train::testkit::{
-    MethodFixture, mnist, snapshot, split_mnist_vit, stream_and_network, task_context,
+    MethodFixture, mnist, mnist_shaped_inputs, small_vit_split_mnist, stream_and_network,
+    task_context,
 };
-use retain_train::{Silent, run};
 use tch::{Device, Kind};
 
 fn adapter(toml: &str) -> Result<Adapter, TrainError> {
@@ -12,47 +11,11 @@ fn adapter(toml: &str) -> Result<Adapter, TrainError> {
     Adapter::new(parse_params(NAME, &table)?)
 }
 
-/// Images of MNIST's shape.
-fn inputs() -> Tensor {
-    tch::manual_seed(99);
-    Tensor::randn([5, 1, 28, 28], (Kind::Float, Device::Cpu))
-}
-
-/// Split-MNIST on the testkit's small vision transformer, Adam at learning rate 0.01.
-fn vit_experiment(tasks: usize, train: usize, epochs: usize, method_toml: &str) -> Experiment {
-    let epochs = format!("training.epochs={epochs}");
-    split_mnist_vit(
-        tasks,
-        train,
-        200,
-        0,
-        method_toml,
-        &["training.optimizer.lr=0.01", &epochs],
-    )
-}
-
-/// Trains `method` on `experiment`; returns the task-IL accuracy matrix, the variables before
-/// and after, and the network.
-fn train(
-    experiment: &Experiment,
-    method: &mut dyn Method,
-) -> (
-    AccuracyMatrix,
-    std::collections::BTreeMap<String, Tensor>,
-    Network,
-) {
-    let (stream, net) = stream_and_network(experiment, &mnist());
-    let before = snapshot(&net);
-    let outcome = run(experiment, &stream, &net, method, &mut Silent).unwrap();
-    let task_il = outcome.counts[&Readout::TaskIl].accuracy().unwrap();
-    (task_il, before, net)
-}
-
 #[test]
 fn a_fresh_adapter_is_the_identity_and_only_adapters_and_the_head_train() {
-    let experiment = vit_experiment(2, 20, 1, "name = \"adapter\"");
+    let experiment = small_vit_split_mnist(2, 20, 1, "name = \"adapter\"");
     let (stream, net) = stream_and_network(&experiment, &mnist());
-    let xs = inputs();
+    let xs = mnist_shaped_inputs();
     let before = net.model.forward_t(&xs, false);
     let mut method = adapter("width = 4").unwrap();
     method.before_task(&task_context(&net, &stream, 0)).unwrap();
@@ -133,38 +96,8 @@ fn an_mlp_gets_adapters_on_its_hidden_layers() {
 
 #[test]
 fn selecting_a_task_swaps_in_its_weights_and_state_round_trips() {
-    let experiment = vit_experiment(2, 100, 1, "name = \"adapter\"");
-    let mut method = adapter("width = 4").unwrap();
-    let (_, _, net) = train(&experiment, &mut method);
-    let xs = inputs();
-    let latest = net.model.forward_t(&xs, false);
-    let live = snapshot(&net);
-    method.select(&net, Selection::Task(0)).unwrap();
-    let first = net.model.forward_t(&xs, false);
-    assert!(!first.equal(&latest));
-    method.select(&net, Selection::Task(1)).unwrap();
-    assert!(net.model.forward_t(&xs, false).equal(&latest));
-    method.select(&net, Selection::Latest).unwrap();
-    let restored = snapshot(&net);
-    for (name, value) in &live {
-        assert!(restored[name].equal(value), "{name} restored");
-    }
-
-    // The same weights in a fresh network, with the state loaded into a fresh method.
-    let path = std::env::temp_dir().join(format!("adapter-{}.safetensors", std::process::id()));
-    net.save(&path).unwrap();
-    let (stream, fresh) = stream_and_network(&experiment, &mnist());
-    let mut loaded = adapter("width = 4").unwrap();
-    loaded.load_state(method.state()).unwrap();
-    loaded
-        .before_task(&task_context(&fresh, &stream, 0))
-        .unwrap();
-    fresh.load(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
-    loaded.select(&fresh, Selection::Task(0)).unwrap();
-    assert!(fresh.model.forward_t(&xs, false).equal(&first));
-    loaded.select(&fresh, Selection::Latest).unwrap();
-    assert!(fresh.model.forward_t(&xs, false).equal(&latest));
+    let experiment = small_vit_split_mnist(2, 100, 1, "name = \"adapter\"");
+    assert_selection_and_state_round_trip(&experiment, || adapter("width = 4").unwrap());
 }
 
 #[test]

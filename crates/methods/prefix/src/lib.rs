@@ -55,7 +55,7 @@
 //!
 //! Li & Liang, "Prefix-Tuning: Optimizing Continuous Prompts for Generation", ACL 2021.
 
-use retain_peft::{Fresh, TaskBank, error, freeze_backbone, invalid};
+use retain_peft::{Banked, Fresh, TaskBank, error, freeze_backbone, invalid};
 use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
 use tch::Tensor;
@@ -131,11 +131,6 @@ impl Prefix {
         &self.bound_blocks
     }
 
-    /// The per-task store of prefixes and heads.
-    pub fn bank(&self) -> &TaskBank {
-        &self.bank
-    }
-
     /// Freezes the backbone, creates the prefixes and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let Some((width, depth)) = ctx.model.transformer_shape() else {
@@ -179,52 +174,18 @@ impl Prefix {
     }
 }
 
+impl Banked for Prefix {
+    fn bank(&self) -> &TaskBank {
+        &self.bank
+    }
+}
+
 impl Method for Prefix {
     fn name(&self) -> &str {
         NAME
     }
 
-    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        if self.bank.is_bound() {
-            self.bank.next_task();
-            Ok(())
-        } else {
-            self.bind(ctx)
-        }
-    }
-
-    fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        self.bank.store();
-        Ok(())
-    }
-
-    fn uses_task_id(&self) -> bool {
-        true
-    }
-
-    /// Task `j`'s stored prefixes and head for `Selection::Task(j)` of a finished task; the live ones
-    /// otherwise.
-    fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
-        self.bank.select(match selection {
-            Selection::Task(j) => Some(j),
-            Selection::Latest | Selection::Merged => None,
-        });
-        Ok(())
-    }
-
-    fn fresh_optimizer_each_task(&self) -> bool {
-        true
-    }
-
-    /// `task<t>.<name>` for every stored task `t` and trained variable
-    /// (`prefix.<block>.{key,value}`, the head's).
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.bank.state()
-    }
-
-    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
-        self.bank.load_state(state)
-    }
+    retain_peft::task_bank_hooks!(bank);
 }
 
 #[cfg(test)]

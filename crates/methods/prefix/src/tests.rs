@@ -1,58 +1,21 @@
 use super::*;
-use retain_config::{Experiment, Readout};
-use retain_metrics::AccuracyMatrix;
+use retain_peft::conformance::assert_selection_and_state_round_trip;
 use retain_train::testkit::{
-    MethodFixture, mnist, snapshot, split_mnist_vit, stream_and_network, task_context,
+    MethodFixture, mnist, mnist_shaped_inputs, small_vit_split_mnist, stream_and_network,
+    task_context,
 };
-use retain_train::{Silent, run};
-use tch::{Device, Kind};
+use tch::Kind;
 
 fn prefix(toml: &str) -> Result<Prefix, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
     Prefix::new(parse_params(NAME, &table)?)
 }
 
-/// Images of MNIST's shape.
-fn inputs() -> Tensor {
-    tch::manual_seed(99);
-    Tensor::randn([5, 1, 28, 28], (Kind::Float, Device::Cpu))
-}
-
-/// Split-MNIST on the testkit's small vision transformer, Adam at learning rate 0.01.
-fn vit_experiment(tasks: usize, train: usize, epochs: usize, method_toml: &str) -> Experiment {
-    let epochs = format!("training.epochs={epochs}");
-    split_mnist_vit(
-        tasks,
-        train,
-        200,
-        0,
-        method_toml,
-        &["training.optimizer.lr=0.01", &epochs],
-    )
-}
-
-/// Trains `method` on `experiment`; returns the task-IL accuracy matrix, the variables before
-/// and after, and the network.
-fn train(
-    experiment: &Experiment,
-    method: &mut dyn Method,
-) -> (
-    AccuracyMatrix,
-    std::collections::BTreeMap<String, Tensor>,
-    Network,
-) {
-    let (stream, net) = stream_and_network(experiment, &mnist());
-    let before = snapshot(&net);
-    let outcome = run(experiment, &stream, &net, method, &mut Silent).unwrap();
-    let task_il = outcome.counts[&Readout::TaskIl].accuracy().unwrap();
-    (task_il, before, net)
-}
-
 #[test]
 fn a_fresh_prefix_changes_the_outputs_and_only_the_prefixes_and_the_head_train() {
-    let experiment = vit_experiment(2, 20, 1, "name = \"prefix\"");
+    let experiment = small_vit_split_mnist(2, 20, 1, "name = \"prefix\"");
     let (stream, net) = stream_and_network(&experiment, &mnist());
-    let xs = inputs();
+    let xs = mnist_shaped_inputs();
     let before = net.model.forward_t(&xs, false);
     let mut method = prefix("length = 3").unwrap();
     method.before_task(&task_context(&net, &stream, 0)).unwrap();
@@ -96,7 +59,7 @@ fn a_fresh_prefix_changes_the_outputs_and_only_the_prefixes_and_the_head_train()
 
 #[test]
 fn blocks_restrict_the_prefixes() {
-    let experiment = vit_experiment(2, 20, 1, "name = \"prefix\"");
+    let experiment = small_vit_split_mnist(2, 20, 1, "name = \"prefix\"");
     let (stream, net) = stream_and_network(&experiment, &mnist());
     let mut method = prefix("blocks = [1]\nlength = 2").unwrap();
     method.before_task(&task_context(&net, &stream, 0)).unwrap();
@@ -109,38 +72,8 @@ fn blocks_restrict_the_prefixes() {
 
 #[test]
 fn selecting_a_task_swaps_in_its_weights_and_state_round_trips() {
-    let experiment = vit_experiment(2, 100, 1, "name = \"prefix\"");
-    let mut method = prefix("length = 3").unwrap();
-    let (_, _, net) = train(&experiment, &mut method);
-    let xs = inputs();
-    let latest = net.model.forward_t(&xs, false);
-    let live = snapshot(&net);
-    method.select(&net, Selection::Task(0)).unwrap();
-    let first = net.model.forward_t(&xs, false);
-    assert!(!first.equal(&latest));
-    method.select(&net, Selection::Task(1)).unwrap();
-    assert!(net.model.forward_t(&xs, false).equal(&latest));
-    method.select(&net, Selection::Latest).unwrap();
-    let restored = snapshot(&net);
-    for (name, value) in &live {
-        assert!(restored[name].equal(value), "{name} restored");
-    }
-
-    // The same weights in a fresh network, with the state loaded into a fresh method.
-    let path = std::env::temp_dir().join(format!("prefix-{}.safetensors", std::process::id()));
-    net.save(&path).unwrap();
-    let (stream, fresh) = stream_and_network(&experiment, &mnist());
-    let mut loaded = prefix("length = 3").unwrap();
-    loaded.load_state(method.state()).unwrap();
-    loaded
-        .before_task(&task_context(&fresh, &stream, 0))
-        .unwrap();
-    fresh.load(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
-    loaded.select(&fresh, Selection::Task(0)).unwrap();
-    assert!(fresh.model.forward_t(&xs, false).equal(&first));
-    loaded.select(&fresh, Selection::Latest).unwrap();
-    assert!(fresh.model.forward_t(&xs, false).equal(&latest));
+    let experiment = small_vit_split_mnist(2, 100, 1, "name = \"prefix\"");
+    assert_selection_and_state_round_trip(&experiment, || prefix("length = 3").unwrap());
 }
 
 #[test]
@@ -153,7 +86,7 @@ fn bad_hyper_parameters_blocks_and_models_are_refused() {
     assert!(message(prefix("blocks = []")).contains("`blocks` must name at least one block"));
     assert!(message(prefix("blocks = [1, 0, 1]")).contains("`blocks` names block 1 twice"));
     assert!(message(prefix("lenght = 4")).contains("unknown field `lenght`"));
-    let experiment = vit_experiment(2, 20, 1, "name = \"prefix\"");
+    let experiment = small_vit_split_mnist(2, 20, 1, "name = \"prefix\"");
     let (stream, net) = stream_and_network(&experiment, &mnist());
     let error = prefix("blocks = [0, 2]")
         .unwrap()

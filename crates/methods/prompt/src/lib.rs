@@ -51,7 +51,7 @@
 //! Lester, Al-Rfou & Constant, "The Power of Scale for Parameter-Efficient Prompt Tuning",
 //! EMNLP 2021. Jia et al., "Visual Prompt Tuning", ECCV 2022.
 
-use retain_peft::{Fresh, TaskBank, error, freeze_backbone, invalid};
+use retain_peft::{Banked, Fresh, TaskBank, error, freeze_backbone, invalid};
 use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
 use tch::Tensor;
@@ -95,11 +95,6 @@ impl Prompt {
         })
     }
 
-    /// The per-task store of prompts and heads.
-    pub fn bank(&self) -> &TaskBank {
-        &self.bank
-    }
-
     /// Freezes the backbone, creates the prompt and attaches it (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let Some((width, _)) = ctx.model.transformer_shape() else {
@@ -124,52 +119,18 @@ impl Prompt {
     }
 }
 
+impl Banked for Prompt {
+    fn bank(&self) -> &TaskBank {
+        &self.bank
+    }
+}
+
 impl Method for Prompt {
     fn name(&self) -> &str {
         NAME
     }
 
-    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        if self.bank.is_bound() {
-            self.bank.next_task();
-            Ok(())
-        } else {
-            self.bind(ctx)
-        }
-    }
-
-    fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        self.bank.store();
-        Ok(())
-    }
-
-    fn uses_task_id(&self) -> bool {
-        true
-    }
-
-    /// Task `j`'s stored prompt and head for `Selection::Task(j)` of a finished task; the live ones
-    /// otherwise.
-    fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {
-        self.bank.select(match selection {
-            Selection::Task(j) => Some(j),
-            Selection::Latest | Selection::Merged => None,
-        });
-        Ok(())
-    }
-
-    fn fresh_optimizer_each_task(&self) -> bool {
-        true
-    }
-
-    /// `task<t>.<name>` for every stored task `t` and trained variable (`prompt.tokens`, the
-    /// head's).
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.bank.state()
-    }
-
-    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
-        self.bank.load_state(state)
-    }
+    retain_peft::task_bank_hooks!(bank);
 }
 
 #[cfg(test)]

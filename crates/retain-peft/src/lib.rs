@@ -35,11 +35,11 @@
 //!
 //! The trainer builds its one optimiser before the first task, over the store's trainable
 //! variables of that moment; the method's variables are created later, in the first task's
-//! `before_task`. tch's `nn::Optimizer` adds every trainable variable created since it was
-//! built on its next `zero_grad` or `step` (`add_missing_variables`), so they train from the
-//! first step. The frozen backbone stays in the optimiser, but its variables never get a
-//! gradient and libtorch's SGD and Adam skip parameters without one (momentum and weight
-//! decay included), so they stay bit-identical.
+//! `before_task`. The trainer's `retain_train::optim::FlatOptimizer` looks at the store's
+//! trainable variables with `requires_grad` on every `zero_grad` and `step`, and moves every
+//! one created since into its flat buffers, so they train from the first step. The frozen
+//! backbone is not among them: it gets no gradient and no update (momentum and weight decay
+//! included), so it stays bit-identical.
 //!
 //! The variables are the same tensors from task to task, re-initialised in place, so a method
 //! on the bank returns true from `Method::fresh_optimizer_each_task`: the trainer then starts

@@ -10,15 +10,17 @@
 //!   read-out accumulate in device tensors and cross to the host in one copy per evaluation.
 //!
 //! One optimiser is built per run, over every trainable variable of the network's
-//! `VarStore`. A method trains only part of the model by turning `requires_grad` off on the
-//! rest ([`set_trainable`] over [`trainable_variables`]), in any hook and also for a
-//! variable that has trained before: the optimiser's `zero_grad` leaves every gradient
-//! undefined (libtorch's `set_to_none`, its default since PyTorch 2.0), `backward` gives a
-//! variable without `requires_grad` none, and libtorch's SGD and Adam skip a parameter whose
-//! gradient is undefined, so neither momentum, weight decay nor Adam's moments move it from
-//! the next step on (`a_refrozen_variable_stays_put_under_momentum_and_adam` in the tests).
+//! `VarStore` ([`optim::FlatOptimizer`]: parameters, gradients and optimiser state live in
+//! flat buffers, one kernel per update instead of several per tensor). A method trains only
+//! part of the model by turning `requires_grad` off on the rest ([`set_trainable`] over
+//! [`trainable_variables`]), in any hook and also for a variable that has trained before:
+//! the optimiser notices the change on the host at its next `zero_grad` or `step`, gives a
+//! variable that left the trainable set its own storage back and an undefined gradient,
+//! keeps its momentum or Adam moments aside and never updates it while it is frozen
+//! (`a_refrozen_variable_stays_put_under_momentum_and_adam` in the tests).
 
 pub mod method;
+pub mod optim;
 pub mod stage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -33,10 +35,11 @@ use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
 pub use retain_models::checkpoint::CheckpointError;
 use retain_stream::TaskStream;
-use tch::nn::{self, OptimizerConfig as _};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 pub use method::{Method, Selection, StepContext, TaskContext, gradients, parse_params};
+pub use optim::{FlatOptimizer, Rule};
 /// Re-exported so that method crates need no direct dependency on `retain-config` or
 /// `retain-stream`.
 pub use retain_config::Readout;
@@ -519,7 +522,7 @@ pub fn train_step(
     method: &mut dyn Method,
     ctx: &StepContext<'_>,
     batch: &retain_stream::Batch,
-    optimizer: &mut nn::Optimizer,
+    optimizer: &mut FlatOptimizer,
 ) -> Tensor {
     let loss = method.loss(ctx, batch);
     optimizer.zero_grad();
@@ -529,28 +532,26 @@ pub fn train_step(
     loss
 }
 
-/// The optimiser `config` describes, over the trainable variables of `vars`.
+/// The optimiser `config` describes, over the trainable variables of `vars` (those that
+/// exist now and those created later): a [`FlatOptimizer`], whose parameters, gradients and
+/// state live in flat buffers so that an update is a few kernels, not a few per tensor.
 pub fn build_optimizer(
     config: &OptimizerConfig,
     vars: &nn::VarStore,
-) -> Result<nn::Optimizer, TrainError> {
-    Ok(match *config {
+) -> Result<FlatOptimizer, TrainError> {
+    let rule = match *config {
         OptimizerConfig::Sgd {
             lr,
             momentum,
             weight_decay,
-        } => nn::Sgd {
+        } => Rule::Sgd {
+            lr,
             momentum,
-            wd: weight_decay,
-            ..Default::default()
-        }
-        .build(vars, lr)?,
-        OptimizerConfig::Adam { lr, weight_decay } => nn::Adam {
-            wd: weight_decay,
-            ..Default::default()
-        }
-        .build(vars, lr)?,
-    })
+            weight_decay,
+        },
+        OptimizerConfig::Adam { lr, weight_decay } => Rule::adam(lr, weight_decay),
+    };
+    Ok(FlatOptimizer::new(rule, vars))
 }
 
 /// Per read-out, per task: (correct, samples) of one evaluation.

@@ -96,7 +96,8 @@ pub fn split_mnist_vit(
     split_mnist_with(SMALL_VIT, tasks, train, test, seed, method_toml, overrides)
 }
 
-fn split_mnist_with(
+/// [`split_mnist`] with the `[model]` table body `model_toml`.
+pub fn split_mnist_with(
     model_toml: &str,
     tasks: usize,
     train: usize,

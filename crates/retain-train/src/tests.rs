@@ -178,7 +178,7 @@ fn a_refrozen_variable_stays_put_under_momentum_and_adam() {
     for config in optimizers {
         let net = network(4, &[3], 2, 3);
         let mut optimizer = build_optimizer(&config, &net.vars).unwrap();
-        let step = |optimizer: &mut nn::Optimizer| {
+        let step = |optimizer: &mut FlatOptimizer| {
             let loss = net
                 .model
                 .forward_t(&inputs, true)

@@ -43,9 +43,10 @@
 //! Unfreezing at a step or epoch boundary happens in [`Method::loss`] at the right
 //! `StepContext::step` / `StepContext::epoch`, before the forward pass, by toggling
 //! `requires_grad`: a flag on the host, no synchronisation. Freezing again is safe with the
-//! one optimiser of the run, momentum and Adam included: `zero_grad` leaves a frozen
-//! variable's gradient undefined and the optimisers skip it (see `retain_train`'s crate docs),
-//! so a re-frozen group stays bit-identical until it unfreezes again. A group that unfreezes
+//! one optimiser of the run, momentum and Adam included: at its next `zero_grad` the optimiser
+//! takes a frozen variable out of its flat buffers, leaves its gradient undefined and puts its
+//! state aside (see `retain_train::optim`), so a re-frozen group stays bit-identical until it
+//! unfreezes again. A group that unfreezes
 //! for the first time starts Adam's moment estimates from zero, as in a fresh optimiser;
 //! one that unfreezes again continues its previous estimates and SGD momentum.
 //!

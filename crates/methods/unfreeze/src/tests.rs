@@ -172,8 +172,9 @@ fn task_schedule_unfreezes_at_task_starts() {
 
 /// With restarts, the second layer trains in steps 2–3 of task 0, is frozen again for steps
 /// 0–1 of task 1 and trains again from step 2. Under SGD with momentum and weight decay, and
-/// under Adam, it must not move while frozen: its gradient is left undefined, so the
-/// optimiser skips it (a defined gradient, even zero, would let momentum carry it on).
+/// under Adam, it must not move while frozen: its gradient is left undefined and the
+/// optimiser leaves it out of its flat buffers (a zero gradient in them would let momentum
+/// carry it on).
 #[test]
 fn a_refrozen_layer_stays_bit_identical_until_it_unfreezes_again() {
     let sgd: &[&str] = &[

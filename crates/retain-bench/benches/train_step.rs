@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use retain_stream::{SplitKind, TaskStream};
 use retain_train::testkit::{mnist, single_threaded, split_mnist, split_mnist_with, task_context};
-use retain_train::{
-    FlatOptimizer, Method, Network, Rule, StepContext, build_optimizer, train_step,
-};
+use retain_train::{FlatOptimizer, Method, Network, Rule, StepContext, TrainOptimizer, train_step};
 use tch::Device;
 use tch::nn::{self, OptimizerConfig as _};
 
@@ -51,7 +49,7 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
         let stream = TaskStream::build(&data, &experiment.stream, 0, device).unwrap();
         let network = Network::new(&experiment, &stream);
         let mut method = method(name, &experiment.method.params);
-        let mut optimizer = build_optimizer(&experiment.training.optimizer, &network.vars).unwrap();
+        let mut optimizer = TrainOptimizer::new(&experiment.training, &network.vars).unwrap();
 
         let first = task_context(&network, &stream, 0);
         method.before_task(&first).unwrap();

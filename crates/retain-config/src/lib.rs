@@ -537,6 +537,16 @@ pub struct TrainingConfig {
     pub eval_batch_size: usize,
     #[serde(default)]
     pub optimizer: OptimizerConfig,
+    /// Keep parameters, gradients and optimiser state in flat buffers, so that an update is a
+    /// few kernels rather than a few per parameter tensor (the default); `false` uses
+    /// libtorch's per-tensor optimisers instead (same arithmetic; for comparison, and for a
+    /// method that relies on libtorch skipping parameters that got no gradient).
+    #[serde(default = "default_flat_optimizer")]
+    pub flat_optimizer: bool,
+}
+
+fn default_flat_optimizer() -> bool {
+    true
 }
 
 fn default_epochs() -> usize {
@@ -556,6 +566,7 @@ impl Default for TrainingConfig {
             batch_size: default_batch_size(),
             eval_batch_size: default_eval_batch_size(),
             optimizer: OptimizerConfig::default(),
+            flat_optimizer: default_flat_optimizer(),
         }
     }
 }

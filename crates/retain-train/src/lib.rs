@@ -30,7 +30,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use retain_config::{Experiment, OptimizerConfig};
+use retain_config::{Experiment, OptimizerConfig, TrainingConfig};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
 pub use retain_models::checkpoint::CheckpointError;
@@ -399,7 +399,7 @@ pub fn run(
     let readouts = &experiment.stream.readouts;
     let tasks = stream.tasks.len();
     check_readouts(readouts, Some(&*method))?;
-    let mut optimizer = build_optimizer(&training.optimizer, &network.vars)?;
+    let mut optimizer = TrainOptimizer::new(training, &network.vars)?;
     let mut counts: BTreeMap<Readout, CountMatrix> = readouts
         .iter()
         .map(|&r| (r, CountMatrix::new(tasks)))
@@ -433,7 +433,7 @@ pub fn run(
         };
         if task.index > 0 && method.fresh_optimizer_each_task() {
             // Per-task parameters start afresh: no moment estimates from the previous task's.
-            optimizer = build_optimizer(&training.optimizer, &network.vars)?;
+            optimizer = TrainOptimizer::new(training, &network.vars)?;
         }
         method.before_task(&task_ctx)?;
         let indices = method.training_indices(&task_ctx);
@@ -522,7 +522,7 @@ pub fn train_step(
     method: &mut dyn Method,
     ctx: &StepContext<'_>,
     batch: &retain_stream::Batch,
-    optimizer: &mut FlatOptimizer,
+    optimizer: &mut TrainOptimizer,
 ) -> Tensor {
     let loss = method.loss(ctx, batch);
     optimizer.zero_grad();
@@ -552,6 +552,65 @@ pub fn build_optimizer(
         OptimizerConfig::Adam { lr, weight_decay } => Rule::adam(lr, weight_decay),
     };
     Ok(FlatOptimizer::new(rule, vars))
+}
+
+/// The trainer's optimiser: flat buffers ([`FlatOptimizer`], the default) or libtorch's
+/// per-tensor one (`[training] flat_optimizer = false`), behind the two calls a step makes.
+pub enum TrainOptimizer {
+    Flat(FlatOptimizer),
+    PerTensor(nn::Optimizer),
+}
+
+impl TrainOptimizer {
+    /// The optimiser of `training` (its `optimizer` rule and `flat_optimizer` choice) over
+    /// the trainable variables of `vars`.
+    pub fn new(training: &TrainingConfig, vars: &nn::VarStore) -> Result<Self, TrainError> {
+        Ok(if training.flat_optimizer {
+            Self::Flat(build_optimizer(&training.optimizer, vars)?)
+        } else {
+            Self::PerTensor(build_per_tensor_optimizer(&training.optimizer, vars)?)
+        })
+    }
+
+    pub fn zero_grad(&mut self) {
+        match self {
+            Self::Flat(o) => o.zero_grad(),
+            Self::PerTensor(o) => o.zero_grad(),
+        }
+    }
+
+    pub fn step(&mut self) {
+        match self {
+            Self::Flat(o) => o.step(),
+            Self::PerTensor(o) => o.step(),
+        }
+    }
+}
+
+/// libtorch's SGD or Adam for `config` over the trainable variables of `vars` (a few kernels
+/// per parameter tensor and update; it skips parameters that got no gradient).
+pub fn build_per_tensor_optimizer(
+    config: &OptimizerConfig,
+    vars: &nn::VarStore,
+) -> Result<nn::Optimizer, TrainError> {
+    use tch::nn::OptimizerConfig as _;
+    Ok(match *config {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => nn::Sgd {
+            momentum,
+            wd: weight_decay,
+            ..Default::default()
+        }
+        .build(vars, lr)?,
+        OptimizerConfig::Adam { lr, weight_decay } => nn::Adam {
+            wd: weight_decay,
+            ..Default::default()
+        }
+        .build(vars, lr)?,
+    })
 }
 
 /// Per read-out, per task: (correct, samples) of one evaluation.

@@ -729,3 +729,49 @@ name = "probe"
         assert_eq!(step_matches, fresh, "fresh optimiser: {fresh}");
     }
 }
+
+/// `[training] flat_optimizer = false` trains with libtorch's per-tensor optimiser; both give
+/// the same weights (same arithmetic, different kernels), for SGD with momentum and for Adam.
+#[test]
+fn flat_and_per_tensor_optimisers_train_the_same_weights() {
+    let stream = stream(2, 6, 3);
+    for optimizer in [
+        "{ kind = \"sgd\", lr = 0.1, momentum = 0.9, weight_decay = 0.01 }",
+        "{ kind = \"adam\", lr = 0.01, weight_decay = 0.01 }",
+    ] {
+        let finals: Vec<BTreeMap<String, Tensor>> = [true, false]
+            .iter()
+            .map(|flat| {
+                let experiment = Experiment::from_source(
+                    "name = \"flat\"\ndevice = \"cpu\"\n[stream]\nkind = \"split\"\n\
+                     dataset = \"mnist\"\ntasks = 2\nclasses_per_task = 2\n[model]\n\
+                     kind = \"mlp\"\nhidden = [5]\n[training]\nbatch_size = 3\nepochs = 2\n\
+                     [method]\nname = \"naive\"\n",
+                    "flat.toml",
+                    &[
+                        format!("training.optimizer={optimizer}"),
+                        format!("training.flat_optimizer={flat}"),
+                    ],
+                )
+                .unwrap();
+                assert_eq!(experiment.training.flat_optimizer, *flat);
+                let net = Network::new(&experiment, &stream);
+                let initial = snapshot(&net.vars);
+                let mut method = Recorder::default();
+                run(&experiment, &stream, &net, &mut method, &mut Silent).unwrap();
+                let trained = snapshot(&net.vars);
+                assert!(!trained["head.weight"].equal(&initial["head.weight"]));
+                trained
+            })
+            .collect();
+        for (name, flat) in &finals[0] {
+            let per_tensor = &finals[1][name];
+            let worst = (flat - per_tensor).abs().max().double_value(&[]);
+            assert!(worst < 1e-5, "{optimizer}: {name} differs by {worst}");
+        }
+        assert!(
+            !finals[0]["head.weight"]
+                .equal(&network(3, &[5], 4, 0).vars.variables()["head.weight"])
+        );
+    }
+}

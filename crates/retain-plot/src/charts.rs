@@ -222,7 +222,7 @@ pub fn accuracy_vs_parameters(
                         + Circle::new((0, 0), 6, colour.filled())
                         + Text::new(
                             p.label.clone(),
-                            (10, -16 + dy),
+                            (10, -7 + dy),
                             (FAMILY, 12).into_font().color(&BLACK),
                         )
                 }))
@@ -243,11 +243,13 @@ pub fn accuracy_vs_parameters(
     })
 }
 
-/// Vertical pixel offsets of each point's label, per series: a label moves down one line for
-/// every earlier label (in any series) whose point is within half a decade in x (about a
-/// label's width) and 6 points of accuracy, so that methods with the same parameter count and accuracy (LoRA and
-/// QLoRA, say) stay readable.
+/// Vertical pixel offsets of each point's label, per series, placed greedily: each label
+/// takes the first of 0, +1, −1, +2, −2, … lines away from its point where it does not
+/// overlap a label already placed within half a decade in x (about a label's width), so that
+/// methods with the same parameter count and accuracy (LoRA and QLoRA, say) stay readable.
 pub fn label_offsets(series: &[Series]) -> Vec<Vec<i32>> {
+    // Vertical pixels per point of accuracy on the chart's plotting area.
+    const PIXELS_PER_POINT: f64 = 4.6;
     let mut placed: Vec<(f64, f64)> = Vec::new();
     series
         .iter()
@@ -255,18 +257,28 @@ pub fn label_offsets(series: &[Series]) -> Vec<Vec<i32>> {
             s.points
                 .iter()
                 .map(|p| {
-                    let (x, y) = (p.x.max(1.0).log10(), p.y * 100.0);
-                    let near = placed
-                        .iter()
-                        .filter(|(px, py)| (px - x).abs() < 0.5 && (py - y).abs() < 6.0)
-                        .count();
-                    placed.push((x, y));
-                    14 * near as i32
+                    let x = p.x.max(1.0).log10();
+                    let base = -p.y * 100.0 * PIXELS_PER_POINT;
+                    let free = |offset: i32| {
+                        let y = base + f64::from(offset);
+                        placed.iter().all(|&(px, py)| {
+                            (px - x).abs() >= 0.5 || (py - y).abs() >= f64::from(LINE) - 1.0
+                        })
+                    };
+                    let offset = (0..12)
+                        .flat_map(|k| [k * LINE, -k * LINE])
+                        .find(|&o| free(o))
+                        .unwrap_or(0);
+                    placed.push((x, base + f64::from(offset)));
+                    offset
                 })
                 .collect()
         })
         .collect()
 }
+
+/// Height of a label line, in pixels.
+const LINE: i32 = 14;
 
 /// An axis count in short form: `500`, `12k`, `1.5M`.
 fn format_count(x: f64) -> String {
@@ -588,7 +600,8 @@ mod tests {
                 points: vec![point(25_226.0, 0.2), point(1_162.0, 0.98)],
             },
         ];
-        assert_eq!(label_offsets(&series), vec![vec![0, 14, 28], vec![0, 0]]);
+        // The first keeps its place, the second goes a line down, the third a line up.
+        assert_eq!(label_offsets(&series), vec![vec![0, 14, -14], vec![0, 0]]);
     }
 
     #[test]

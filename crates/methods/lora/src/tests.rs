@@ -31,6 +31,16 @@ fn lora(toml: &str) -> Result<Lora, TrainError> {
     Lora::new(parse_params("lora", &table)?)
 }
 
+/// A LoRA method built from `toml`, trained on [`stream`] over [`network`]`(seed)` with
+/// [`experiment`]'s settings; returns the stream, the trained network and the method.
+fn trained(seed: i64, toml: &str) -> (TaskStream, Network, Lora) {
+    let stream = stream();
+    let net = network(seed);
+    let mut method = lora(toml).unwrap();
+    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    (stream, net, method)
+}
+
 fn inputs() -> Tensor {
     tch::manual_seed(99);
     Tensor::randn([5, 1, 1, FEATURES as i64], (Kind::Float, Device::Cpu))
@@ -185,10 +195,7 @@ fn training_changes_only_adapters_and_head_and_task_il_never_forgets() {
 
 #[test]
 fn merged_and_unmerged_forward_agree() {
-    let stream = stream();
-    let net = network(3);
-    let mut method = lora("rank = 3\nalpha = 6.0").unwrap();
-    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    let (_, net, _) = trained(3, "rank = 3\nalpha = 6.0");
     let xs = inputs();
     let unmerged = net.model.forward_t(&xs, false);
     let v = net.vars.variables();
@@ -196,32 +203,26 @@ fn merged_and_unmerged_forward_agree() {
         &v[&format!("{layer}.weight")]
             + v[&format!("lora.{layer}.b")].matmul(&v[&format!("lora.{layer}.a")]) * 2.0
     };
-    let by_hand = xs
-        .flatten(1, -1)
-        .linear(&merged("hidden.0"), Some(&v["hidden.0.bias"]))
-        .relu()
-        .linear(&merged("hidden.1"), Some(&v["hidden.1.bias"]))
-        .relu()
-        .linear(&v["head.weight"], Some(&v["head.bias"]));
-    let worst = (&unmerged - &by_hand).abs().max().double_value(&[]);
+    // The MLP by hand with the given hidden weight matrices.
+    let by_hand = |w0: &Tensor, w1: &Tensor| {
+        xs.flatten(1, -1)
+            .linear(w0, Some(&v["hidden.0.bias"]))
+            .relu()
+            .linear(w1, Some(&v["hidden.1.bias"]))
+            .relu()
+            .linear(&v["head.weight"], Some(&v["head.bias"]))
+    };
+    let with_merged = by_hand(&merged("hidden.0"), &merged("hidden.1"));
+    let worst = (&unmerged - &with_merged).abs().max().double_value(&[]);
     assert!(worst < 1e-5, "largest difference {worst}");
     // The adapters do change the outputs.
-    let plain = xs
-        .flatten(1, -1)
-        .linear(&v["hidden.0.weight"], Some(&v["hidden.0.bias"]))
-        .relu()
-        .linear(&v["hidden.1.weight"], Some(&v["hidden.1.bias"]))
-        .relu()
-        .linear(&v["head.weight"], Some(&v["head.bias"]));
+    let plain = by_hand(&v["hidden.0.weight"], &v["hidden.1.weight"]);
     assert!((&unmerged - &plain).abs().max().double_value(&[]) > 1e-3);
 }
 
 #[test]
 fn selecting_a_task_swaps_in_its_weights_and_latest_restores() {
-    let stream = stream();
-    let net = network(4);
-    let mut method = lora("rank = 2").unwrap();
-    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    let (_, net, mut method) = trained(4, "rank = 2");
     let xs = inputs();
     let latest = net.model.forward_t(&xs, false);
     let live = snapshot(&net);
@@ -242,10 +243,7 @@ fn selecting_a_task_swaps_in_its_weights_and_latest_restores() {
 
 #[test]
 fn state_round_trips_into_a_fresh_method() {
-    let stream = stream();
-    let net = network(5);
-    let mut method = lora("rank = 2").unwrap();
-    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    let (stream, net, mut method) = trained(5, "rank = 2");
     let xs = inputs();
     method.select(&net, Selection::Task(1)).unwrap();
     let expected = net.model.forward_t(&xs, false);
@@ -351,10 +349,7 @@ fn with_one_task_the_merged_weights_compute_what_the_adapters_do() {
 
 #[test]
 fn merged_weights_sum_every_tasks_update_and_take_each_tasks_head_rows() {
-    let stream = stream();
-    let net = network(9);
-    let mut method = lora("rank = 2\nalpha = 4.0").unwrap();
-    run(&experiment(), &stream, &net, &mut method, &mut Silent).unwrap();
+    let (_, net, mut method) = trained(9, "rank = 2\nalpha = 4.0");
     let state: BTreeMap<String, Tensor> = method.state().into_iter().collect();
     let v = net.vars.variables();
     let merged = |layer: &str| {

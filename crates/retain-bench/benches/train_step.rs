@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use retain_stream::{SplitKind, TaskStream};
 use retain_train::testkit::{mnist, single_threaded, split_mnist, split_mnist_with, task_context};
-use retain_train::{FlatOptimizer, Method, Network, Rule, StepContext, TrainOptimizer, train_step};
+use retain_train::{Method, Network, StepContext, TrainOptimizer, train_step};
 use tch::Device;
-use tch::nn::{self, OptimizerConfig as _};
 
 const METHODS: [(&str, &str); 4] = [
     ("naive", r#"name = "naive""#),
@@ -113,10 +112,18 @@ fn bench_optimizers(c: &mut Criterion, device: Device, label: &str) {
         let indices: Vec<i64> = stream.tasks[0].train_indices.clone();
         let order = stream.epoch_order(&indices, 0, 0, 0);
         let batches = indices.len() as i64 / 32;
-        for optimizer in ["tch-adam", "flat-adam"] {
+        for (optimizer, flat) in [("tch-adam", false), ("flat-adam", true)] {
             let network = Network::new(&experiment, &stream);
-            let mut tch_adam = nn::Adam::default().build(&network.vars, 1e-3).unwrap();
-            let mut flat_adam = FlatOptimizer::new(Rule::adam(1e-3, 0.0), &network.vars);
+            // The trainer's construction, with either optimiser.
+            let training = retain_config::TrainingConfig {
+                optimizer: retain_config::OptimizerConfig::Adam {
+                    lr: 1e-3,
+                    weight_decay: 0.0,
+                },
+                flat_optimizer: flat,
+                ..experiment.training.clone()
+            };
+            let mut adam = TrainOptimizer::new(&training, &network.vars).unwrap();
             let mut next = 0i64;
             group.bench_function(format!("{model}/{optimizer}"), |b| {
                 b.iter_custom(|iters| {
@@ -129,15 +136,9 @@ fn bench_optimizers(c: &mut Criterion, device: Device, label: &str) {
                             .model
                             .forward_t(&batch.inputs, true)
                             .cross_entropy_for_logits(&batch.labels);
-                        if optimizer == "tch-adam" {
-                            tch_adam.zero_grad();
-                            loss.backward();
-                            tch_adam.step();
-                        } else {
-                            flat_adam.zero_grad();
-                            loss.backward();
-                            flat_adam.step();
-                        }
+                        adam.zero_grad();
+                        loss.backward();
+                        adam.step();
                     }
                     synchronize(device);
                     start.elapsed()

@@ -421,9 +421,10 @@ fn remove_grad(t: &Tensor) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use retain_config::OptimizerConfig;
     use retain_models::Mlp;
+    use tch::nn;
     use tch::nn::ModuleT as _;
-    use tch::nn::{self, OptimizerConfig as _};
 
     /// A model, its store and an extra variable created later, seeded.
     struct Net {
@@ -485,44 +486,28 @@ mod tests {
         }
     }
 
-    fn optimizers(rule: Rule, vars: &VarStore) -> Opt {
-        Opt::Tch(match rule {
-            Rule::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-            } => nn::Sgd {
-                momentum,
-                wd: weight_decay,
-                ..Default::default()
-            }
-            .build(vars, lr)
-            .unwrap(),
-            Rule::Adam {
-                lr, weight_decay, ..
-            } => nn::Adam {
-                wd: weight_decay,
-                ..Default::default()
-            }
-            .build(vars, lr)
-            .unwrap(),
-        })
-    }
-
-    fn rules() -> [Rule; 4] {
+    /// The rules compared, as the trainer's configuration spells them: both optimisers are
+    /// built by the functions the trainer uses.
+    fn rules() -> [OptimizerConfig; 4] {
         [
-            Rule::Sgd {
+            OptimizerConfig::Sgd {
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 0.01,
             },
-            Rule::Sgd {
+            OptimizerConfig::Sgd {
                 lr: 0.05,
                 momentum: 0.0,
                 weight_decay: 0.0,
             },
-            Rule::adam(0.01, 0.0),
-            Rule::adam(0.01, 0.02),
+            OptimizerConfig::Adam {
+                lr: 0.01,
+                weight_decay: 0.0,
+            },
+            OptimizerConfig::Adam {
+                lr: 0.01,
+                weight_decay: 0.02,
+            },
         ]
     }
 
@@ -537,11 +522,12 @@ mod tests {
 
     /// Trains two copies of the MLP for 20 steps, one with tch's optimiser and one flat;
     /// `event(step, net)` may create or freeze variables between steps.
-    fn compare(rule: Rule, event: impl Fn(i64, &mut Net)) {
+    fn compare(rule: OptimizerConfig, event: impl Fn(i64, &mut Net)) {
         let mut reference = net(3);
         let mut flat = net(3);
-        let mut tch_opt = optimizers(rule, &reference.vars);
-        let mut flat_opt = Opt::Flat(FlatOptimizer::new(rule, &flat.vars));
+        let mut tch_opt =
+            Opt::Tch(crate::build_per_tensor_optimizer(&rule, &reference.vars).unwrap());
+        let mut flat_opt = Opt::Flat(crate::build_optimizer(&rule, &flat.vars).unwrap());
         for step in 0..20 {
             event(step, &mut reference);
             event(step, &mut flat);

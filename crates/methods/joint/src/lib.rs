@@ -14,6 +14,35 @@
 //!
 //! None.
 //!
+//! # Peer conventions
+//!
+//! The three variants here: `joint` (after task `k`, a model trained from the initial weights
+//! on tasks `1..=k`), `joint-offline` (one model trained on the whole stream) and
+//! `joint-cumulative` (warm-started: the model after task `k − 1` continues on tasks `1..=k`;
+//! the old behaviour of `joint`). Sources: Avalanche 0.6.0 (`ContinualAI/avalanche`,
+//! `avalanche/training/supervised/joint_training.py`,
+//! `avalanche/training/supervised/cumulative.py`); Mammoth (`aimagelab/mammoth` at `e75a491`,
+//! `models/joint.py`, the `--joint` flag in `utils/args.py` and
+//! `datasets/utils/continual_dataset.py`).
+//!
+//! * **Avalanche `JointTraining`** trains once, `train_epochs` epochs over the concatenation
+//!   of every experience passed to `train`, with the training transforms, and refuses a second
+//!   call (`AlreadyTrainedError`): that is `joint-offline`. **Avalanche `Cumulative`** trains
+//!   at each experience, `train_epochs` epochs, on the concatenation of all experiences so
+//!   far, continuing from the current weights: that is `joint-cumulative`. Avalanche has no
+//!   strategy for `joint`; it is a fresh model and a fresh `JointTraining` on the first `k`
+//!   experiences, for every `k`.
+//! * **Mammoth `--joint=1`** turns a class- or task-incremental dataset into one task holding
+//!   every class (`N_TASKS = 1`) and trains it with the chosen model, usually `sgd`, for
+//!   `n_epochs` with the usual augmentation: that is `joint-offline`, evaluated once.
+//!   **Mammoth `--model joint`** (needed for domain-incremental datasets) does not train
+//!   during the tasks (`observe` returns 0) and, at the last task's end, trains `n_epochs`
+//!   from the initial weights on the union of all tasks' training sets, collected once through
+//!   the training loaders into a `TensorDataset`: every sample keeps for all epochs the one
+//!   augmented view drawn then. That is `joint-offline` with frozen augmentation, and the
+//!   accuracies it logs after the earlier tasks are those of the untrained network. Mammoth
+//!   has no per-task `joint` and no `joint-cumulative`.
+//!
 //! # Example
 //!
 //! ```toml

@@ -8,6 +8,19 @@
 //! [method]
 //! name = "naive"   # no hyper-parameters
 //! ```
+//!
+//! # Peer conventions
+//!
+//! Avalanche 0.6.0's `Naive` (`ContinualAI/avalanche`,
+//! `avalanche/training/supervised/strategy_wrappers.py`) and Mammoth's `sgd`
+//! (`aimagelab/mammoth` at `e75a491`, `models/sgd.py`) are the same method: the criterion
+//! (cross-entropy over every output) on each batch, nothing else, and nothing to translate.
+//! What can still change a number at a task boundary is the optimiser: Mammoth builds a new
+//! one at every task (`meta_begin_task` in `models/utils/continual_model.py`), dropping
+//! momentum and Adam moments; Avalanche keeps its optimiser and its state (`make_optimizer`
+//! with `reset_optimizer_state = False` in
+//! `avalanche/training/templates/observation_type/batch_observation.py`); here one optimiser
+//! serves the whole run, as in Avalanche. With plain SGD without momentum all three agree.
 
 use retain_train::{Method, TrainError, parse_params};
 use serde::Deserialize;

@@ -452,6 +452,9 @@ pub enum ModelConfig {
         /// [`ModelConfig::checkpoint`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkpoint: Option<PathBuf>,
+        /// How the initial weights are drawn (see [`InitScheme`]).
+        #[serde(default)]
+        init: InitScheme,
     },
     /// ResNet-18 for small images: 3×3 stem, no max-pool, BasicBlocks `[2, 2, 2, 2]`, global
     /// average pool, one linear head. `nf = 64` is the DER paper's, `nf = 20` the GEM paper's
@@ -465,6 +468,9 @@ pub enum ModelConfig {
         /// [`ModelConfig::checkpoint`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkpoint: Option<PathBuf>,
+        /// How the initial weights are drawn (see [`InitScheme`]).
+        #[serde(default)]
+        init: InitScheme,
     },
     /// A small vision transformer (Dosovitskiy et al. 2021) with timm's parameter names:
     /// non-overlapping `patch`×`patch` patch embedding, a class token, learned position
@@ -488,7 +494,44 @@ pub enum ModelConfig {
         /// [`ModelConfig::checkpoint`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkpoint: Option<PathBuf>,
+        /// How the initial weights are drawn (see [`InitScheme`]).
+        #[serde(default)]
+        init: InitScheme,
     },
+}
+
+/// `[model] init`: how a backbone's initial weights are drawn. Every scheme draws on the
+/// host from a generator seeded by the experiment seed (per variable, by name) and copies the
+/// values to the device, so one seed gives bit-identical initial weights on CPU and CUDA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitScheme {
+    /// As the backbone's reference implementation initialises it (the default): the MLP as
+    /// PyTorch's `nn.Linear` (weights and biases `U(±1/√fan_in)`); the small-image ResNet-18
+    /// as the DER paper's (Mammoth's `backbone/ResNet18.py`) and GEM's (`model/common.py`)
+    /// code, which keep PyTorch's `nn.Conv2d`/`nn.Linear` defaults and batch norm at weight 1,
+    /// bias 0; the vision transformer as timm's `VisionTransformer.init_weights` (linear
+    /// weights truncated normal, std 0.02 within ±2, biases 0; position embedding the same;
+    /// class token normal, std 10⁻⁶; patch embedding PyTorch's `nn.Conv2d` default; layer norm
+    /// 1 and 0).
+    #[default]
+    Reference,
+    /// PyTorch's module defaults for every layer, the transformer's linear layers included
+    /// (its class token and position embedding stay as in `reference`).
+    Pytorch,
+    /// Kaiming-uniform with the ReLU gain for linear and convolution weights,
+    /// `U(±√6/√fan_in)`, biases `U(±1/√fan_in)`: tch's default, 2.45× wider than PyTorch's.
+    Kaiming,
+}
+
+impl InitScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitScheme::Reference => "reference",
+            InitScheme::Pytorch => "pytorch",
+            InitScheme::Kaiming => "kaiming",
+        }
+    }
 }
 
 fn default_patch() -> usize {
@@ -519,6 +562,15 @@ impl ModelConfig {
             | ModelConfig::Vit { checkpoint, .. } => checkpoint.as_deref(),
         }
     }
+
+    /// `init`: how the initial weights are drawn.
+    pub fn init(&self) -> InitScheme {
+        match self {
+            ModelConfig::Mlp { init, .. }
+            | ModelConfig::Resnet18 { init, .. }
+            | ModelConfig::Vit { init, .. } => *init,
+        }
+    }
 }
 
 fn default_nf() -> usize {
@@ -543,6 +595,32 @@ pub struct TrainingConfig {
     /// method that relies on libtorch skipping parameters that got no gradient).
     #[serde(default = "default_flat_optimizer")]
     pub flat_optimizer: bool,
+    /// The training loss's label space (see [`TrainingLoss`]).
+    #[serde(default)]
+    pub loss: TrainingLoss,
+}
+
+/// `[training] loss`: which outputs the training cross-entropy covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingLoss {
+    /// Cross-entropy over every output (the default): the class-incremental loss of a
+    /// single-head network, as Mammoth and Avalanche train.
+    #[default]
+    ClassIl,
+    /// Cross-entropy over the classes of the sample's own task only (the other outputs are
+    /// left out of the softmax): the task-incremental, multi-headed training of van de Ven &
+    /// Tolias 2018 and FACIL, with one output layer whose rows per task act as the heads.
+    TaskIl,
+}
+
+impl TrainingLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainingLoss::ClassIl => "class_il",
+            TrainingLoss::TaskIl => "task_il",
+        }
+    }
 }
 
 fn default_flat_optimizer() -> bool {
@@ -567,6 +645,7 @@ impl Default for TrainingConfig {
             eval_batch_size: default_eval_batch_size(),
             optimizer: OptimizerConfig::default(),
             flat_optimizer: default_flat_optimizer(),
+            loss: TrainingLoss::default(),
         }
     }
 }
@@ -768,6 +847,15 @@ impl Experiment {
             }
         }
         validate_optimizer(&t.optimizer, "training.optimizer", &invalid)?;
+        if t.loss == TrainingLoss::TaskIl && self.stream.kind.is_domain_incremental() {
+            return Err(invalid(
+                "training.loss",
+                format!(
+                    "`task_il` needs tasks with classes of their own (a `split` stream); every task of a `{}` stream has all the classes, so the loss would be the class-IL one",
+                    self.stream.kind.as_str()
+                ),
+            ));
+        }
         self.validate_pretrain(&invalid)?;
         Ok(())
     }

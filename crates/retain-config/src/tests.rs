@@ -18,6 +18,7 @@ fn the_shipped_split_mnist_experiment_parses() {
         ModelConfig::Mlp {
             hidden: vec![100, 100],
             checkpoint: None,
+            init: InitScheme::Reference,
         }
     );
     assert_eq!(exp.method.name, "naive");
@@ -326,7 +327,8 @@ fn cifar_resnet_and_augmentation_parse() {
         exp.model,
         ModelConfig::Resnet18 {
             nf: 20,
-            checkpoint: None
+            checkpoint: None,
+            init: InitScheme::Reference,
         }
     );
     assert_eq!(
@@ -341,7 +343,8 @@ fn cifar_resnet_and_augmentation_parse() {
         load(&default_nf).unwrap().model,
         ModelConfig::Resnet18 {
             nf: 64,
-            checkpoint: None
+            checkpoint: None,
+            init: InitScheme::Reference,
         }
     );
     let too_much = text.replace("crop_padding = 4", "crop_padding = 32");
@@ -394,7 +397,8 @@ fn a_vision_transformer_takes_defaults_and_checks_its_shape() {
             depth: 4,
             heads: 4,
             mlp_dim: 128,
-            checkpoint: None
+            checkpoint: None,
+            init: InitScheme::Reference,
         }
     );
     let bad_patch = vit.replace("kind = \"vit\"", "kind = \"vit\"\npatch = 5");
@@ -558,4 +562,38 @@ dataset = "cifar100"
         "dataset = \"cifar100\"\nclasses = [0, 9]",
     );
     assert!(load(&fits).is_ok());
+}
+
+#[test]
+fn task_il_loss_and_init_scheme_parse_and_task_il_needs_a_split_stream() {
+    let text = SPLIT_MNIST
+        .replace("epochs = 1", "epochs = 1\nloss = \"task_il\"")
+        .replace(
+            "hidden = [100, 100]",
+            "hidden = [100, 100]\ninit = \"kaiming\"",
+        );
+    let exp = load(&text).unwrap();
+    assert_eq!(exp.training.loss, TrainingLoss::TaskIl);
+    assert_eq!(exp.model.init(), InitScheme::Kaiming);
+    // Defaults: the class-IL loss and the reference initialisation.
+    let exp = load(SPLIT_MNIST).unwrap();
+    assert_eq!(exp.training.loss, TrainingLoss::ClassIl);
+    assert_eq!(exp.model.init(), InitScheme::Reference);
+    let bad = text.replace("init = \"kaiming\"", "init = \"xavier\"");
+    let err = load(&bad).unwrap_err().to_string();
+    assert!(err.contains("xavier"), "{err}");
+    let permuted = text
+        .replace("kind = \"split\"", "kind = \"permuted\"")
+        .replace("classes_per_task = 2\n", "")
+        .replace("class_order = \"natural\"\n", "")
+        .replace(
+            "readouts = [\"class_il\", \"task_il\"]",
+            "readouts = [\"domain_il\"]",
+        );
+    let err = load(&permuted).unwrap_err().to_string();
+    assert!(err.contains("training.loss"), "{err}");
+    assert!(
+        err.contains("`task_il` needs tasks with classes of their own"),
+        "{err}"
+    );
 }

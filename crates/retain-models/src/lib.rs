@@ -15,6 +15,7 @@
 //! Every model takes images `[B, C, H, W]`; the MLP flattens them itself.
 
 pub mod checkpoint;
+pub mod init;
 mod linear;
 pub mod names;
 pub mod quant;
@@ -37,6 +38,12 @@ pub trait Backbone: ModuleT {
     /// the MLP, the pooled features of a ResNet, the normalised class token of a transformer.
     /// Methods compare samples in this space (class prototypes, task-id inference).
     fn features(&self, xs: &Tensor, train: bool) -> Tensor;
+
+    /// Whose initialisation [`init::initialize`] reproduces for this model under
+    /// `init = "reference"`. Default: PyTorch's module defaults.
+    fn init_reference(&self) -> init::Reference {
+        init::Reference::TorchModules
+    }
 
     /// Name prefix of the output layer's parameters (`"head"` → `head.weight`, `head.bias`),
     /// for methods that treat the classifier apart from the feature extractor.
@@ -522,6 +529,7 @@ mod tests {
             &ModelConfig::Mlp {
                 hidden: vec![100, 100],
                 checkpoint: None,
+                init: retain_config::InitScheme::Reference,
             },
             &vs.root(),
             [1, 28, 28],
@@ -589,6 +597,7 @@ mod tests {
                 &ModelConfig::Resnet18 {
                     nf,
                     checkpoint: None,
+                    init: retain_config::InitScheme::Reference,
                 },
                 &vs.root(),
                 [3, 32, 32],
@@ -619,6 +628,7 @@ mod tests {
             &ModelConfig::Resnet18 {
                 nf: 4,
                 checkpoint: None,
+                init: retain_config::InitScheme::Reference,
             },
             &vs.root(),
             [1, 28, 28],
@@ -815,6 +825,7 @@ mod tests {
             &ModelConfig::Resnet18 {
                 nf: 4,
                 checkpoint: None,
+                init: retain_config::InitScheme::Reference,
             },
             &vs.root(),
             [3, 8, 8],

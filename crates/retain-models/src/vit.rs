@@ -220,6 +220,11 @@ impl ModuleT for VisionTransformer {
 }
 
 impl Backbone for VisionTransformer {
+    /// timm's `VisionTransformer.init_weights`.
+    fn init_reference(&self) -> crate::init::Reference {
+        crate::init::Reference::Timm
+    }
+
     fn outputs(&self) -> usize {
         self.head.shape()[0] as usize
     }

@@ -197,10 +197,12 @@ fn loader(c: &mut Criterion) {
     let mlp = ModelConfig::Mlp {
         hidden: vec![100, 100],
         checkpoint: None,
+        init: retain_config::InitScheme::Reference,
     };
     let resnet = ModelConfig::Resnet18 {
         nf: 64,
         checkpoint: None,
+        init: retain_config::InitScheme::Reference,
     };
     for device in devices {
         let split = TaskStream::build(

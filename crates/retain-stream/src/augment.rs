@@ -20,8 +20,9 @@ const MASK: i64 = 0xffff_ffff;
 const MULTIPLIER: i64 = 0x045d_9f3b;
 
 /// The 32-bit integer hash applied elementwise on the device (Thomas Mueller's
-/// `0x45d9f3b` finaliser); `x` holds values in `[0, 2³²)`.
-fn hash32_device(x: &Tensor) -> Tensor {
+/// `0x45d9f3b` finaliser); `x` holds values in `[0, 2³²)`. A bijection of `[0, 2³²)`: each
+/// step (xor-shift, multiplication by an odd constant modulo 2³²) is invertible.
+pub fn hash32_device(x: &Tensor) -> Tensor {
     let step = |x: &Tensor| {
         (x.bitwise_right_shift_tensor_scalar(16)
             .bitwise_xor_tensor(x)
@@ -31,6 +32,14 @@ fn hash32_device(x: &Tensor) -> Tensor {
     let x = step(&step(x));
     x.bitwise_right_shift_tensor_scalar(16)
         .bitwise_xor_tensor(&x)
+}
+
+/// `len` distinct pseudo-random keys in `[0, 2³²)`, `[len]` `int64` on `device`, for draw
+/// `key`: `hash32(i ^ key)` for `i = 0..len` (distinct because the hash is a bijection). A
+/// uniform random permutation of `0..len` is their `argsort`; computed on the device, so a
+/// draw needs no host→device copy and is the same on every device.
+pub fn random_keys(len: i64, key: u32, device: Device) -> Tensor {
+    hash32_device(&Tensor::arange(len, (Kind::Int64, device)).bitwise_xor(i64::from(key)))
 }
 
 /// The same hash on the host, for checks.

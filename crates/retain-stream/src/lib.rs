@@ -197,6 +197,9 @@ pub struct TaskStream {
     augment_seed: u64,
     normalisation: Normalisation,
     domains: Option<DomainMaps>,
+    /// `[num_classes]` `int64`: the task each class belongs to (0 for every class of a
+    /// domain-incremental stream, whose tasks share all classes; −1 for a class in no task).
+    class_tasks: Tensor,
 }
 
 impl TaskStream {
@@ -342,6 +345,15 @@ impl TaskStream {
             });
         }
 
+        let mut class_tasks = vec![-1i64; dataset.classes];
+        for task in &tasks {
+            for &c in &task.classes {
+                if class_tasks[c as usize] < 0 {
+                    class_tasks[c as usize] = if domain { 0 } else { task.index as i64 };
+                }
+            }
+        }
+        let class_tasks = Tensor::from_slice(&class_tasks).to_device(device);
         let domains = domain.then(|| {
             let maps: Vec<i64> = tasks
                 .iter()
@@ -370,6 +382,7 @@ impl TaskStream {
             augment_seed: seed::derive(master_seed, "augment"),
             normalisation,
             domains,
+            class_tasks,
         })
     }
 
@@ -544,6 +557,18 @@ impl TaskStream {
         }
     }
 
+    /// `[B, num_classes]` boolean: for each of `labels` (`[B]`, on the device), the classes of
+    /// its own task. The task-incremental training loss keeps only these outputs in the
+    /// softmax; it works for replayed samples of earlier tasks as for the current batch,
+    /// since a sample's task follows from its label. Every class of a domain-incremental
+    /// stream is in every task, so there the mask is all true.
+    pub fn own_task_classes(&self, labels: &Tensor) -> Tensor {
+        self.class_tasks
+            .index_select(0, labels)
+            .unsqueeze(1)
+            .eq_tensor(&self.class_tasks.unsqueeze(0))
+    }
+
     /// The augmentation parameters [`TaskStream::training_batch`] uses for a batch of `len`
     /// samples and `draw`.
     pub fn augment_params(&self, len: i64, draw: u64) -> augment::AugmentParams {
@@ -558,6 +583,13 @@ impl TaskStream {
     /// A draw number for batch `batch` of task `task`, unique per (task, batch).
     pub fn draw(task: usize, batch: usize) -> u64 {
         ((task as u64) << 40) | batch as u64
+    }
+
+    /// The draw number of replayed batch `replay` (0, 1, … within one step) at batch `batch`
+    /// of task `task`: distinct from every [`TaskStream::draw`] and from the other replays,
+    /// so a replayed sample gets its own augmentation, as the current batch does.
+    pub fn replay_draw(task: usize, batch: usize, replay: usize) -> u64 {
+        Self::draw(task, batch) | ((1 + replay as u64) << 56)
     }
 
     /// `uint8` images `[B, C, H, W]` → normalised `float32`.

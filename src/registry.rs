@@ -14,6 +14,11 @@ pub const METHODS: &[(&str, Factory)] = &[
     ("online-ewc", retain_method_ewc::from_params_online),
     ("lwf", retain_method_lwf::from_params),
     ("joint", retain_method_joint::from_params),
+    ("joint-offline", retain_method_joint::from_params_offline),
+    (
+        "joint-cumulative",
+        retain_method_joint::from_params_cumulative,
+    ),
     ("replay", retain_method_replay::from_params),
     ("der", retain_method_der::from_params),
     ("gem", retain_method_gem::from_params),

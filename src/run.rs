@@ -382,6 +382,7 @@ fn write_results(
                 frozen_base_bytes: c.frozen_base_bytes,
                 seconds_per_step: c.seconds_per_step,
             }),
+            training_loss: Some(experiment.training.loss.as_str().to_owned()),
         });
         let title = format!(
             "{} / {} ({})",
@@ -414,6 +415,10 @@ struct Manifest {
     run: String,
     method: String,
     seed: u64,
+    /// `[training] loss`: `class_il` or `task_il`.
+    training_loss: &'static str,
+    /// `[model] init`: how the initial weights were drawn.
+    init: &'static str,
     device: String,
     retain_version: &'static str,
     tch_version: &'static str,
@@ -479,6 +484,8 @@ impl Manifest {
             run: plan.run_name.clone(),
             method: experiment.method.name.clone(),
             seed: experiment.seed,
+            training_loss: experiment.training.loss.as_str(),
+            init: experiment.model.init().as_str(),
             device: device_name(plan.device),
             retain_version: env!("CARGO_PKG_VERSION"),
             tch_version: "0.24.0",

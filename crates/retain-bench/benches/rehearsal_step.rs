@@ -175,6 +175,7 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
                 step: next,
                 epoch: 0,
                 indices,
+                loss: Default::default(),
             };
             let loss = method.loss(&ctx, &batch);
             optimizer.zero_grad();
@@ -210,6 +211,7 @@ fn task_ctx<'a>(network: &'a Network, stream: &'a TaskStream, task: &'a Task) ->
         task,
         device: stream.device,
         seed: 0,
+        loss: Default::default(),
     }
 }
 

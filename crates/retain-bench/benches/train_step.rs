@@ -77,6 +77,7 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
                         step: 0,
                         epoch: 0,
                         indices: &batch_indices,
+                        loss: Default::default(),
                     };
                     let _ = std::hint::black_box(train_step(
                         method.as_mut(),

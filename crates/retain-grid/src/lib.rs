@@ -427,9 +427,10 @@ impl GridSpec {
             .unwrap_or_else(|| self.base.method.name.clone())
     }
 
-    /// The cell a `cell` is compared with for intransigence: the `joint` cell that agrees
-    /// with it on every axis outside `method.*` (seed included). `None` when the grid has no
-    /// such cell, and for joint cells themselves.
+    /// The cell a `cell` is compared with for intransigence: the `joint` cell (joint training
+    /// from scratch on tasks `1..=k`, the `a*_k`) that agrees with it on every axis outside
+    /// the method (`method.*` keys and a `method` axis of whole tables; seed included).
+    /// `None` when the grid has no such cell, and for joint cells themselves.
     pub fn joint_partner(&self, cell: &Cell) -> Option<&Cell> {
         if self.method_of(cell) == "joint" {
             return None;
@@ -440,9 +441,15 @@ impl GridSpec {
                     .assignments
                     .iter()
                     .zip(&cell.assignments)
-                    .all(|((k, a), (_, b))| k.starts_with("method.") || a == b)
+                    .all(|((k, a), (_, b))| is_method_key(k) || a == b)
         })
     }
+}
+
+/// Whether an axis key chooses the method: `method.<key>`, or `method` itself (an axis of
+/// whole `[method]` tables).
+fn is_method_key(key: &str) -> bool {
+    key == "method" || key.starts_with("method.")
 }
 
 /// Device strings of the runner's slots: `runs_per_device` slots per device, interleaved

@@ -364,3 +364,29 @@ fn a_method_axis_of_tables_names_cells_by_method_and_parameters() {
         "method=lora+alpha-8.0+rank-4"
     );
 }
+
+#[test]
+fn joint_partner_pairs_cells_of_a_method_table_axis() {
+    // An axis of whole `[method]` tables: the pairing must ignore it like `method.*` keys.
+    let spec =
+        parse("\"seed\" = [0, 1]\n\"method\" = [{ name = \"naive\" }, { name = \"joint\" }]")
+            .unwrap();
+    let cell = |method: &str, seed: i64| {
+        spec.cells
+            .iter()
+            .find(|c| {
+                spec.method_of(c) == method
+                    && c.assignments
+                        .iter()
+                        .any(|(k, v)| k == "seed" && v.as_integer() == Some(seed))
+            })
+            .unwrap()
+    };
+    for seed in [0, 1] {
+        assert_eq!(
+            spec.joint_partner(cell("naive", seed)).unwrap().id,
+            cell("joint", seed).id
+        );
+        assert_eq!(spec.joint_partner(cell("joint", seed)), None);
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use retain_stream::seed::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
-use crate::{MemoryError, Replay, upload};
+use crate::{DrawCounter, MemoryError, Replay, upload};
 
 /// A memory whose capacity is shared equally by every class seen so far.
 ///
@@ -25,6 +25,7 @@ pub struct ClassBalanced {
     by_class: BTreeMap<i64, Vec<i64>>,
     /// Every kept index, class by class, on the device.
     indices: Tensor,
+    draws: DrawCounter,
 }
 
 impl ClassBalanced {
@@ -40,6 +41,7 @@ impl ClassBalanced {
             rng: SplitMix64::new(seed),
             by_class: BTreeMap::new(),
             indices: Tensor::zeros([0], (Kind::Int64, device)),
+            draws: DrawCounter::new(seed),
         })
     }
 
@@ -114,9 +116,14 @@ impl ClassBalanced {
         &self.indices
     }
 
-    /// `count` distinct stored samples drawn uniformly (`None` while empty).
-    pub fn sample(&self, count: usize) -> Option<Replay> {
-        let slots = crate::sample_slots(self.len(), count, self.device)?;
+    /// `count` distinct stored samples drawn uniformly (`None` while empty). Each call is
+    /// the memory's next seeded draw.
+    pub fn sample(&mut self, count: usize) -> Option<Replay> {
+        if self.is_empty() {
+            return None;
+        }
+        let key = self.draws.next_key();
+        let slots = crate::sample_slots(self.len(), count, key, self.device)?;
         Some(Replay {
             indices: self.indices.index_select(0, &slots),
             logits: None,

@@ -24,8 +24,9 @@
 //! how many samples were offered), so nothing is ever read back from the device. The
 //! reservoir uploads its decisions in chunks of [`PLAN_CHUNK`] samples, so a step does no
 //! host→device copy either; the class-balanced and episodic memories upload one index tensor
-//! per task. Sampling a replay batch uses the device's generator
-//! ([`sample_slots`]), seeded by `tch::manual_seed`.
+//! per task. Sampling a replay batch is a permutation computed on the device from a
+//! key ([`sample_slots`]); each memory derives its keys from its own seed and a count of
+//! draws ([`DrawCounter`]), so it never reads torch's global generator.
 
 mod balanced;
 mod episodic;
@@ -56,14 +57,53 @@ pub enum MemoryError {
 }
 
 /// `count` distinct slots drawn uniformly from `0..filled`, on `device` (fewer when
-/// `filled < count`; `None` when the memory is empty). Uses the device's generator, so it
-/// costs no synchronisation.
-pub fn sample_slots(filled: usize, count: usize, device: Device) -> Option<Tensor> {
+/// `filled < count`; `None` when the memory is empty), for the draw `key`: the first `count`
+/// of a pseudo-random permutation computed on the device from `key`
+/// ([`retain_stream::augment::random_keys`]), so it costs no synchronisation, no host→device
+/// copy, and does not touch torch's global generator.
+pub fn sample_slots(filled: usize, count: usize, key: u32, device: Device) -> Option<Tensor> {
     if filled == 0 || count == 0 {
         return None;
     }
     let take = count.min(filled) as i64;
-    Some(Tensor::randperm(filled as i64, (Kind::Int64, device)).narrow(0, 0, take))
+    let keys = retain_stream::augment::random_keys(filled as i64, key, device);
+    let (_, order) = keys.sort(0, false);
+    Some(order.narrow(0, 0, take))
+}
+
+/// The replay draws of one memory: the key of each successive sample, from the memory's
+/// seed and the number of draws so far.
+#[derive(Debug, Clone)]
+pub struct DrawCounter {
+    seed: u64,
+    draws: u64,
+}
+
+impl DrawCounter {
+    /// Counter for the memory seeded with `seed` (a purpose of its own is mixed in, so the
+    /// draws do not repeat the memory's other random choices).
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed: retain_stream::seed::combine(seed, 0x5a3e_d1a7),
+            draws: 0,
+        }
+    }
+
+    /// The key of the next draw.
+    pub fn next_key(&mut self) -> u32 {
+        self.draws += 1;
+        retain_stream::seed::combine(self.seed, self.draws) as u32
+    }
+
+    /// Draws made so far (part of the memory's state for a resumed run).
+    pub fn draws(&self) -> u64 {
+        self.draws
+    }
+
+    /// Continues after `draws` draws.
+    pub fn set_draws(&mut self, draws: u64) {
+        self.draws = draws;
+    }
 }
 
 /// Samples drawn from a memory: dataset indices into the training split and, for memories

@@ -3,7 +3,7 @@
 use retain_stream::seed::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
-use crate::{MemoryError, Replay, upload_async};
+use crate::{DrawCounter, MemoryError, Replay, upload_async};
 
 /// How many slot decisions the reservoir uploads at once: one host→device copy per this many
 /// samples offered, none in between.
@@ -78,6 +78,7 @@ pub struct Reservoir {
     /// `0, 1, 2, …` on the device, at least as long as any batch seen.
     positions: Tensor,
     offered: u64,
+    draws: DrawCounter,
 }
 
 impl Reservoir {
@@ -108,6 +109,7 @@ impl Reservoir {
             plan_used: 0,
             positions: Tensor::arange(PLAN_CHUNK as i64, (Kind::Int64, device)),
             offered: 0,
+            draws: DrawCounter::new(seed),
         })
     }
 
@@ -225,9 +227,13 @@ impl Reservoir {
     }
 
     /// `count` distinct stored samples drawn uniformly (fewer while the reservoir holds fewer;
-    /// `None` while it is empty).
-    pub fn sample(&self, count: usize) -> Option<Replay> {
-        let slots = crate::sample_slots(self.len(), count, self.device)?;
+    /// `None` while it is empty). Each call is the memory's next seeded draw.
+    pub fn sample(&mut self, count: usize) -> Option<Replay> {
+        if self.is_empty() {
+            return None;
+        }
+        let key = self.draws.next_key();
+        let slots = crate::sample_slots(self.len(), count, key, self.device)?;
         Some(Replay {
             indices: self.indices.index_select(0, &slots),
             logits: self.logits.as_ref().map(|l| l.index_select(0, &slots)),

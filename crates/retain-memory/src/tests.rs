@@ -266,3 +266,49 @@ fn flat_gradients_follow_parameter_order_and_write_back() {
     assert_eq!(Vec::<f32>::try_from(&a.grad()).unwrap(), vec![7.0, -1.0]);
     assert!(!b.grad().defined());
 }
+
+#[test]
+fn replay_draws_come_from_the_memory_seed_not_torchs_generator() {
+    let fill = |seed: u64| {
+        let mut reservoir = Reservoir::new(50, None, seed, Device::Cpu).unwrap();
+        reservoir
+            .add(&Tensor::arange(50, (Kind::Int64, Device::Cpu)), None)
+            .unwrap();
+        reservoir
+    };
+    let draws = |reservoir: &mut Reservoir| -> Vec<Vec<i64>> {
+        (0..5)
+            .map(|_| to_vec(&reservoir.sample(10).unwrap().indices))
+            .collect()
+    };
+    let (mut a, mut b) = (fill(7), fill(7));
+    tch::manual_seed(1);
+    let first = draws(&mut a);
+    tch::manual_seed(2);
+    assert_eq!(first, draws(&mut b), "torch's generator must not matter");
+    assert_ne!(first, draws(&mut fill(8)), "another seed, other draws");
+    // Successive draws differ, and every draw holds distinct slots.
+    assert_ne!(first[0], first[1]);
+    for draw in &first {
+        let mut distinct = draw.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 10);
+    }
+}
+
+#[test]
+fn sampled_slots_are_uniform_over_the_memory() {
+    // 4000 draws of 5 slots out of 20: each slot expected 1000 times (sd ≈ 27); allow 5 sd.
+    let mut counts = [0u32; 20];
+    for key in 0..4000u32 {
+        let slots =
+            to_vec(&sample_slots(20, 5, key.wrapping_mul(2_654_435_761), Device::Cpu).unwrap());
+        for s in slots {
+            counts[s as usize] += 1;
+        }
+    }
+    for count in counts {
+        assert!((865..=1135).contains(&count), "{counts:?}");
+    }
+}

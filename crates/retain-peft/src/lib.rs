@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! before_task, first task   freeze_backbone; bank.variable(…) for each method variable;
-//!                           attach them through the Backbone hook; bank.bind(vars, device)
+//!                           attach them through the Backbone hook; bank.bind(vars, device, seed)
 //! before_task, later tasks  bank.next_task(): live values back, method variables fresh
 //! after_task                bank.store(): copies of the method variables and head
 //! select(selection)         bank.select(Some(j) for Selection::Task(j), else None)
@@ -52,6 +52,8 @@ pub mod conformance;
 use std::collections::BTreeMap;
 
 use retain_models::Backbone;
+use retain_models::init::{Draw, fill};
+use retain_seed::derive;
 use retain_train::{TrainError, named_parameters};
 use tch::{Device, Tensor, nn};
 
@@ -119,8 +121,8 @@ pub fn nested_path<'a>(root: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
     parts.fold(first, |path, part| &path / part)
 }
 
-/// How a method variable starts every task: its initialisation when created, redrawn (or
-/// zeroed) in place before each later task.
+/// How a method variable starts every task: drawn (or zeroed) in place when the bank binds
+/// and before each later task, from the experiment seed (see [`TaskBank::bind`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fresh {
     Zeros,
@@ -135,27 +137,12 @@ pub enum Fresh {
 }
 
 impl Fresh {
-    fn init(self) -> nn::Init {
+    fn draw(self) -> Draw {
         match self {
-            Fresh::Zeros => nn::Init::Const(0.0),
-            Fresh::Uniform { bound } => nn::Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-            Fresh::Normal { std } => nn::Init::Randn {
-                mean: 0.0,
-                stdev: std,
-            },
+            Fresh::Zeros => Draw::Constant(0.0),
+            Fresh::Uniform { bound } => Draw::Uniform { bound },
+            Fresh::Normal { std } => Draw::Normal { std },
         }
-    }
-
-    fn redraw(self, variable: &Tensor) {
-        let mut variable = variable.shallow_clone();
-        let _ = match self {
-            Fresh::Zeros => variable.zero_(),
-            Fresh::Uniform { bound } => variable.uniform_(-bound, bound),
-            Fresh::Normal { std } => variable.normal_(0.0, std),
-        };
     }
 }
 
@@ -180,6 +167,8 @@ pub struct TaskBank {
     tasks: Vec<Vec<(String, Tensor)>>,
     /// The live values, put aside while a finished task's copies are selected.
     saved: Option<Vec<Tensor>>,
+    /// The experiment seed, from [`TaskBank::bind`].
+    seed: u64,
 }
 
 impl TaskBank {
@@ -191,6 +180,7 @@ impl TaskBank {
             live: Vec::new(),
             tasks: Vec::new(),
             saved: None,
+            seed: 0,
         }
     }
 
@@ -199,7 +189,8 @@ impl TaskBank {
     /// Call before [`TaskBank::bind`].
     pub fn variable(&mut self, path: &nn::Path, name: &str, shape: &[i64], fresh: Fresh) -> Tensor {
         debug_assert!(!self.is_bound(), "variables are created before `bind`");
-        let variable = path.var(name, shape, fresh.init());
+        // Zeros for now: `bind` draws the first task's values.
+        let variable = path.var(name, shape, nn::Init::Const(0.0));
         self.fresh.push((variable.shallow_clone(), fresh));
         variable
     }
@@ -207,8 +198,17 @@ impl TaskBank {
     /// Takes the trainable variables of `vars` (after [`freeze_backbone`] and
     /// [`TaskBank::variable`]: the head and the method's variables) as the live set, and
     /// checks copies loaded by [`TaskBank::load_state`] against it (names and shapes),
-    /// moving them to `device`.
-    pub fn bind(&mut self, vars: &nn::VarStore, device: Device) -> Result<(), TrainError> {
+    /// moving them to `device`. Then draws the method's variables for the task that comes
+    /// next (task 0, or the first one after the loaded copies): every draw of task `t` comes
+    /// from the experiment `seed`, the method's name, the variable's creation index and `t`,
+    /// on the host ([`retain_models::init::fill`]), so it is the same on every device and
+    /// whatever ran before.
+    pub fn bind(
+        &mut self,
+        vars: &nn::VarStore,
+        device: Device,
+        seed: u64,
+    ) -> Result<(), TrainError> {
         let live = named_parameters(vars);
         let live_names: Vec<&str> = live.iter().map(|(n, _)| n.as_str()).collect();
         for (t, stored) in self.tasks.iter().enumerate() {
@@ -242,7 +242,18 @@ impl TaskBank {
             }
         }
         self.live = live;
+        self.seed = seed;
+        self.draw_fresh();
         Ok(())
+    }
+
+    /// The method's variables drawn for the next task, task `stored_tasks()`.
+    fn draw_fresh(&self) {
+        let task = self.tasks.len();
+        for (i, (variable, fresh)) in self.fresh.iter().enumerate() {
+            let purpose = format!("{}/init/{i}/task{task}", self.method);
+            fill(variable, fresh.draw(), derive(self.seed, &purpose));
+        }
     }
 
     /// Whether [`TaskBank::bind`] has run.
@@ -268,10 +279,7 @@ impl TaskBank {
     /// the method's variables fresh; the head goes on from its current values.
     pub fn next_task(&mut self) {
         self.restore();
-        let _no_grad = tch::no_grad_guard();
-        for (variable, fresh) in &self.fresh {
-            fresh.redraw(variable);
-        }
+        self.draw_fresh();
     }
 
     /// After a task: keeps a copy of every live value as that task's.

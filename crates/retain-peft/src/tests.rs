@@ -11,7 +11,7 @@ fn bound(fixture: &MethodFixture) -> TaskBank {
     let path = nested_path(&(net.vars.root() / "m"), "hidden.0");
     let _ = bank.variable(&path, "w", &[3], Fresh::Normal { std: 1.0 });
     let _ = bank.variable(&path, "z", &[2], Fresh::Zeros);
-    bank.bind(&net.vars, Device::Cpu).unwrap();
+    bank.bind(&net.vars, Device::Cpu, 0).unwrap();
     bank
 }
 
@@ -126,7 +126,7 @@ fn state_round_trips_and_is_checked_against_the_network() {
     let path = nested_path(&(net.vars.root() / "m"), "hidden.0");
     let _ = restored.variable(&path, "w", &[3], Fresh::Normal { std: 1.0 });
     let _ = restored.variable(&path, "z", &[2], Fresh::Zeros);
-    restored.bind(&net.vars, Device::Cpu).unwrap();
+    restored.bind(&net.vars, Device::Cpu, 0).unwrap();
     for t in 0..2 {
         let (a, b) = (bank.stored(t).unwrap(), restored.stored(t).unwrap());
         assert!(a.iter().zip(b).all(|(x, y)| x.0 == y.0 && x.1.equal(&y.1)));
@@ -145,7 +145,7 @@ fn state_round_trips_and_is_checked_against_the_network() {
     let other = MethodFixture::new();
     freeze_backbone(&other.network.vars, "head");
     let error = wrong
-        .bind(&other.network.vars, Device::Cpu)
+        .bind(&other.network.vars, Device::Cpu, 0)
         .unwrap_err()
         .to_string();
     assert_eq!(

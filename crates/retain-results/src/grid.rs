@@ -300,12 +300,6 @@ pub fn read_cell_metrics(path: &Path) -> Result<Vec<CellMetricsRecord>, ResultsE
 }
 
 impl Reader<'_> {
-    fn optional_strings(&self, name: &'static str) -> Result<Vec<Option<String>>, ResultsError> {
-        let values = self.column(name, DataType::String, "String")?;
-        let values = values.str().map_err(|e| self.polars(e))?;
-        Ok(values.iter().map(|v| v.map(str::to_owned)).collect())
-    }
-
     fn optional_u64s(&self, name: &'static str) -> Result<Vec<Option<u64>>, ResultsError> {
         let values = self.column(name, DataType::UInt64, "UInt64")?;
         let values = values.u64().map_err(|e| self.polars(e))?;
@@ -446,6 +440,7 @@ mod tests {
             forgetting: Some(0.4),
             average_incremental_accuracy: 0.7,
             costs: None,
+            training_loss: Some("task_il".into()),
         };
         let rows = vec![
             CellMetricsRecord {

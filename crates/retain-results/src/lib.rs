@@ -58,9 +58,11 @@
 //! | `state_bytes_per_task`         | Float64 | yes      | `method_state_bytes / T`                                        |
 //! | `frozen_base_bytes`            | UInt64  | yes      | bytes of the model's variables that do not train, plus quantised weights |
 //! | `seconds_per_step`             | Float64 | yes      | mean training step time                                         |
+//! | `training_loss`                | String  | yes      | `[training] loss` of the run: `class_il` or `task_il`           |
 //!
-//! The last five are the run's costs ([`RunCosts`]), the same on each of its rows; null when
-//! unknown. Files written before they existed read back with `costs: None`.
+//! The five before the last are the run's costs ([`RunCosts`]), the same on each of its rows;
+//! null when unknown. Files written before they existed read back with `costs: None`, and
+//! without a `training_loss` column with `training_loss: None`.
 //!
 //! ## Grid files
 //!
@@ -196,6 +198,9 @@ pub struct MetricsRecord {
     pub average_incremental_accuracy: f64,
     /// What the run cost; `None` when not recorded.
     pub costs: Option<RunCosts>,
+    /// The training loss's label space (`class_il`, `task_il`); `None` when not recorded
+    /// (files written before the column existed).
+    pub training_loss: Option<String>,
 }
 
 /// What a run's method costs next to what it retains (measured by `retain_train::Costs`).
@@ -308,6 +313,7 @@ pub fn metrics_record(
         forgetting: summary.forgetting,
         average_incremental_accuracy: summary.average_incremental_accuracy,
         costs: None,
+        training_loss: None,
     })
 }
 
@@ -484,6 +490,12 @@ fn metrics_columns(rows: &[MetricsRecord]) -> Result<Vec<Column>, ResultsError> 
         ),
         Column::new(COST_COLUMNS[3].into(), cost(rows, |c| c.frozen_base_bytes)),
         Column::new(COST_COLUMNS[4].into(), cost(rows, |c| c.seconds_per_step)),
+        Column::new(
+            "training_loss".into(),
+            rows.iter()
+                .map(|r| r.training_loss.as_deref())
+                .collect::<Vec<_>>(),
+        ),
     ])
 }
 
@@ -513,6 +525,7 @@ fn metrics_from(c: &Reader<'_>) -> Result<Vec<MetricsRecord>, ResultsError> {
         "average_incremental_accuracy",
     )?;
     let costs = costs_from(c)?;
+    let training_loss = c.strings_if_present("training_loss")?;
     Ok((0..df.height())
         .map(|i| MetricsRecord {
             run: run[i].clone(),
@@ -526,6 +539,7 @@ fn metrics_from(c: &Reader<'_>) -> Result<Vec<MetricsRecord>, ResultsError> {
             forgetting: forgetting[i],
             average_incremental_accuracy: aia[i],
             costs: costs[i],
+            training_loss: training_loss[i].clone(),
         })
         .collect())
 }
@@ -702,6 +716,22 @@ impl Reader<'_> {
         let values = self.column(name, DataType::String, "String")?;
         let values = values.str().map_err(|e| self.polars(e))?;
         self.required(values.iter().map(|v| v.map(str::to_owned)).collect(), name)
+    }
+
+    /// A nullable string column; all `None` when the file has no such column (it predates
+    /// it).
+    fn strings_if_present(&self, name: &'static str) -> Result<Vec<Option<String>>, ResultsError> {
+        if self.df.column(name).is_err() {
+            return Ok(vec![None; self.df.height()]);
+        }
+        self.optional_strings(name)
+    }
+
+    /// A nullable string column.
+    fn optional_strings(&self, name: &'static str) -> Result<Vec<Option<String>>, ResultsError> {
+        let values = self.column(name, DataType::String, "String")?;
+        let values = values.str().map_err(|e| self.polars(e))?;
+        Ok(values.iter().map(|v| v.map(str::to_owned)).collect())
     }
 
     fn u64s(&self, name: &'static str) -> Result<Vec<u64>, ResultsError> {

@@ -38,11 +38,13 @@ use retain_stream::TaskStream;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-pub use method::{Method, Selection, StepContext, TaskContext, gradients, parse_params};
+pub use method::{
+    Method, Selection, StepContext, TaskContext, gradients, parse_params, training_loss,
+};
 pub use optim::{FlatOptimizer, Rule};
 /// Re-exported so that method crates need no direct dependency on `retain-config` or
 /// `retain-stream`.
-pub use retain_config::Readout;
+pub use retain_config::{Readout, TrainingLoss};
 pub use retain_stream::Batch;
 
 /// Errors of a training run.
@@ -170,7 +172,7 @@ impl RunOutcome {
 /// Builds a backbone under a path; [`Network`] keeps it so that it can build copies.
 pub type ModelBuilder = dyn Fn(&nn::Path) -> Box<dyn Backbone>;
 
-/// The model and its parameters, built under a seed derived from the experiment seed.
+/// The model and its parameters, initialised from the experiment seed.
 pub struct Network {
     pub vars: nn::VarStore,
     pub model: Box<dyn Backbone>,
@@ -198,16 +200,24 @@ impl Network {
         outputs: usize,
         device: Device,
     ) -> Self {
-        tch::manual_seed(retain_stream::seed::derive(experiment.seed, "init") as i64);
         let config = experiment.model.clone();
-        Self::from_builder(device, move |path| {
+        let scheme = config.init();
+        let network = Self::from_builder(device, move |path| {
             retain_models::build(&config, path, image_shape, outputs)
-        })
+        });
+        retain_models::init::initialize(
+            &network.vars,
+            network.model.init_reference(),
+            scheme,
+            experiment.seed,
+        );
+        network
     }
 
-    /// A network whose model `builder` creates on `device` (initialised from torch's global
-    /// generator). [`Network::new`] is this with the experiment's `[model]`; tests use it for
-    /// tiny hand-made models.
+    /// A network whose model `builder` creates on `device`, with the layers' own initial
+    /// values (tch's defaults, from torch's global generator). [`Network::new`] is this with
+    /// the experiment's `[model]` followed by [`retain_models::init::initialize`]; tests use
+    /// it for tiny hand-made models.
     pub fn from_builder(
         device: Device,
         builder: impl Fn(&nn::Path) -> Box<dyn Backbone> + 'static,
@@ -228,8 +238,8 @@ impl Network {
     /// teacher, a reference for regularisers).
     ///
     /// Building the copy initialises its parameters before overwriting them, which draws from
-    /// torch's global generator; every random choice of the stream and trainer has its own
-    /// seeded generator, so runs stay reproducible.
+    /// torch's global generator; nothing in a run reads that generator (every draw has its own
+    /// seeded one), so the draw changes no result.
     pub fn frozen_copy(&self) -> Result<Network, TrainError> {
         let mut vars = nn::VarStore::new(self.vars.device());
         let model = (self.builder)(&vars.root());
@@ -430,6 +440,7 @@ pub fn run(
             task,
             device: stream.device,
             seed: experiment.seed,
+            loss: training.loss,
         };
         if task.index > 0 && method.fresh_optimizer_each_task() {
             // Per-task parameters start afresh: no moment estimates from the previous task's.
@@ -444,7 +455,13 @@ pub fn run(
         let clock = Instant::now();
         let mut epoch_losses = Vec::with_capacity(training.epochs);
         let mut step = 0;
-        for epoch in 0..training.epochs {
+        // A method may train nothing on a task (`joint-offline` before the last one).
+        let epochs = if indices.is_empty() {
+            0
+        } else {
+            training.epochs
+        };
+        for epoch in 0..epochs {
             let order = stream.epoch_order(&indices, experiment.seed, task.index, epoch);
             let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
             for start in (0..indices.len()).step_by(batch_size) {
@@ -462,6 +479,7 @@ pub fn run(
                     step,
                     epoch,
                     indices: &batch_indices,
+                    loss: training.loss,
                 };
                 let loss = train_step(method, &ctx, &batch, &mut optimizer);
                 // In place, on the device: no host synchronisation per step.

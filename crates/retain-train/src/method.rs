@@ -52,7 +52,7 @@
 //! tensors back to the host inside the step: the trainer keeps the step free of
 //! synchronisation, and a method that reads a loss value per batch would undo that.
 
-use retain_config::Readout;
+use retain_config::{Readout, TrainingLoss};
 use retain_models::Backbone;
 use retain_stream::seed::{self, SplitMix64};
 use retain_stream::{Batch, SplitKind, Task, TaskStream};
@@ -74,6 +74,8 @@ pub struct TaskContext<'a> {
     /// The experiment's master seed; derive purpose-specific seeds from it with
     /// [`retain_stream::seed::derive`].
     pub seed: u64,
+    /// The training loss's label space (`[training] loss`).
+    pub loss: TrainingLoss,
 }
 
 impl TaskContext<'_> {
@@ -103,6 +105,11 @@ impl TaskContext<'_> {
         let indices = Tensor::from_slice(indices).to_device(self.device);
         self.stream.batch(SplitKind::Train, &indices)
     }
+
+    /// The run's training cross-entropy of `logits` at `labels` (see [`training_loss`]).
+    pub fn training_loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
+        training_loss(self.loss, self.stream, logits, labels)
+    }
 }
 
 /// What a method sees inside a training step.
@@ -119,18 +126,60 @@ pub struct StepContext<'a> {
     /// Epochs of this task completed so far: 0 during the first.
     pub epoch: usize,
     /// The batch's indices into the training split, on the device: lets a rehearsal method
-    /// remember which samples it saw (and gather them again with [`TaskStream::batch`])
-    /// without copying inputs or reading anything back to the host.
+    /// remember which samples it saw (and gather them again with
+    /// [`StepContext::replay_batch`]) without copying inputs or reading anything back to the
+    /// host.
     pub indices: &'a Tensor,
+    /// The training loss's label space (`[training] loss`).
+    pub loss: TrainingLoss,
 }
 
 impl StepContext<'_> {
-    /// Cross-entropy of the model (in training mode) over every output, the class-incremental
-    /// training loss.
+    /// The run's training loss of the model (in training mode) on `batch`: cross-entropy over
+    /// every output, or over the batch's own task's outputs under `loss = "task_il"` (see
+    /// [`training_loss`]).
     pub fn cross_entropy(&self, batch: &Batch) -> Tensor {
-        self.model
-            .forward_t(&batch.inputs, true)
-            .cross_entropy_for_logits(&batch.labels)
+        self.training_loss(&self.model.forward_t(&batch.inputs, true), &batch.labels)
+    }
+
+    /// The run's training cross-entropy of `logits` at `labels` (see [`training_loss`]): what
+    /// a method uses for every classification term it adds, replayed samples included.
+    pub fn training_loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
+        training_loss(self.loss, self.stream, logits, labels)
+    }
+
+    /// Replayed training samples at `indices` (stream indices into the training split, on the
+    /// device) as a batch that went through the stream's training augmentation with a draw of
+    /// its own ([`TaskStream::replay_draw`]; `replay` numbers the replays of one step: 0, 1,
+    /// …). Mammoth's buffers likewise keep un-augmented samples and augment them each time
+    /// they are replayed (`Buffer.get_data(…, transform=self.transform)`).
+    pub fn replay_batch(&self, indices: &Tensor, replay: usize) -> Batch {
+        self.stream.training_batch(
+            indices,
+            TaskStream::replay_draw(self.task.index, self.step, replay),
+        )
+    }
+}
+
+/// The training cross-entropy of `logits` (`[B, C]`) at `labels` (`[B]`) under `loss`:
+/// over every output for [`TrainingLoss::ClassIl`]; for [`TrainingLoss::TaskIl`] over the
+/// outputs of each sample's own task only (the others are set to −∞ before the softmax, so
+/// they get neither probability nor gradient): the multi-head task-incremental loss with
+/// one output layer whose rows per task are the heads.
+pub fn training_loss(
+    loss: TrainingLoss,
+    stream: &TaskStream,
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Tensor {
+    match loss {
+        TrainingLoss::ClassIl => logits.cross_entropy_for_logits(labels),
+        TrainingLoss::TaskIl => logits
+            .masked_fill(
+                &stream.own_task_classes(labels).logical_not(),
+                f64::NEG_INFINITY,
+            )
+            .cross_entropy_for_logits(labels),
     }
 }
 

@@ -201,6 +201,7 @@ pub fn task_context<'a>(
         task: &stream.tasks[task],
         device: stream.device,
         seed: 0,
+        loss: Default::default(),
     }
 }
 
@@ -264,6 +265,7 @@ impl MethodFixture {
             step: 0,
             epoch: 0,
             indices,
+            loss: Default::default(),
         }
     }
 

@@ -775,3 +775,35 @@ fn flat_and_per_tensor_optimisers_train_the_same_weights() {
         );
     }
 }
+
+#[test]
+fn task_il_loss_keeps_only_the_samples_own_task_in_the_softmax() {
+    // 5 tasks of classes (0,1), (2,3), …; logits 0 except class 1 (ln 3) and class 4 (ln 5).
+    let stream = stream(5, 3, 4);
+    let mut row = vec![0f32; 10];
+    row[1] = 3f32.ln();
+    row[4] = 5f32.ln();
+    let logits = Tensor::from_slice(&[row.clone(), row].concat()).view([2, 10]);
+    let labels = Tensor::from_slice(&[1i64, 4]);
+    let ce = |loss| training_loss(loss, &stream, &logits, &labels).double_value(&[]);
+    // All classes: p(1) = 3/16, p(4) = 5/16.
+    let class_il = ((16f64 / 3.0).ln() + (16f64 / 5.0).ln()) / 2.0;
+    assert!((ce(TrainingLoss::ClassIl) - class_il).abs() < 1e-6);
+    // Own task only: p(1) = 3/(1 + 3) among {0, 1}, p(4) = 5/(5 + 1) among {4, 5}.
+    let task_il = ((4f64 / 3.0).ln() + (6f64 / 5.0).ln()) / 2.0;
+    assert!((ce(TrainingLoss::TaskIl) - task_il).abs() < 1e-6);
+    // The other tasks' outputs get no gradient.
+    let logits = logits.set_requires_grad(true);
+    training_loss(TrainingLoss::TaskIl, &stream, &logits, &labels).backward();
+    let grad = logits.grad();
+    let outside = Tensor::from_slice(&[2i64, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        grad.get(0)
+            .index_select(0, &outside)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
+    assert!(grad.get(0).get(1).double_value(&[]) < 0.0);
+}

@@ -159,7 +159,7 @@ impl Adapter {
             }
         }
         self.layers = layers.into_iter().map(|(n, _)| n).collect();
-        self.bank.bind(ctx.vars, ctx.device)
+        self.bank.bind(ctx.vars, ctx.device, ctx.seed)
     }
 }
 

@@ -28,10 +28,42 @@
 //! memory_size = 500
 //! memory_batch_size = 256
 //! ```
+//!
+//! # Peer conventions
+//!
+//! Sources: Avalanche 0.6.0 (`ContinualAI/avalanche`, `avalanche/training/plugins/agem.py`,
+//! `AGEMPlugin` and the `AGEM` strategy, reference batches from
+//! `GroupBalancedInfiniteDataLoader` in `avalanche/benchmarks/utils/data_loader.py`); Mammoth
+//! (`aimagelab/mammoth` at `e75a491`, `models/agem.py`). Both project as here
+//! (`g − (⟨g, g_ref⟩ / ⟨g_ref, g_ref⟩) · g_ref` when `⟨g, g_ref⟩ < 0`), with `g_ref` the
+//! gradient of the mean cross-entropy of one memory batch in training mode at the step's
+//! weights. What differs is the memory and the reference batch. retain augments replayed
+//! samples with the stream's training augmentation (as Mammoth); the memory batch here is
+//! gathered as replayed samples, so it gets a fresh draw of it at every step.
+//!
+//! * **Avalanche**: the memory is **per experience**, `patterns_per_exp` random samples of
+//!   each finished experience, so it grows to `k × patterns_per_exp` after `k` experiences;
+//!   `memory_size` here is the **total**, shared equally by the classes seen so far, so each
+//!   class's share shrinks as classes arrive. The reference batch takes `sample_size // k`
+//!   samples from each of the `k` experience memories (balanced over experiences,
+//!   `sample_size` rounded down to a multiple of `k`); here `memory_batch_size` samples are
+//!   drawn uniformly from the class-balanced memory. Default `sample_size = 64`, where the
+//!   default here is 256 (the paper's). Memory samples go through the experience dataset's
+//!   training transforms at every draw, so they are augmented too. Translation:
+//!   `memory_size = T × patterns_per_exp` for `T` tasks (the same memory after the last task;
+//!   Avalanche's is smaller before), `memory_batch_size = sample_size`.
+//! * **Mammoth**: `--buffer_size` is a reservoir, but at each task's end only **one training
+//!   batch** enters it (`next(iter(loader))`: the first `batch_size` non-augmented samples of
+//!   a shuffled pass; the `samples_per_task = buffer_size // N_TASKS` it computes is never
+//!   used), so every task keeps `batch_size` samples, whatever their classes, as long as
+//!   `buffer_size ≥ T × batch_size`. The reference batch is `minibatch_size` distinct buffer
+//!   samples (default the batch size; 128 on seq-MNIST and 32 on seq-CIFAR-10 in
+//!   `utils/best_args.py`), re-augmented with the training transform. Translation:
+//!   `memory_batch_size = minibatch_size`; `memory_size = T × batch_size` matches the memory's
+//!   size, not its content (here class-balanced, chosen from the whole task).
 
 use retain_memory::ClassBalanced;
 use retain_memory::gradients::{flat_grad, flat_grad_of, write_grad};
-use retain_stream::SplitKind;
 use retain_stream::seed::derive;
 use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
@@ -145,17 +177,14 @@ impl Method for AGem {
     }
 
     fn after_backward(&mut self, ctx: &StepContext<'_>) {
-        let Some(memory) = &self.memory else {
+        let Some(memory) = &mut self.memory else {
             return;
         };
         let Some(replay) = memory.sample(self.params.memory_batch_size) else {
             return;
         };
-        let old = ctx.stream.batch(SplitKind::Train, &replay.indices);
-        let loss = ctx
-            .model
-            .forward_t(&old.inputs, true)
-            .cross_entropy_for_logits(&old.labels);
+        let old = ctx.replay_batch(&replay.indices, 0);
+        let loss = ctx.training_loss(&ctx.model.forward_t(&old.inputs, true), &old.labels);
         let g_ref = flat_grad_of(&loss, &self.parameters);
         let g = flat_grad(&self.parameters);
         write_grad(&self.parameters, &project(&g, &g_ref));

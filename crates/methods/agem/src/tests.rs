@@ -1,4 +1,5 @@
 use super::*;
+use retain_stream::SplitKind;
 use retain_train::testkit::{MethodFixture as Fixture, scalar};
 use tch::Kind;
 

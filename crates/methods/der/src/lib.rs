@@ -10,12 +10,19 @@
 //! β · CE(f(x''), y'')         (x'', y'') another draw, DER++ only
 //! ```
 //!
-//! where MSE is the mean over samples and logits, as in the authors' code. Matching logits
+//! where MSE is the mean over samples and logits, as in the authors' code, and CE is the
+//! run's training loss (`[training] loss`). Matching logits
 //! rather than labels carries the old model's whole output distribution ("dark knowledge");
 //! DER++ adds the labels back, which helps when the stored logits are from early, poor
 //! models. β = 0 is DER. The reservoir stores dataset indices and logits on the device
 //! ([`retain_memory::Reservoir`]); the logits are those of the training forward pass of the
-//! step the sample was offered in, so no extra forward is needed.
+//! step the sample was offered in — the augmented view of the sample, whose un-augmented
+//! index is stored — so no extra forward is needed. That is what the reference code stores
+//! (Mammoth `models/der.py`, `models/derpp.py`: `buffer.add_data(examples=not_aug_inputs,
+//! logits=outputs.data)` with `outputs = net(inputs)` on the augmented batch). Each replay
+//! draw goes through the stream's training augmentation anew, with its own draw
+//! (`Buffer.get_data(…, transform=self.transform)` there), and the two draws of DER++ are
+//! independent samples of the reservoir, as there.
 //!
 //! Hyper-parameters:
 //!
@@ -35,9 +42,47 @@
 //! alpha = 0.2
 //! beta = 1.0      # DER++; 0 for DER
 //! ```
+//!
+//! # Peer conventions
+//!
+//! Sources: Mammoth (`aimagelab/mammoth` at `e75a491`, `models/der.py`, `models/derpp.py`,
+//! buffer in `utils/buffer.py`); Avalanche 0.6.0 (`ContinualAI/avalanche`,
+//! `avalanche/training/supervised/der.py`, the `DER` strategy). retain augments replayed
+//! samples with the stream's training augmentation (as Mammoth).
+//!
+//! * **Mammoth `der` / `derpp`** compute the same loss. Verified in the code: the reservoir
+//!   (algorithm R, from the first step) stores `examples=not_aug_inputs` with
+//!   `logits=outputs.data`, where `outputs = self.net(inputs)` is the step's forward pass on
+//!   the **augmented** batch, before the update; a replayed sample is augmented afresh
+//!   (`get_data(…, transform=self.transform)`), so its stored logits belong to another view of
+//!   it. Here likewise the logits of the training forward pass on the augmented batch are
+//!   stored with the sample's index. The logit term is
+//!   `alpha · F.mse_loss(buf_outputs, buf_logits)` with PyTorch's default mean over samples
+//!   *and* logits (all outputs), as here; DER++ draws a second, independent batch for
+//!   `beta · CE`, as here; each of the current batch and the draws has its own forward pass.
+//!   Translation: `alpha`, `beta`, `buffer_size` carry over unchanged;
+//!   `replay_batch_size = minibatch_size` (which defaults to the batch size); `name = "der"`
+//!   with `beta > 0` is `derpp`. Mammoth requires `alpha` (and `beta` for `derpp`); its
+//!   `utils/best_args.py` has, on seq-MNIST (batch 10, lr 0.03): buffer 200, DER `alpha = 0.2`
+//!   (minibatch 10) and DER++ `alpha = 0.2, beta = 1.0` (minibatch 128); buffer 500, DER
+//!   `alpha = 1.0` (minibatch 128) and DER++ `alpha = 1.0, beta = 0.5` (minibatch 10); on
+//!   seq-CIFAR-10 (batch and minibatch 32, lr 0.03): DER `alpha = 0.3`, DER++
+//!   `alpha = 0.1, beta = 0.5` (buffer 200) and `alpha = 0.2, beta = 0.5` (buffer 500).
+//! * **Avalanche `DER`** differs in what it stores and how it replays; its own comments list
+//!   the first three points: (1) one joint forward pass over `[replay; current]`, so batch
+//!   norm normalises both together; (2) a single replay batch serves both the MSE and the
+//!   `beta` cross-entropy; (3) the logits are recorded at the end of each experience by the
+//!   model trained on it, in evaluation mode, on the **non-augmented** samples
+//!   (`compute_dataset_logits(new_data.eval(), …)`); (4) the buffer is class-balanced
+//!   (`ClassBalancedBufferWithLogits`, `mem_size`, default 200) and filled only at experience
+//!   ends, so replay starts with the second experience, and only once the memory holds
+//!   `batch_size_mem` samples (default `train_mb_size`; batches from a shuffled, cycled loader
+//!   with `drop_last`). Replayed samples do go through the training transforms. The MSE is the
+//!   same mean over samples and logits. Defaults `alpha = 0.1, beta = 0.5`. `alpha`, `beta`,
+//!   `mem_size` → `buffer_size` and `batch_size_mem` → `replay_batch_size` mean the same
+//!   things, but no setting here reproduces (1)–(4).
 
 use retain_memory::{MemoryError, Reservoir};
-use retain_stream::SplitKind;
 use retain_stream::seed::derive;
 use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
@@ -81,11 +126,6 @@ impl Default for Params {
 /// `α · MSE(logits, stored)`, the mean over every sample and logit.
 pub fn logit_term(alpha: f64, logits: &Tensor, stored: &Tensor) -> Tensor {
     logits.mse_loss(stored, Reduction::Mean) * alpha
-}
-
-/// `β · CE(logits, labels)`, the mean over samples.
-pub fn label_term(beta: f64, logits: &Tensor, labels: &Tensor) -> Tensor {
-    logits.cross_entropy_for_logits(labels) * beta
 }
 
 /// DER / DER++. The reservoir is created on the first task, on the training device.
@@ -168,19 +208,19 @@ impl Method for Der {
             .as_mut()
             .expect("before_task creates the reservoir before any step");
         let logits = ctx.model.forward_t(&batch.inputs, true);
-        let mut loss = logits.cross_entropy_for_logits(&batch.labels);
+        let mut loss = ctx.training_loss(&logits, &batch.labels);
         let draws = if self.params.beta > 0.0 { 2 } else { 1 };
         for draw in 0..draws {
             let Some(replay) = reservoir.sample(self.params.replay_batch_size) else {
                 break;
             };
-            let old = ctx.stream.batch(SplitKind::Train, &replay.indices);
+            let old = ctx.replay_batch(&replay.indices, draw);
             let outputs = ctx.model.forward_t(&old.inputs, true);
             loss = if draw == 0 {
                 let stored = replay.logits.expect("the DER reservoir keeps logits");
                 loss + logit_term(self.params.alpha, &outputs, &stored)
             } else {
-                loss + label_term(self.params.beta, &outputs, &old.labels)
+                loss + ctx.training_loss(&outputs, &old.labels) * self.params.beta
             };
         }
         reservoir

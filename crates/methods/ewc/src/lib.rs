@@ -21,8 +21,8 @@
 //!
 //! `F_i = (1/N) Σ_n (∂ log p_θ(y_n | x_n) / ∂θ_i)²` over `N = fisher_samples` training samples
 //! of the task just finished (a seeded choice), at their **true labels** (the *empirical*
-//! Fisher), with the model in evaluation mode and the same all-class softmax as the training
-//! loss. Two estimators:
+//! Fisher), with the model in evaluation mode and the same softmax as the training loss (over
+//! every class, or over the task's own classes with `[training] loss = "task_il"`). Two estimators:
 //!
 //! * `fisher = "per_sample"` (default): the squared gradient of each sample separately, the
 //!   exact empirical Fisher diagonal; one backward pass per sample.
@@ -50,6 +50,59 @@
 //! With plain SGD, a step moves parameter `i` by `lr · λ · F_i · (θ_i − θ*_i)` towards its
 //! anchor; if `lr · λ · max F` exceeds 2 the penalty overshoots and training diverges, so a
 //! large `λ` needs a small learning rate.
+//!
+//! # Peer conventions
+//!
+//! Sources: Avalanche 0.6.0 (`ContinualAI/avalanche`, `avalanche/training/plugins/ewc.py`,
+//! `EWCPlugin`, wrapped by the `EWC` strategy in
+//! `avalanche/training/supervised/strategy_wrappers.py`); Mammoth (`aimagelab/mammoth` at
+//! `e75a491`, `models/ewc_on.py`, online EWC only); the EWC baseline of GEM's code
+//! (`facebookresearch/GradientEpisodicMemory` at `34c6b8e`, `model/ewc.py`). Each difference
+//! below changes the numbers.
+//!
+//! * **No ½ anywhere.** Avalanche adds `ewc_lambda · Σ F (θ − θ*)²` to the loss; Mammoth
+//!   writes the penalty's gradient `2 · e_lambda · F ⊙ (θ − θ*)` into the gradients before
+//!   `backward`; GEM's code adds `memory_strength · Σ F (θ − θ*)²`. The same penalty here is
+//!   `lambda = 2 × ewc_lambda`, `lambda = 2 × e_lambda`, `lambda = 2 × memory_strength`.
+//! * **Fisher estimator.**
+//!   - Avalanche: the squared gradient of each minibatch's *mean* cross-entropy (`per_batch`),
+//!     in batches of the strategy's `train_mb_size`, over the *whole* experience in dataset
+//!     order (unshuffled loader), divided by the number of batches (a partial last batch
+//!     weighs as much as a full one, where here it weighs `|batch| / N`); true labels; model
+//!     in `eval()` mode; samples through the experience dataset's training transforms, so
+//!     augmented. Here: `fisher = "per_batch"`, `fisher_batch_size = train_mb_size`,
+//!     `fisher_samples` at least the task's size; the samples here are not augmented.
+//!   - Mammoth: one sample at a time (the exact per-sample squares, as `per_sample`), over
+//!     every batch of the task's training loader (shuffled, augmented), but each squared
+//!     gradient of `log p(y|x)` at the true label is **weighted by `p(y|x)`** itself, and the
+//!     sum is divided by `len(train_loader) × batch_size` (not the sample count when the last
+//!     batch is partial). The network stays in training mode: batch norm normalises each
+//!     single sample by its own statistics and updates its running averages during the
+//!     estimate, which also changes the model evaluated afterwards. Nearest setting here:
+//!     `fisher = "per_sample"` with `fisher_samples` at least the task's size; the `F` here is
+//!     larger on samples the model gets wrong (no weight `p(y|x) < 1`) and is taken on clean
+//!     samples in evaluation mode.
+//!   - GEM's code: the square of *one* gradient, that of the mean cross-entropy over the first
+//!     `n_memories` samples the task streamed, in training mode (on CIFAR-100 over the task's
+//!     own outputs only). Here: `fisher = "per_batch"`,
+//!     `fisher_batch_size = fisher_samples = n_memories` (a seeded random choice here rather
+//!     than the first ones). Its `run_experiments.sh` uses
+//!     `n_memories = 10, memory_strength = 3` (permuted MNIST), `1000, 1000` (rotated MNIST),
+//!     `10, 1` (CIFAR-100).
+//! * **Online decay.** Avalanche (`mode = "online"`, `decay_factor`) and Mammoth (`--gamma`)
+//!   update `F ← γ·F + F_new` after each task and anchor at the latest parameters only,
+//!   exactly as `mode = "online"` here: `gamma = decay_factor` (Avalanche, which has no
+//!   default and requires it in online mode) or `gamma = gamma` (Mammoth, required; `1.0` in
+//!   all of its `utils/best_args.py` entries).
+//! * **Separate penalties.** Avalanche's `mode = "separate"` (its default) and GEM's code keep
+//!   one `(F, θ*)` pair per task, as `mode = "separate"` here; Mammoth has no separate mode.
+//!
+//! Translation, e.g. Mammoth's seq-MNIST `e_lambda = 90, gamma = 1.0` (`utils/best_args.py`)
+//! is `name = "online-ewc", lambda = 180.0, gamma = 1.0, fisher = "per_sample"` with
+//! `fisher_samples` covering the task, up to the Fisher differences above; Avalanche's
+//! `EWC(ewc_lambda = 0.4, mode = "separate")` with `train_mb_size = 32` is
+//! `name = "ewc", lambda = 0.8, fisher = "per_batch", fisher_batch_size = 32` with
+//! `fisher_samples` covering the task.
 //!
 //! # Example
 //!
@@ -298,10 +351,7 @@ impl Ewc {
             let batch = ctx.train_batch(part);
             // Negative log-likelihood at the true label; its square equals the
             // log-likelihood's.
-            let loss = ctx
-                .model
-                .forward_t(&batch.inputs, false)
-                .cross_entropy_for_logits(&batch.labels);
+            let loss = ctx.training_loss(&ctx.model.forward_t(&batch.inputs, false), &batch.labels);
             let weight = part.len() as f64 / total;
             for (f, g) in fisher.iter_mut().zip(gradients(&loss, params)?) {
                 let _ = f.g_add_(&(g.square() * weight));

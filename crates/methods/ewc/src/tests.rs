@@ -241,6 +241,7 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
         step: 0,
         epoch: 0,
         indices: &indices,
+        loss: Default::default(),
     };
     let batch = stream.batch(SplitKind::Train, &indices);
     let ce = step.cross_entropy(&batch).double_value(&[]);

@@ -52,13 +52,48 @@
 //! memories_per_task = 256
 //! margin = 0.5
 //! ```
+//!
+//! # Peer conventions
+//!
+//! Sources: GEM's code (`facebookresearch/GradientEpisodicMemory` at `34c6b8e`,
+//! `model/gem.py`, `run_experiments.sh`); Avalanche 0.6.0 (`ContinualAI/avalanche`,
+//! `avalanche/training/plugins/gem.py`, `GEMPlugin` and the `GEM` strategy); Mammoth
+//! (`aimagelab/mammoth` at `e75a491`, `models/gem.py`, memory from `fill_buffer` in
+//! `utils/buffer.py`). All three solve the same dual QP as here (`project2cone2`: margin as
+//! the lower bound `h` of the dual variables, ridge `1e-3`, symmetrised Gram matrix) and
+//! project only when some `⟨g, g_k⟩ < 0`; the margin translates unchanged. retain augments
+//! replayed samples with the stream's training augmentation (as Mammoth); the memories here
+//! are gathered as replayed samples, so each step's memory batch gets a fresh draw of it.
+//!
+//! * **GEM's code**: `n_memories` per task = `memories_per_task`, `memory_strength` =
+//!   `margin`; `run_experiments.sh` uses `n_memories = 256, memory_strength = 0.5` (the
+//!   defaults here), batch 10, lr 0.1, one epoch. Its memory is a ring buffer filled from the
+//!   task's incoming batches while it trains, so a task keeps about the last `n_memories`
+//!   samples it streamed (inputs as given, no augmentation in its setup); here a task keeps a
+//!   seeded uniform subset of its training samples, chosen at its end. On CIFAR-100
+//!   (task-incremental) each memory's loss covers only its own task's outputs and the current
+//!   loss only the current task's; here both are the run's training loss.
+//! * **Avalanche `GEMPlugin`**: `patterns_per_exp` = `memories_per_task`, `memory_strength`
+//!   (default 0.5) = `margin`, one constraint per experience. Its memory is the first
+//!   `patterns_per_exp` samples of a shuffled pass over the experience, stored as tensors
+//!   after the training transforms: one augmented view per sample, frozen for the rest of the
+//!   run, where the memory here is re-augmented at every step. The memory gradients come from
+//!   a separate forward/backward per experience in training mode before the step, at the same
+//!   weights as here.
+//! * **Mammoth `gem`**: one buffer of `buffer_size` samples balanced over **classes**, not
+//!   tasks: at each task's end every class seen gets `buffer_size // n_seen_classes` random
+//!   samples (older classes are cut down to that), so a task's memory shrinks as tasks
+//!   accumulate instead of staying at `memories_per_task`. Memories are stored non-augmented;
+//!   at every step the whole buffer is drawn, re-augmented with the training transform and
+//!   split by task label for the per-task gradients. `--gamma` (default 0.5) = `margin`.
+//!   Nearest setting here: `memories_per_task = buffer_size / T` for `T` tasks, which equals
+//!   Mammoth's memory only after the last task (Mammoth's earlier memories are larger).
 
 use retain_memory::EpisodicMemory;
 use retain_memory::gradients::{flat_grad, flat_grad_of, write_grad};
 use retain_qp::{QpError, gem_correction};
-use retain_stream::SplitKind;
 use retain_stream::seed::derive;
-use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use retain_train::{Method, StepContext, TaskContext, TrainError, TrainingLoss, parse_params};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
@@ -164,12 +199,13 @@ fn memory_gradients(
     parameters: &[Tensor],
 ) -> Tensor {
     let sizes: Vec<i64> = memory.host().iter().map(|h| h.len() as i64).collect();
-    let old = ctx
-        .stream
-        .batch(SplitKind::Train, &Tensor::cat(memory.tasks(), 0));
-    if let Some(rows) = ctx
-        .model
-        .per_group_gradients(&old.inputs, &old.labels, &sizes, parameters)
+    let old = ctx.replay_batch(&Tensor::cat(memory.tasks(), 0), 0);
+    // The batched pass computes the all-class cross-entropy; the task-IL loss goes through
+    // the per-task loop below.
+    if ctx.loss == TrainingLoss::ClassIl
+        && let Some(rows) =
+            ctx.model
+                .per_group_gradients(&old.inputs, &old.labels, &sizes, parameters)
     {
         return rows;
     }
@@ -177,10 +213,8 @@ fn memory_gradients(
     let rows: Vec<Tensor> = sizes
         .iter()
         .map(|&m| {
-            let loss = ctx
-                .model
-                .forward_t(&old.inputs.narrow(0, start, m), true)
-                .cross_entropy_for_logits(&old.labels.narrow(0, start, m));
+            let logits = ctx.model.forward_t(&old.inputs.narrow(0, start, m), true);
+            let loss = ctx.training_loss(&logits, &old.labels.narrow(0, start, m));
             start += m;
             flat_grad_of(&loss, parameters)
         })

@@ -1,4 +1,5 @@
 use super::*;
+use retain_stream::SplitKind;
 use retain_train::testkit::MethodFixture as Fixture;
 
 fn host(t: &Tensor) -> Vec<f64> {

@@ -1,14 +1,24 @@
-//! Joint training: each task trains on the union of every task seen so far.
+//! Joint training, the upper bounds of a comparison: models trained on the union of tasks.
 //!
-//! When task `t` arrives, the model continues training on the training samples of tasks
-//! `1..=t` together, shuffled as one set; nothing is forgotten because nothing old is ever
-//! left out. It is the upper bound of a comparison, not a continual-learning method: it stores
-//! all data, and task `t` costs `t` times the steps of naive fine-tuning. Evaluation after
-//! task `t` is therefore the accuracy of a model trained on all data so far (the "joint
-//! training" rows of e.g. the GEM and DER papers, which also report a single model trained
-//! on the whole stream at once: the last row here, with `epochs × T` passes over task 1).
+//! Not continual-learning methods (they store all data), but the rows every table needs, in
+//! three variants:
 //!
-//! Every hook but [`Method::training_indices`] keeps its default, and it keeps no state.
+//! * **`joint`** (from scratch): after task `k`, the model is the one a fresh run trains from
+//!   the *initial weights* on the training samples of tasks `1..=k` together (shuffled as one
+//!   set, `epochs` passes, a fresh optimiser). Row `k` of its matrix is "the joint model on
+//!   tasks `1..=k`", the `a*_k` of intransigence (Chaudhry et al. 2018) and the per-task upper
+//!   bound of the GEM and RWalk papers. Task `k` costs `k` times the steps of naive
+//!   fine-tuning. Its state is the initial weights it restarts from.
+//! * **`joint-offline`**: one model trained from the initial weights on the whole stream at
+//!   once, `epochs` passes over the union of every task, during the last task; the single-row
+//!   upper bound of Avalanche's `JointTraining` and Mammoth's `--joint`. Nothing trains before
+//!   the last task, so rows `1..T−1` of its matrix are the untrained model's and only the
+//!   last row (ACC) means anything: its BWT and forgetting are not defined and should not be
+//!   read.
+//! * **`joint-cumulative`**: warm-started cumulative training: at task `k` the model after task
+//!   `k − 1` continues on tasks `1..=k` (Avalanche's `Cumulative`). Earlier tasks get more
+//!   passes than later ones (task 1 gets `T × epochs`), so it is not the joint model of any
+//!   prefix; kept for comparison with frameworks that report it.
 //!
 //! # Hyper-parameters
 //!
@@ -52,32 +62,150 @@
 
 use retain_train::{Method, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
+use tch::Tensor;
 
-/// Joint training on all tasks so far. Takes no hyper-parameters.
-#[derive(Debug, Default)]
-pub struct Joint;
+/// Which joint model (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// After task `k`, trained from the initial weights on tasks `1..=k`.
+    FromScratch,
+    /// One model on the whole stream, trained during the last task.
+    Offline,
+    /// Warm-started: continues on tasks `1..=k` from the model after task `k − 1`.
+    Cumulative,
+}
+
+impl Variant {
+    /// The registry name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::FromScratch => "joint",
+            Variant::Offline => "joint-offline",
+            Variant::Cumulative => "joint-cumulative",
+        }
+    }
+}
+
+/// Joint training on the union of tasks. Takes no hyper-parameters.
+#[derive(Debug)]
+pub struct Joint {
+    variant: Variant,
+    /// `joint`: every variable's value before the first task, restored before each later
+    /// task, by name.
+    initial: Vec<(String, Tensor)>,
+}
+
+impl Joint {
+    pub fn new(variant: Variant) -> Self {
+        Self {
+            variant,
+            initial: Vec::new(),
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {}
 
-/// Registry factory: rejects any hyper-parameter, since joint training has none.
+fn factory(variant: Variant, params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    let Params {} = parse_params(variant.name(), params)?;
+    Ok(Box::new(Joint::new(variant)))
+}
+
+/// Registry factory of `joint` (from scratch): rejects any hyper-parameter.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    let Params {} = parse_params("joint", params)?;
-    Ok(Box::new(Joint))
+    factory(Variant::FromScratch, params)
+}
+
+/// Registry factory of `joint-offline`.
+pub fn from_params_offline(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    factory(Variant::Offline, params)
+}
+
+/// Registry factory of `joint-cumulative`.
+pub fn from_params_cumulative(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
+    factory(Variant::Cumulative, params)
 }
 
 impl Method for Joint {
     fn name(&self) -> &str {
-        "joint"
+        self.variant.name()
     }
 
-    /// The training indices of tasks `0..=t`, task by task (the trainer shuffles them).
+    /// `joint` starts every task from the initial weights with fresh optimiser state.
+    fn fresh_optimizer_each_task(&self) -> bool {
+        self.variant == Variant::FromScratch
+    }
+
+    /// `joint`: keeps the initial weights before the first task and writes them back before
+    /// every later one.
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if self.variant != Variant::FromScratch {
+            return Ok(());
+        }
+        let mut variables: Vec<(String, Tensor)> = ctx.vars.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        if self.initial.is_empty() {
+            self.initial = variables
+                .into_iter()
+                .map(|(name, value)| (name, value.detach().copy()))
+                .collect();
+            return Ok(());
+        }
+        let _no_grad = tch::no_grad_guard();
+        for ((name, live), (stored_name, initial)) in variables.iter().zip(&self.initial) {
+            if name != stored_name || live.size() != initial.size() {
+                return Err(TrainError::Method {
+                    method: self.name().to_owned(),
+                    message: format!(
+                        "the network's variables changed since the first task (`{name}` vs the stored `{stored_name}`)"
+                    ),
+                });
+            }
+            live.shallow_clone().copy_(initial);
+        }
+        Ok(())
+    }
+
+    /// The training indices of tasks `0..=t`, task by task (the trainer shuffles them);
+    /// `joint-offline`: none before the last task.
     fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
+        if self.variant == Variant::Offline && ctx.task.index + 1 < ctx.stream.tasks.len() {
+            return Vec::new();
+        }
         ctx.stream.tasks[..=ctx.task.index]
             .iter()
             .flat_map(|task| task.train_indices.iter().copied())
             .collect()
+    }
+
+    /// `joint`: the initial weights, as `initial.<name>`.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.initial
+            .iter()
+            .map(|(name, t)| (format!("initial.{name}"), t.shallow_clone()))
+            .collect()
+    }
+
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        let mut initial = Vec::with_capacity(state.len());
+        for (name, tensor) in state {
+            match name.strip_prefix("initial.") {
+                Some(variable) if self.variant == Variant::FromScratch => {
+                    initial.push((variable.to_owned(), tensor));
+                }
+                _ => {
+                    return Err(TrainError::Method {
+                        method: self.name().to_owned(),
+                        message: format!("unexpected state tensor `{name}`"),
+                    });
+                }
+            }
+        }
+        initial.sort_by(|a, b| a.0.cmp(&b.0));
+        self.initial = initial;
+        Ok(())
     }
 }
 
@@ -101,7 +229,7 @@ mod tests {
         let net = Network::from_builder(Device::Cpu, |path| {
             Box::new(retain_models::Mlp::new(path, 2, &[], 6))
         });
-        let mut joint = Joint;
+        let mut joint = Joint::new(Variant::Cumulative);
         let mut union = |t: usize| {
             let mut indices = joint.training_indices(&task_context(&net, &stream, t));
             indices.sort_unstable();
@@ -129,6 +257,68 @@ mod tests {
         classes.sort_unstable();
         classes.dedup();
         assert_eq!(classes, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn joint_restarts_from_the_initial_weights_and_offline_trains_only_at_the_end() {
+        let config = StreamConfig {
+            train_samples_per_task: Some(3),
+            ..StreamConfig::split(DatasetName::Mnist, 3, 2, vec![Readout::ClassIl])
+        };
+        let stream =
+            TaskStream::build(&synthetic_dataset(6, 5, 2), &config, 4, Device::Cpu).unwrap();
+        let net = Network::from_builder(Device::Cpu, |path| {
+            Box::new(retain_models::Mlp::new(path, 2, &[], 6))
+        });
+        let weight = || net.vars.variables()["head.weight"].detach().copy();
+        let initial = weight();
+        let mut joint = Joint::new(Variant::FromScratch);
+        assert!(joint.fresh_optimizer_each_task());
+        joint.before_task(&task_context(&net, &stream, 0)).unwrap();
+        // Stands in for training task 0.
+        {
+            let _no_grad = tch::no_grad_guard();
+            let _ = net.vars.variables()["head.weight"]
+                .shallow_clone()
+                .g_add_scalar_(1.0);
+        }
+        assert!(!weight().equal(&initial));
+        joint.before_task(&task_context(&net, &stream, 1)).unwrap();
+        assert!(
+            weight().equal(&initial),
+            "task 1 starts from the initial weights"
+        );
+        // The initial weights are its state and load back.
+        let state = joint.state();
+        assert_eq!(state.len(), 2);
+        let mut restored = Joint::new(Variant::FromScratch);
+        restored.load_state(state).unwrap();
+        assert_eq!(restored.initial.len(), 2);
+        assert!(
+            Joint::new(Variant::Offline)
+                .load_state(joint.state())
+                .is_err()
+        );
+
+        let mut offline = Joint::new(Variant::Offline);
+        assert!(!offline.fresh_optimizer_each_task());
+        for t in 0..2 {
+            assert!(
+                offline
+                    .training_indices(&task_context(&net, &stream, t))
+                    .is_empty()
+            );
+        }
+        let mut all = offline.training_indices(&task_context(&net, &stream, 2));
+        all.sort_unstable();
+        let mut expected: Vec<i64> = stream
+            .tasks
+            .iter()
+            .flat_map(|t| t.train_indices.clone())
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(all, expected);
+        assert_eq!(Joint::new(Variant::Cumulative).name(), "joint-cumulative");
     }
 
     #[test]

@@ -87,8 +87,10 @@
 
 use std::collections::BTreeMap;
 
+use retain_models::init::{Draw, fill};
 use retain_models::{Backbone, LowRank};
 use retain_peft::{freeze_backbone, nested_path, select_layers};
+use retain_seed::derive;
 use retain_train::{
     Method, Network, Readout, Selection, TaskContext, TrainError, named_parameters, parse_params,
 };
@@ -245,14 +247,8 @@ impl Lora {
         for (name, [outputs, inputs]) in &selected {
             let path = nested_path(&ctx.vars.root(), &format!("lora.{name}"));
             let bound = 1.0 / (*inputs as f64).sqrt();
-            let a = path.var(
-                "a",
-                &[self.rank, *inputs],
-                nn::Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            );
+            // Drawn by `reset_adapters` below, from the experiment seed.
+            let a = path.var("a", &[self.rank, *inputs], nn::Init::Const(0.0));
             let b = path.var("b", &[*outputs, self.rank], nn::Init::Const(0.0));
             let layer = Adapted {
                 name: name.clone(),
@@ -450,12 +446,20 @@ impl Lora {
         }
     }
 
-    /// Fresh adapters for the next task: `A` redrawn, `B = 0`.
-    fn reset_adapters(&self) {
-        let _no_grad = tch::no_grad_guard();
+    /// Fresh adapters for the next task `t` (the number of stored tasks): `A` drawn from
+    /// `U(±1/√in)` (PyTorch's `nn.Linear` default, as the reference `loralib` initialises
+    /// `lora_A` with `kaiming_uniform_(a=√5)`), seeded by the experiment `seed`, the layer and
+    /// `t` on the host; `B = 0`.
+    fn reset_adapters(&self, seed: u64) {
+        let task = self.tasks.len();
         for layer in &self.layers {
-            let _ = layer.a.shallow_clone().uniform_(-layer.bound, layer.bound);
-            let _ = layer.b.shallow_clone().zero_();
+            let purpose = format!("lora/{}/a/task{task}", layer.name);
+            fill(
+                &layer.a,
+                Draw::Uniform { bound: layer.bound },
+                derive(seed, &purpose),
+            );
+            fill(&layer.b, Draw::Constant(0.0), 0);
         }
     }
 
@@ -505,11 +509,10 @@ impl Method for Lora {
         self.unmerge(ctx.model);
         self.restore();
         if self.live.is_empty() {
-            self.bind(ctx)
-        } else {
-            self.reset_adapters();
-            Ok(())
+            self.bind(ctx)?;
         }
+        self.reset_adapters(ctx.seed);
+        Ok(())
     }
 
     /// Stores the task's adapters and head, and its classes' prototypes.

@@ -37,6 +37,47 @@
 //! | `alpha` | `1.0` | weight `α` of the distillation term (≥ 0; the paper's `λ_o`) |
 //! | `temperature` | `2.0` | softening temperature `T` (> 0; the paper uses 2) |
 //!
+//! # Peer conventions
+//!
+//! Sources: Avalanche 0.6.0 (`ContinualAI/avalanche`, `avalanche/training/regularization.py`,
+//! `LearningWithoutForgetting`, used by `avalanche/training/plugins/lwf.py` and the `LwF`
+//! strategy); Mammoth (`aimagelab/mammoth` at `e75a491`, `models/lwf.py`). Both distil only
+//! the old classes' logits, softmaxed among themselves at temperature `T`, as here. The
+//! differences, each of which changes the numbers:
+//!
+//! * **No `T²`.** Avalanche's term is
+//!   `alpha · kl_div(log_softmax(z_O / T), softmax(z°_O / T), "batchmean")`, the KL here
+//!   without the factor `T²`; Mammoth's is `alpha · CE(p°, p)` with `p = softmax(z_O / T)`
+//!   (its `smooth` of a softmax over the old classes is exactly that), the cross-entropy
+//!   rather than the KL (the same gradient), also without `T²`. The same distillation here is
+//!   `alpha = peer_alpha / T²`: Avalanche's defaults `alpha = 1, temperature = 2` are
+//!   `alpha = 0.25` here, and the default `alpha = 1.0` here is Avalanche's or Mammoth's
+//!   `alpha = 4` at `T = 2`; Mammoth's defaults `alpha = 0.5, softmax_temp = 2` are
+//!   `alpha = 0.125`, and its `utils/best_args.py` values `alpha = 1` (seq-MNIST,
+//!   seq-TinyImageNet) and `3.0` (seq-CIFAR-10), all at `softmax_temp = 2`, are `0.25` and
+//!   `0.75`.
+//! * **Avalanche's `alpha` may be a list**, `alpha[k]` weighing the term while experience `k`
+//!   (0-based) trains, so `alpha[0]` is never used; here one `α` holds for every task, so only
+//!   a list whose entries from the second on are equal translates (to that value divided by
+//!   `T²`).
+//! * **The teacher.** Avalanche's is a `deepcopy` of the model after the previous experience,
+//!   run in **training mode** (batch norm normalises by the batch's statistics, dropout is
+//!   active) on the same augmented minibatch as the student; the copy here runs in evaluation
+//!   mode on that same minibatch. With a multi-head model Avalanche adds one such term per old
+//!   head, each over the classes seen in that head. Mammoth records the teacher's logits once,
+//!   before the task, in evaluation mode, on the **non-augmented** image (`__getitem__(j)[2]`,
+//!   which for e.g. seq-CIFAR-10 is `ToTensor()` alone, without the normalisation the training
+//!   inputs get: `datasets/seq_cifar10.py`), while the student sees the augmented, normalised
+//!   image; a sample's target is therefore the same for every crop and flip of it.
+//! * **Mammoth's warm-up.** Before each task after the first, Mammoth trains the classifier
+//!   layer alone on the new task (`n_epochs` of SGD on frozen features, cross-entropy over the
+//!   new classes' outputs), so the student starts the task with a fitted new head; here the
+//!   task starts from the previous task's model.
+//! * **Mammoth's cross-entropy** on the current batch covers only the classes seen so far
+//!   (`outputs[:, :n_seen_classes]`); here it is the run's training loss, over every output by
+//!   default. Avalanche applies its criterion to the model's whole output, as here with a
+//!   fixed-size head.
+//!
 //! # Example
 //!
 //! ```toml
@@ -147,7 +188,7 @@ impl Method for Lwf {
 
     fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
         let logits = ctx.model.forward_t(&batch.inputs, true);
-        let ce = logits.cross_entropy_for_logits(&batch.labels);
+        let ce = ctx.training_loss(&logits, &batch.labels);
         let Some((teacher, old_classes)) = &self.teacher else {
             return ce;
         };

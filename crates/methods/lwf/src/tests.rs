@@ -107,6 +107,7 @@ fn step_context<'a>(
         step: 0,
         epoch: 0,
         indices,
+        loss: Default::default(),
     }
 }
 

@@ -170,7 +170,7 @@ impl Prefix {
             }
         }
         self.bound_blocks = blocks;
-        self.bank.bind(ctx.vars, ctx.device)
+        self.bank.bind(ctx.vars, ctx.device, ctx.seed)
     }
 }
 

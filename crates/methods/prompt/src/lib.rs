@@ -115,7 +115,7 @@ impl Prompt {
         if !ctx.model.set_prompt(Some(tokens)) {
             return Err(error(NAME, "the model refused a prompt".into()));
         }
-        self.bank.bind(ctx.vars, ctx.device)
+        self.bank.bind(ctx.vars, ctx.device, ctx.seed)
     }
 }
 

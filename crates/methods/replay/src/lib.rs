@@ -15,6 +15,13 @@
 //!   every step, boundary-free) or `"class_balanced"` (updated at task ends, every class seen
 //!   gets an equal share).
 //!
+//! The memory keeps un-augmented samples (their indices); a replayed batch goes through the
+//! stream's training augmentation with a draw of its own, as the current batch does
+//! (Mammoth's `Buffer.get_data(…, transform=self.transform)`). The replay draw is seeded from
+//! the experiment seed (`replay/memory`). One cross-entropy covers the current and the
+//! replayed samples together, each under the run's training loss (`[training] loss`: with
+//! `"task_il"` each sample over its own task's classes).
+//!
 //! ```toml
 //! [method]
 //! name = "replay"
@@ -22,9 +29,43 @@
 //! replay_batch_size = 10
 //! buffer = "reservoir"
 //! ```
+//!
+//! # Peer conventions
+//!
+//! Sources: Mammoth (`aimagelab/mammoth` at `e75a491`, `models/er.py`, buffer in
+//! `utils/buffer.py`); Avalanche 0.6.0 (`ContinualAI/avalanche`,
+//! `avalanche/training/plugins/replay.py`, `ReplayPlugin` and the `Replay` strategy, storage
+//! in `avalanche/training/storage_policy.py`, batches from `ReplayDataLoader` in
+//! `avalanche/benchmarks/utils/data_loader.py`). retain augments replayed samples with the
+//! stream's training augmentation (as Mammoth).
+//!
+//! * **Mammoth `er`** is `buffer = "reservoir"` here. Algorithm R over every sample seen,
+//!   offered after the step, so the replay batch is drawn before the current batch enters, as
+//!   here; replay starts as soon as the buffer holds anything, within the first task;
+//!   `minibatch_size` distinct buffer samples per step (`np.random.choice` without
+//!   replacement), fewer while the buffer holds fewer; one cross-entropy averaged over the
+//!   concatenated current and replayed samples. The buffer keeps the non-augmented image and
+//!   applies the training transform anew at each draw. Translation:
+//!   `buffer_size = buffer_size`, `replay_batch_size = minibatch_size`. Mammoth's
+//!   `minibatch_size` defaults to the batch size (its `main.py` sets it to `--batch_size`
+//!   whenever that is given), where the default here is 10; its `utils/best_args.py` uses 10
+//!   on seq-MNIST and 32 on seq-CIFAR-10, equal to the batch size.
+//! * **Avalanche `ReplayPlugin`** by default stores an `ExperienceBalancedBuffer` of
+//!   `mem_size` (default 200) samples, updated only at each experience's end: after `k`
+//!   experiences each holds `mem_size / k` slots, a uniformly random subset of its samples, so
+//!   replay starts with the second experience. The memory batch has `batch_size_mem` samples
+//!   (default: the strategy's `train_mb_size`, the current batch's size), taken by a loader
+//!   that walks shuffled passes over the memory alongside the current data (the current data
+//!   sets the epoch's length), not an independent draw per step; memory samples go through the
+//!   dataset's training transforms, so they are augmented too. One cross-entropy averaged over
+//!   the concatenated batch, as here. Nearest setting here: `buffer = "class_balanced"`
+//!   (balanced over classes, not experiences: the same shares when every task has as many
+//!   classes, each as large), `buffer_size = mem_size`, `replay_batch_size = batch_size_mem`
+//!   (set it to the training batch size to match Avalanche's default). Avalanche's
+//!   `storage_policy = ClassBalancedBuffer(mem_size)` is the counterpart of
+//!   `"class_balanced"`; `task_balanced_dataloader = True` has none here.
 
 use retain_memory::{ClassBalanced, MemoryError, Reservoir};
-use retain_stream::SplitKind;
 use retain_stream::seed::derive;
 use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
@@ -171,12 +212,10 @@ impl Method for Replay {
         let loss = match replay {
             None => ctx.cross_entropy(batch),
             Some(replay) => {
-                let old = ctx.stream.batch(SplitKind::Train, &replay.indices);
+                let old = ctx.replay_batch(&replay.indices, 0);
                 let inputs = Tensor::cat(&[&batch.inputs, &old.inputs], 0);
                 let labels = Tensor::cat(&[&batch.labels, &old.labels], 0);
-                ctx.model
-                    .forward_t(&inputs, true)
-                    .cross_entropy_for_logits(&labels)
+                ctx.training_loss(&ctx.model.forward_t(&inputs, true), &labels)
             }
         };
         // The replay batch was drawn before this batch entered the memory.

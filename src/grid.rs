@@ -580,14 +580,17 @@ pub fn collect(loaded: &Loaded, quiet: bool) -> Result<()> {
         .into_iter()
         .map(|(id, m)| {
             let cell = spec.cell(&id).expect("collected from the spec");
-            let intransigence = spec.joint_partner(cell).and_then(|joint| {
-                let joint = matrices.get(&joint.id)?.get(&m.scenario)?;
-                matrices[&id][&m.scenario].intransigence(&joint.diagonal())
-            });
+            let joint = spec
+                .joint_partner(cell)
+                .and_then(|joint| Some(matrices.get(&joint.id)?.get(&m.scenario)?.diagonal()));
+            let own = &matrices[&id][&m.scenario];
+            let intransigence = joint.as_ref().and_then(|a| own.intransigence(a));
+            let final_intransigence = joint.as_ref().and_then(|a| own.final_intransigence(a));
             CellMetricsRecord {
                 cell: id,
                 metrics: m,
                 intransigence,
+                final_intransigence,
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod costs;
+mod fidelity;
 mod grid;
 mod pretrain;
 mod rehearsal;

@@ -163,7 +163,11 @@ impl AccuracyMatrix {
     }
 
     /// Intransigence `I_k = a*_k − R[k,k]` against the accuracies `a*_k` of a joint model
-    /// trained on tasks `1..=k` (Chaudhry et al. 2018), averaged over `k`.
+    /// trained on tasks `1..=k` (Chaudhry et al. 2018), **averaged over `k = 1..=T`**: retain's
+    /// `intransigence` column. Chaudhry et al. report the intransigence at the end of the
+    /// stream, `I_T`: [`AccuracyMatrix::final_intransigence`]. `a*_k` is the diagonal of a
+    /// `joint` run (from scratch on tasks `1..=k`; not `joint-cumulative`, which is no joint
+    /// model of any prefix).
     pub fn intransigence(&self, joint_diagonal: &[f64]) -> Option<f64> {
         if joint_diagonal.len() != self.tasks {
             return None;
@@ -171,6 +175,13 @@ impl AccuracyMatrix {
         Some(mean(
             (1..=self.tasks).map(|k| joint_diagonal[k - 1] - self.r(k, k)),
         ))
+    }
+
+    /// The intransigence of the last task, `I_T = a*_T − R[T,T]` (Chaudhry et al. 2018's
+    /// reported value); `None` when `joint_diagonal` is not of length `T`.
+    pub fn final_intransigence(&self, joint_diagonal: &[f64]) -> Option<f64> {
+        (joint_diagonal.len() == self.tasks && self.tasks > 0)
+            .then(|| joint_diagonal[self.tasks - 1] - self.r(self.tasks, self.tasks))
     }
 
     /// Every headline metric under the default (paper) conventions.
@@ -419,6 +430,12 @@ mod tests {
         );
         // Against itself a model is never intransigent.
         close(joint.intransigence(&joint.diagonal()).unwrap(), 0.0);
+        // I_T alone: 0.92 − 0.9.
+        close(
+            example().final_intransigence(&joint.diagonal()).unwrap(),
+            0.92 - 0.9,
+        );
+        assert_eq!(example().final_intransigence(&[0.9]), None);
     }
 
     #[test]

@@ -34,9 +34,12 @@
 //! ## `metrics.parquet` — [`CellMetricsRecord`]
 //!
 //! `cell` (String), then the columns of a run's `metrics.parquet`, then `intransigence`
-//! (Float64, nullable): `(1/T) Σ_k (a*_k − R[k,k])` with `a*_k = R_joint[k,k]` of the grid's
-//! `joint` cell that agrees with this cell on every axis outside `method.*`; null when the
-//! grid has none (and for the joint cells themselves).
+//! (Float64, nullable): `(1/T) Σ_k (a*_k − R[k,k])`, the mean over tasks, with
+//! `a*_k = R_joint[k,k]` of the grid's `joint` cell (joint training from scratch on tasks
+//! `1..=k`) that agrees with this cell on every axis outside the method; null when the grid
+//! has none (and for the joint cells themselves); then `final_intransigence` (Float64,
+//! nullable): `I_T = a*_T − R[T,T]`, the value Chaudhry et al. 2018 report (null likewise,
+//! and in files written before the column existed).
 
 use std::path::Path;
 
@@ -85,8 +88,10 @@ pub struct CellAccuracyRecord {
 pub struct CellMetricsRecord {
     pub cell: String,
     pub metrics: MetricsRecord,
-    /// Against the matching joint cell; `None` without one.
+    /// Mean over tasks of `I_k` against the matching joint cell; `None` without one.
     pub intransigence: Option<f64>,
+    /// `I_T` against the matching joint cell; `None` without one.
+    pub final_intransigence: Option<f64>,
 }
 
 /// Writes `runs.parquet` atomically. Every row must list the same axes in the same order.
@@ -278,6 +283,12 @@ pub fn write_cell_metrics(path: &Path, rows: &[CellMetricsRecord]) -> Result<(),
         "intransigence".into(),
         rows.iter().map(|r| r.intransigence).collect::<Vec<_>>(),
     ));
+    columns.push(Column::new(
+        "final_intransigence".into(),
+        rows.iter()
+            .map(|r| r.final_intransigence)
+            .collect::<Vec<_>>(),
+    ));
     write_frame(path, rows.len(), columns)
 }
 
@@ -287,15 +298,23 @@ pub fn read_cell_metrics(path: &Path) -> Result<Vec<CellMetricsRecord>, ResultsE
     let c = Reader { df: &df, path };
     let cells = c.strings("cell")?;
     let intransigence = c.f64s("intransigence")?;
+    let final_intransigence = if df.column("final_intransigence").is_ok() {
+        c.f64s("final_intransigence")?
+    } else {
+        vec![None; df.height()]
+    };
     Ok(cells
         .into_iter()
         .zip(metrics_from(&c)?)
-        .zip(intransigence)
-        .map(|((cell, metrics), intransigence)| CellMetricsRecord {
-            cell,
-            metrics,
-            intransigence,
-        })
+        .zip(intransigence.into_iter().zip(final_intransigence))
+        .map(
+            |((cell, metrics), (intransigence, final_intransigence))| CellMetricsRecord {
+                cell,
+                metrics,
+                intransigence,
+                final_intransigence,
+            },
+        )
         .collect())
 }
 
@@ -447,11 +466,13 @@ mod tests {
                 cell: "seed=0".into(),
                 metrics: metrics.clone(),
                 intransigence: Some(0.05),
+                final_intransigence: Some(0.02),
             },
             CellMetricsRecord {
                 cell: "seed=1".into(),
                 metrics,
                 intransigence: None,
+                final_intransigence: None,
             },
         ];
         write_cell_metrics(&path, &rows).unwrap();

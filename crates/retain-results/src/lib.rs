@@ -796,6 +796,7 @@ mod tests {
             frozen_base_bytes: 0,
             seconds_per_step: 0.001,
         });
+        costly.training_loss = Some("task_il".into());
         vec![costly, single]
     }
 
@@ -906,6 +907,7 @@ mod tests {
                 s("state_bytes_per_task", DataType::Float64),
                 s("frozen_base_bytes", DataType::UInt64),
                 s("seconds_per_step", DataType::Float64),
+                s("training_loss", DataType::String),
             ]
         );
     }

@@ -80,9 +80,13 @@ pub fn split_mnist(
 
 /// The `[model]` table body of the small vision transformer used by the tests of the
 /// transformer methods (prompt and prefix tuning, adapters): 7×7 patches of a 28×28 image
-/// (16 tokens and the class token), width 16, 2 blocks of 2 heads, MLP width 32.
+/// (16 tokens and the class token), width 16, 2 blocks of 2 heads, MLP width 32. Those tests
+/// adapt a frozen *random* transformer, so it is initialised `"kaiming"`: under timm's
+/// initialisation (linear weights of std 0.02) a random transformer's attention is nearly
+/// uniform and its blocks nearly the identity, which no prompt can adapt (in practice these
+/// methods start from a pretrained checkpoint).
 pub const SMALL_VIT: &str =
-    "kind = \"vit\"\npatch = 7\ndim = 16\ndepth = 2\nheads = 2\nmlp_dim = 32";
+    "kind = \"vit\"\npatch = 7\ndim = 16\ndepth = 2\nheads = 2\nmlp_dim = 32\ninit = \"kaiming\"";
 
 /// [`split_mnist`] with the [`SMALL_VIT`] model instead of the MLP.
 pub fn split_mnist_vit(

@@ -31,8 +31,9 @@
 //! * `alpha` (default 0.3): weight of the logit-matching term.
 //! * `beta` (default 0): weight of the replayed cross-entropy; > 0 is DER++.
 //!
-//! The paper grid-searches α and β per dataset and buffer size (e.g. Seq-MNIST, buffer 500:
-//! DER α = 0.2 at lr 0.03; DER++ α = 0.2, β = 1.0).
+//! The paper grid-searches α and β per dataset and buffer size (e.g. Seq-MNIST at lr 0.03,
+//! buffer 200: DER α = 0.2, DER++ α = 0.2, β = 1.0; buffer 500: DER α = 1.0, DER++ α = 1.0,
+//! β = 0.5; Mammoth's `utils/best_args.py`, see below).
 //!
 //! ```toml
 //! [method]

@@ -28,8 +28,8 @@ fn large_lambda_keeps_task_il_backward_transfer_near_zero() {
     let naive = task_il(r#"name = "naive""#);
     let naive_bwt = naive.bwt(BwtConvention::Paper).unwrap();
     for toml in [
-        "name = \"ewc\"\nlambda = 10000.0\nfisher_samples = 200",
-        "name = \"online-ewc\"\nlambda = 10000.0\ngamma = 1.0\nfisher_samples = 200",
+        "name = \"ewc\"\nlambda = 100000.0\nfisher_samples = 200",
+        "name = \"online-ewc\"\nlambda = 100000.0\ngamma = 1.0\nfisher_samples = 200",
     ] {
         let ewc = task_il(toml);
         let bwt = ewc.bwt(BwtConvention::Paper).unwrap();

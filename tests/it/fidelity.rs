@@ -77,7 +77,7 @@ impl Setup {
         method_toml: &str,
         build: fn(&toml::Table) -> Box<dyn Method>,
     ) -> Vec<(Readout, Vec<f64>)> {
-        let data = retain_data::load("mnist", &data_root()).unwrap();
+        let data = retain_data::load("mnist", data_root()).unwrap();
         let mut per_readout: Vec<(Readout, Vec<f64>)> = Vec::new();
         for seed in SEEDS {
             let experiment = self.experiment(method_toml, seed);

@@ -17,12 +17,16 @@ build:
 fetch name="mnist": build
     {{env}} && {{bin}} data fetch {{name}}
 
+# Fetch and verify every dataset an experiment or grid file uses (stream, [pretrain] stage).
+fetch-for file: build
+    {{env}} && {{bin}} data fetch --for {{file}}
+
 # Run an experiment file, e.g. `just run experiments/split-mnist.toml --set seed=1`.
-run experiment *args: (fetch "mnist")
+run experiment *args: (fetch-for experiment)
     {{env}} && {{bin}} run {{experiment}} {{args}}
 
 # Train (or reuse) only an experiment's [pretrain] stage: `just pretrain exp.toml --out teacher.safetensors`.
-pretrain experiment *args: (fetch "mnist")
+pretrain experiment *args: (fetch-for experiment)
     {{env}} && {{bin}} pretrain {{experiment}} {{args}}
 
 # Show libtorch, CUDA and cuDNN as this binary sees them.
@@ -40,7 +44,7 @@ test:
     {{env}} && cargo test --workspace
 
 # Run a grid file (cells in parallel, resumable), then collect it: `just grid experiments/x.toml`.
-grid file *args: (fetch "mnist")
+grid file *args: (fetch-for file)
     {{env}} && {{bin}} grid run {{file}} {{args}}
 
 # Regression check: a small CPU grid (reduced Split-MNIST, naive, 2 seeds) against results/baselines/.

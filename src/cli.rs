@@ -228,15 +228,29 @@ pub struct PretrainArgs {
 pub enum DataCommand {
     /// Download a dataset (or copy it from `--from`), verify every file's checksum, and store it
     /// under `<root>/<name>/`. Files already present and verified are kept.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["name", "for_file"])))]
     Fetch {
-        /// Dataset name: mnist, fashion-mnist.
-        name: String,
+        /// Dataset name: mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse.
+        name: Option<String>,
+        /// Fetch every dataset this experiment or grid file uses (its stream's, its
+        /// `[pretrain]` stage's) and nothing else, instead of one named dataset.
+        #[arg(long = "for", value_name = "EXP.toml", conflicts_with_all = ["name", "from"])]
+        for_file: Option<PathBuf>,
+        /// With `--for`: print the datasets, one per line, and fetch nothing.
+        #[arg(long, requires = "for_file")]
+        dry_run: bool,
         /// Datasets folder.
         #[arg(long, default_value = "datasets")]
         root: PathBuf,
         /// Take the files from a local folder or .tar.gz/.tgz archive instead of the network.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// A TOML file naming, per dataset, the sources to try instead of the shipped ones
+        /// (a site mirror): `[cifar10] archive = "https://…"`, `per_file = "https://…/{file}.gz"`,
+        /// `local = "/path"`, and for CIFAR `md5 = "…"` when the archive is repackaged.
+        /// Datasets it does not name use the shipped sources.
+        #[arg(long, value_name = "SOURCES.toml", conflicts_with = "from")]
+        sources: Option<PathBuf>,
     },
     /// List known datasets: present, size, verified.
     List {

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod costs;
+mod data;
 mod fidelity;
 mod grid;
 mod pretrain;

@@ -46,6 +46,11 @@ pub struct FetchOptions<'a> {
     /// Receives one human-readable status line per step; the library itself
     /// never prints.
     pub progress: Option<&'a dyn Fn(&str)>,
+    /// For datasets vouched for by an archive md5 (CIFAR): the md5 of a
+    /// repackaged archive (a site mirror's own tarball of the same files) that
+    /// vouches instead of the official one. `None` checks the official md5; the
+    /// check itself is never skipped.
+    pub archive_md5: Option<String>,
 }
 
 impl Default for FetchOptions<'_> {
@@ -56,6 +61,7 @@ impl Default for FetchOptions<'_> {
             read_timeout: Duration::from_secs(60),
             use_env_proxy: true,
             progress: None,
+            archive_md5: None,
         }
     }
 }
@@ -504,15 +510,20 @@ impl SourceCtx<'_, '_> {
         // the published md5 is of the whole file: read what tar left unread
         let drained = io::copy(&mut hashing, &mut io::sink());
         let (found, bytes) = hashing.finish();
-        if found != archive.md5 {
+        let options = self.options;
+        let (expected, which) = match options.archive_md5.as_deref() {
+            Some(md5) => (md5, "the archive the configured md5 vouches for"),
+            None => (archive.md5, "the official archive"),
+        };
+        if found != expected {
             let read_error = drained
                 .err()
                 .map(|e| format!(" (reading stopped: {e})"))
                 .unwrap_or_default();
             let msg = format!(
-                "{}: md5 mismatch: expected {}, found {found} over {bytes} bytes{read_error}; \
-                 the download is corrupt or not the official archive, nothing was installed",
-                archive.name, archive.md5
+                "{}: md5 mismatch: expected {expected}, found {found} over {bytes} bytes{read_error}; \
+                 the download is corrupt or not {which}, nothing was installed",
+                archive.name
             );
             self.options.say(&msg);
             self.problems.push(msg);
@@ -556,7 +567,7 @@ impl SourceCtx<'_, '_> {
                 "md5 of the files extracted from {} (md5 {}, verified) by retain-data {}.\n\
                  Loads verify against these; check by hand with: md5sum -c {MANIFEST_FILE}",
                 archive.name,
-                archive.md5,
+                expected,
                 env!("CARGO_PKG_VERSION")
             );
             write_manifest(dir, entries, &comment)?;
@@ -815,6 +826,7 @@ mod tests {
             read_timeout: Duration::from_secs(5),
             use_env_proxy: false,
             progress: None,
+            archive_md5: None,
         }
     }
 
@@ -1119,6 +1131,46 @@ mod tests {
         );
         load(tiny.spec, tmp.path()).unwrap();
         assert_eq!(dir_entries(&dir), names);
+    }
+
+    #[test]
+    fn a_repackaged_archive_installs_only_under_its_own_md5() {
+        let tiny = TinyCifar::cifar10(2);
+        // a site mirror's own tarball of the same files: other layout, other bytes
+        let repackaged = tgz(&tiny
+            .files
+            .iter()
+            .map(|(n, b)| (format!("mirror/cifar10/{n}"), b.clone()))
+            .collect::<Vec<_>>());
+        let server = TestServer::start(vec![("/c.tgz".into(), repackaged.clone())]);
+        let sources = || vec![Source::archive_url(server.url("/c.tgz"))];
+        // vouched for by a wrong md5: refused, nothing installed
+        let tmp = tempdir();
+        let mut options = opts(sources());
+        options.archive_md5 = Some("0".repeat(32));
+        let err = fetch(tiny.spec, tmp.path(), &options).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "md5 mismatch: expected {}, found {}",
+                "0".repeat(32),
+                md5_hex(&repackaged)
+            )) && err
+                .to_string()
+                .contains("not the archive the configured md5 vouches for"),
+            "{err}"
+        );
+        assert!(!tiny.spec.dir(tmp.path()).join("data_batch_1.bin").exists());
+        // vouched for by its own md5: installed, and the manifest names that md5
+        options.archive_md5 = Some(md5_hex(&repackaged));
+        let report = fetch(tiny.spec, tmp.path(), &options).unwrap();
+        assert_eq!(report.fetched_count(), 6);
+        let manifest = fs::read_to_string(tiny.spec.dir(tmp.path()).join(MANIFEST_FILE)).unwrap();
+        assert!(
+            manifest.contains(&format!("(md5 {}, verified)", md5_hex(&repackaged))),
+            "{manifest}"
+        );
+        let ds = load(tiny.spec, tmp.path()).unwrap();
+        assert_eq!(ds.train.labels, tiny.train_labels);
     }
 
     #[test]

@@ -25,6 +25,10 @@ fetch-for file: build
 run experiment *args: (fetch-for experiment)
     {{env}} && {{bin}} run {{experiment}} {{args}}
 
+# What a run would do and roughly how long it would take, without doing it.
+plan experiment *args: build
+    {{env}} && {{bin}} plan {{experiment}} {{args}}
+
 # Train (or reuse) only an experiment's [pretrain] stage: `just pretrain exp.toml --out teacher.safetensors`.
 pretrain experiment *args: (fetch-for experiment)
     {{env}} && {{bin}} pretrain {{experiment}} {{args}}

@@ -16,6 +16,10 @@ pub struct Cli {
 pub enum Command {
     /// Run an experiment file and write its results under `<output>/<name>/<run>/`.
     Run(RunArgs),
+    /// Show what `run` would do, without doing it: the resolved experiment, every task's
+    /// classes, samples and optimiser steps, the evaluations, the device, the data, and a
+    /// wall-time estimate from a short warm-up of the real step on that device.
+    Plan(PlanArgs),
     /// Run only an experiment's `[pretrain]` stage (or reuse its cached result) and print the
     /// checkpoint's path; `--out` copies it (with `stage.json` beside it) for `[model] checkpoint`.
     Pretrain(PretrainArgs),
@@ -166,6 +170,30 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The experiment file (TOML).
+    pub experiment: PathBuf,
+    /// Override a config key, as `run --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Override the device: auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Override the seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the results folder (where a cached `[pretrain]` stage is looked for).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Override the datasets folder.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Optimiser steps per warm-up task (two tasks) for the time estimate; 0 for no estimate.
+    #[arg(long, default_value_t = 4)]
+    pub warmup_steps: usize,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// The experiment file (TOML).
     pub experiment: PathBuf,

@@ -5,6 +5,7 @@ mod data;
 mod device_memory;
 mod doctor;
 mod grid;
+mod plan;
 mod progress;
 mod registry;
 mod report;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         cli::Command::Run(args) => run::execute(args),
+        cli::Command::Plan(args) => plan::execute(args),
         cli::Command::Pretrain(args) => stage::execute(args),
         cli::Command::Doctor => doctor::run(),
         cli::Command::Data(command) => data::execute(command),

@@ -261,3 +261,31 @@ fn split_cifar_from_a_loopback_mirror_fetches_and_runs() {
         .unwrap();
     assert!(learned > 0.75, "task-IL R[1,1] = {learned}");
 }
+
+/// The published class counts `retain plan` builds a stand-in from are those of the real
+/// files (MNIST and Fashion-MNIST, which `just test` fetches).
+#[test]
+fn published_class_counts_are_the_files_counts() {
+    let root = crate::common::data_root();
+    for name in ["mnist", "fashion-mnist"] {
+        let spec = retain_data::DatasetSpec::by_name(name).unwrap();
+        let real = retain_data::load(name, &root)
+            .unwrap_or_else(|e| panic!("{name} must be here (`just test` fetches it): {e}"));
+        let stand_in = retain_data::ImageDataset::stand_in(spec).unwrap();
+        let histogram = |labels: &[u8]| {
+            let mut counts = vec![0usize; spec.classes];
+            for &l in labels {
+                counts[l as usize] += 1;
+            }
+            counts
+        };
+        for (real, stand_in) in [(&real.train, &stand_in.train), (&real.test, &stand_in.test)] {
+            assert_eq!(
+                histogram(&real.labels),
+                histogram(&stand_in.labels),
+                "{name}"
+            );
+            assert_eq!(real.images.len(), stand_in.images.len(), "{name}");
+        }
+    }
+}

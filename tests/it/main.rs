@@ -6,6 +6,7 @@ mod costs;
 mod data;
 mod fidelity;
 mod grid;
+mod plan;
 mod pretrain;
 mod rehearsal;
 mod slurm;

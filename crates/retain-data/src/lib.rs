@@ -42,7 +42,7 @@ pub use load::{
 };
 pub use manifest::MANIFEST_FILE;
 pub use spec::{
-    ArchiveSpec, CIFAR10, CIFAR10_ARCHIVE, CIFAR100, CIFAR100_ARCHIVE, CIFAR100_COARSE, DATASETS,
-    DatasetRef, DatasetSpec, FASHION_MNIST, FASHION_MNIST_DEB_URL, FileRole, FileSpec, Format,
-    MNIST, Source,
+    ArchiveSpec, CIFAR10, CIFAR10_ARCHIVE, CIFAR100, CIFAR100_ARCHIVE, CIFAR100_COARSE,
+    ClassCounts, DATASETS, DatasetRef, DatasetSpec, FASHION_MNIST, FASHION_MNIST_DEB_URL, FileRole,
+    FileSpec, Format, MNIST, Source,
 };

@@ -36,6 +36,36 @@ pub struct ImageDataset {
     pub test: Split,
 }
 
+impl ImageDataset {
+    /// A dataset with `spec`'s name, shape and published per-class counts whose images are
+    /// all zero: the tasks, sample counts and steps of a stream built on it are those of the
+    /// real files (`retain plan` before the data is fetched). `None` when the spec publishes
+    /// no class counts.
+    pub fn stand_in(spec: &DatasetSpec) -> Option<Self> {
+        let counts = spec.class_counts?;
+        let image = spec.shape.iter().product::<usize>();
+        let split = |per_class: &[usize]| {
+            let labels: Vec<u8> = per_class
+                .iter()
+                .enumerate()
+                .flat_map(|(class, &n)| std::iter::repeat_n(class as u8, n))
+                .collect();
+            Split {
+                images: vec![0; labels.len() * image],
+                len: labels.len(),
+                labels,
+            }
+        };
+        Some(ImageDataset {
+            name: spec.name.to_owned(),
+            classes: spec.classes,
+            shape: spec.shape,
+            train: split(counts.train),
+            test: split(counts.test),
+        })
+    }
+}
+
 /// What [`status`] found for one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStatus {

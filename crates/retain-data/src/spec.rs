@@ -130,7 +130,23 @@ pub struct DatasetSpec {
     /// The official archive whose md5 vouches for files that have none of
     /// their own; when set, only archives (URL or local) can supply the files.
     pub archive: Option<ArchiveSpec>,
+    /// Images per class in each split, as published; what `retain plan` builds a stand-in
+    /// of the dataset from when its files are not here ([`crate::ImageDataset::stand_in`]).
+    pub class_counts: Option<ClassCounts>,
 }
+
+/// Images per class of a dataset's training and test splits, class by class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassCounts {
+    pub train: &'static [usize],
+    pub test: &'static [usize],
+}
+
+/// MNIST's per-class counts (LeCun et al.'s files; digits 0 to 9).
+const MNIST_COUNTS: ClassCounts = ClassCounts {
+    train: &[5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    test: &[980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+};
 
 impl DatasetSpec {
     /// Looks a dataset up in [`DATASETS`] by name (case-insensitive, `_` = `-`),
@@ -150,6 +166,29 @@ impl DatasetSpec {
     /// The folder holding this dataset's files: `<root>/<dir_name>`.
     pub fn dir(&self, root: &Path) -> PathBuf {
         root.join(self.dir_name)
+    }
+
+    /// Images in the training and the test split, from the files' sizes.
+    pub fn split_sizes(&self) -> (usize, usize) {
+        let images = |role: FileRole| -> u64 {
+            match self.format {
+                Format::Idx => self.files_with(role).map(|f| f.size - 8).sum(),
+                Format::Cifar(layout) => self
+                    .files_with(role)
+                    .map(|f| f.size / layout.record_len() as u64)
+                    .sum(),
+            }
+        };
+        match self.format {
+            Format::Idx => (
+                images(FileRole::TrainLabels) as usize,
+                images(FileRole::TestLabels) as usize,
+            ),
+            Format::Cifar(_) => (
+                images(FileRole::TrainRecords) as usize,
+                images(FileRole::TestRecords) as usize,
+            ),
+        }
     }
 
     /// The files with the given role, in spec order (several for CIFAR-10's
@@ -279,6 +318,7 @@ pub static MNIST: DatasetSpec = DatasetSpec {
         )),
     ],
     archive: None,
+    class_counts: Some(MNIST_COUNTS),
 };
 
 /// Debian's `dataset-fashion-mnist` package, pinned to version
@@ -307,6 +347,10 @@ pub static FASHION_MNIST: DatasetSpec = DatasetSpec {
         Source::ArchiveUrl(Cow::Borrowed(FASHION_MNIST_DEB_URL)),
     ],
     archive: None,
+    class_counts: Some(ClassCounts {
+        train: &[6000; 10],
+        test: &[1000; 10],
+    }),
 };
 
 /// Bytes of one CIFAR-10 training or test batch file: 10000 records.
@@ -381,6 +425,10 @@ pub static CIFAR10: DatasetSpec = DatasetSpec {
         "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
     ))],
     archive: Some(CIFAR10_ARCHIVE),
+    class_counts: Some(ClassCounts {
+        train: &[5000; 10],
+        test: &[1000; 10],
+    }),
 };
 
 /// CIFAR-100 with its 100 *fine* labels (the usual benchmark, e.g. 10- or
@@ -394,6 +442,10 @@ pub static CIFAR100: DatasetSpec = DatasetSpec {
     shape: [3, 32, 32],
     sources: CIFAR100_SOURCES,
     archive: Some(CIFAR100_ARCHIVE),
+    class_counts: Some(ClassCounts {
+        train: &[500; 100],
+        test: &[100; 100],
+    }),
 };
 
 /// CIFAR-100 with its 20 *coarse* labels (superclasses): the same files and
@@ -409,6 +461,10 @@ pub static CIFAR100_COARSE: DatasetSpec = DatasetSpec {
     shape: [3, 32, 32],
     sources: CIFAR100_SOURCES,
     archive: Some(CIFAR100_ARCHIVE),
+    class_counts: Some(ClassCounts {
+        train: &[2500; 20],
+        test: &[500; 20],
+    }),
 };
 
 /// All datasets this crate knows, for name lookup and `retain data list`.
@@ -429,6 +485,16 @@ mod tests {
         let mut names = std::collections::HashSet::new();
         for d in DATASETS {
             assert!(names.insert(d.name), "duplicate dataset {}", d.name);
+            let counts = d
+                .class_counts
+                .expect("every shipped dataset has its class counts");
+            assert_eq!(
+                (counts.train.len(), counts.test.len()),
+                (d.classes, d.classes)
+            );
+            let (train, test) = d.split_sizes();
+            assert_eq!(counts.train.iter().sum::<usize>(), train, "{}", d.name);
+            assert_eq!(counts.test.iter().sum::<usize>(), test, "{}", d.name);
             assert!(!d.sources.is_empty(), "{} has no sources", d.name);
             let [c, h, w] = d.shape;
             let image = (c * h * w) as u64;

@@ -75,6 +75,7 @@ impl TinyDataset {
             shape: [1, 2, 3],
             sources: &[],
             archive: None,
+            class_counts: None,
         }));
         TinyDataset {
             spec,
@@ -346,6 +347,7 @@ impl TinyCifar {
                 name: archive_name,
                 md5: Box::leak(md5_hex(&archive).into_boxed_str()),
             }),
+            class_counts: None,
         }));
         TinyCifar {
             spec,

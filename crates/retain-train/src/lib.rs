@@ -21,6 +21,7 @@
 
 pub mod method;
 pub mod optim;
+pub mod schedule;
 pub mod stage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -46,6 +47,7 @@ pub use optim::{FlatOptimizer, Rule};
 /// `retain-stream`.
 pub use retain_config::{Readout, TrainingLoss};
 pub use retain_stream::Batch;
+pub use schedule::{TaskSchedule, schedule};
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
@@ -449,7 +451,7 @@ pub fn run(
         method.before_task(&task_ctx)?;
         let indices = method.training_indices(&task_ctx);
         let batch_size = training.batch_size;
-        let steps_per_epoch = indices.len().div_ceil(batch_size);
+        let steps_per_epoch = schedule::steps_per_epoch(indices.len(), batch_size);
         observer.task_started(task.index, steps_per_epoch * training.epochs);
 
         let clock = Instant::now();

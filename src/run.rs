@@ -456,6 +456,8 @@ struct Timings {
     eval_seconds: f64,
     steps: usize,
     seconds_per_step: f64,
+    /// Steps replayed from CUDA graphs and run eagerly, and why eagerly.
+    step_execution: retain_train::graph_step::StepExecution,
     per_task: Vec<retain_train::TaskReport>,
 }
 
@@ -506,6 +508,7 @@ impl Manifest {
                     + o.initial_eval_seconds,
                 steps: o.steps(),
                 seconds_per_step: o.seconds_per_step(),
+                step_execution: o.execution.clone(),
                 per_task: o.tasks.clone(),
             }),
             costs: costs.method,

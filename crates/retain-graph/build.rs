@@ -36,12 +36,20 @@ fn shim_inputs() -> Result<Inputs, String> {
     }
     let lib_dir = retain_build::libtorch_lib_dir().ok_or("libtorch not located")?;
     if !lib_dir.join("libtorch_cuda.so").exists() {
-        return Err(format!("{} has no libtorch_cuda.so (a CPU-only libtorch)", lib_dir.display()));
+        return Err(format!(
+            "{} has no libtorch_cuda.so (a CPU-only libtorch)",
+            lib_dir.display()
+        ));
     }
-    let root = lib_dir.parent().ok_or("libtorch lib folder has no parent")?;
+    let root = lib_dir
+        .parent()
+        .ok_or("libtorch lib folder has no parent")?;
     let torch_include = root.join("include");
     if !torch_include.join("ATen/cuda/CUDAGraph.h").exists() {
-        return Err(format!("no ATen/cuda/CUDAGraph.h under {}", torch_include.display()));
+        return Err(format!(
+            "no ATen/cuda/CUDAGraph.h under {}",
+            torch_include.display()
+        ));
     }
     let mut cuda: Vec<PathBuf> = Vec::new();
     for var in ["CUDA_HOME", "CUDA_PATH"] {
@@ -84,7 +92,11 @@ fn cxx11_abi() -> &'static str {
             if let Ok(out) = Command::new(python).args(["-c", script]).output()
                 && out.status.success()
             {
-                return if out.stdout.starts_with(b"0") { "0" } else { "1" };
+                return if out.stdout.starts_with(b"0") {
+                    "0"
+                } else {
+                    "1"
+                };
             }
         }
     }
@@ -102,7 +114,10 @@ fn compile(inputs: &Inputs) {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("shim/graph.cpp")
         .compile("retain_graph_shim");
-    println!("cargo:rustc-link-search=native={}", inputs.lib_dir.display());
+    println!(
+        "cargo:rustc-link-search=native={}",
+        inputs.lib_dir.display()
+    );
     for lib in ["torch_cuda", "c10_cuda", "torch_cpu", "c10"] {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }

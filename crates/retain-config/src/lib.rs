@@ -598,6 +598,15 @@ pub struct TrainingConfig {
     /// The training loss's label space (see [`TrainingLoss`]).
     #[serde(default)]
     pub loss: TrainingLoss,
+    /// On CUDA, capture each task's training step in a CUDA graph and replay it (the default),
+    /// for methods that declare their step capturable and with the flat optimiser; `false`
+    /// runs every step eagerly. No effect on the CPU. The manifest records how the steps ran.
+    #[serde(default = "default_cuda_graph")]
+    pub cuda_graph: bool,
+}
+
+fn default_cuda_graph() -> bool {
+    true
 }
 
 /// `[training] loss`: which outputs the training cross-entropy covers.
@@ -646,6 +655,7 @@ impl Default for TrainingConfig {
             optimizer: OptimizerConfig::default(),
             flat_optimizer: default_flat_optimizer(),
             loss: TrainingLoss::default(),
+            cuda_graph: default_cuda_graph(),
         }
     }
 }

@@ -72,7 +72,9 @@ impl Graph {
             unreachable!("availability accepts only CUDA devices")
         };
         let mut handle = std::ptr::null_mut();
-        call(|error, len| unsafe { ffi::retain_graph_new(index as c_int, &mut handle, error, len) })?;
+        call(|error, len| unsafe {
+            ffi::retain_graph_new(index as c_int, &mut handle, error, len)
+        })?;
         Ok(Graph {
             handle,
             captured: false,
@@ -188,10 +190,16 @@ mod ffi {
             error: *mut c_char,
             len: usize,
         ) -> c_int;
-        pub fn retain_graph_capture_begin(graph: *mut c_void, error: *mut c_char, len: usize)
-        -> c_int;
-        pub fn retain_graph_capture_end(graph: *mut c_void, error: *mut c_char, len: usize)
-        -> c_int;
+        pub fn retain_graph_capture_begin(
+            graph: *mut c_void,
+            error: *mut c_char,
+            len: usize,
+        ) -> c_int;
+        pub fn retain_graph_capture_end(
+            graph: *mut c_void,
+            error: *mut c_char,
+            len: usize,
+        ) -> c_int;
         pub fn retain_graph_replay(graph: *mut c_void, error: *mut c_char, len: usize) -> c_int;
     }
 }
@@ -205,14 +213,27 @@ mod ffi {
     fn off() -> c_int {
         1
     }
-    pub unsafe fn retain_graph_new(_: c_int, _: *mut *mut c_void, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn retain_graph_new(
+        _: c_int,
+        _: *mut *mut c_void,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         off()
     }
     pub unsafe fn retain_graph_free(_: *mut c_void) {}
-    pub unsafe fn retain_graph_enter_side_stream(_: *mut c_void, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn retain_graph_enter_side_stream(
+        _: *mut c_void,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         off()
     }
-    pub unsafe fn retain_graph_leave_side_stream(_: *mut c_void, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn retain_graph_leave_side_stream(
+        _: *mut c_void,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         off()
     }
     pub unsafe fn retain_graph_capture_begin(_: *mut c_void, _: *mut c_char, _: usize) -> c_int {

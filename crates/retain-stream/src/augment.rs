@@ -77,6 +77,30 @@ pub fn params(config: &AugmentConfig, key: u32, len: i64, device: Device) -> Aug
     }
 }
 
+/// [`params`] with the key in a `[]` `int64` device tensor instead of a host scalar: the
+/// same values, and what a captured step uses, since a host scalar would be frozen into the
+/// graph.
+pub fn params_keyed(
+    config: &AugmentConfig,
+    key: &Tensor,
+    len: i64,
+    device: Device,
+) -> AugmentParams {
+    let position = Tensor::arange(len, (Kind::Int64, device)) * 3;
+    let draw = |stream: i64| hash32_device(&(&position + stream).bitwise_xor_tensor(key));
+    let span = 2 * config.crop_padding as i64 + 1;
+    let flip = if config.flip {
+        draw(2).bitwise_and(1)
+    } else {
+        Tensor::zeros([len], (Kind::Int64, device))
+    };
+    AugmentParams {
+        dy: draw(0).remainder(span),
+        dx: draw(1).remainder(span),
+        flip,
+    }
+}
+
 /// The same parameters computed on the host: `(dy, dx, flip)` of sample `i`.
 pub fn params_host(config: &AugmentConfig, key: u32, i: u32) -> (i64, i64, bool) {
     let span = 2 * config.crop_padding as u32 + 1;

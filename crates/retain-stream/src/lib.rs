@@ -557,6 +557,23 @@ impl TaskStream {
         }
     }
 
+    /// [`TaskStream::training_batch`] with the augmentation key (what
+    /// [`TaskStream::augment_key`] gives for the draw) in a `[]` `int64` device tensor: the
+    /// same batch, built only from device tensors, as a captured step needs.
+    pub fn training_batch_keyed(&self, indices: &Tensor, key: &Tensor) -> Batch {
+        let (images, labels) = self.raw_batch(SplitKind::Train, indices);
+        let images = if self.augment.is_active() {
+            let params = augment::params_keyed(&self.augment, key, images.size()[0], self.device);
+            augment::apply(&images, &self.augment, &params)
+        } else {
+            images
+        };
+        Batch {
+            inputs: self.normalise(&images),
+            labels,
+        }
+    }
+
     /// `[B, num_classes]` boolean: for each of `labels` (`[B]`, on the device), the classes of
     /// its own task. The task-incremental training loss keeps only these outputs in the
     /// softmax; it works for replayed samples of earlier tasks as for the current batch,

@@ -712,3 +712,21 @@ fn cuda_batches_equal_cpu_batches_where_cuda_exists() {
         assert!(a.equal(&b.to_device(Device::Cpu)), "{kind:?}");
     }
 }
+
+/// The batch a captured step builds from a device key is the one the eager step builds from
+/// the host draw, bit for bit.
+#[test]
+fn keyed_training_batch_equals_the_drawn_one() {
+    let (_, stream) = cifar_stream(AugmentConfig {
+        crop_padding: 2,
+        flip: true,
+    });
+    let indices = Tensor::from_slice(&(0..16).map(|i| (i * 5) % 40).collect::<Vec<i64>>());
+    for draw in [0u64, 3, 1 << 41] {
+        let key = Tensor::from(i64::from(stream.augment_key(draw)));
+        let eager = stream.training_batch(&indices, draw);
+        let keyed = stream.training_batch_keyed(&indices, &key);
+        assert!(eager.inputs.equal(&keyed.inputs), "draw {draw}");
+        assert!(eager.labels.equal(&keyed.labels));
+    }
+}

@@ -19,6 +19,7 @@
 //! keeps its momentum or Adam moments aside and never updates it while it is frozen
 //! (`a_refrozen_variable_stays_put_under_momentum_and_adam` in the tests).
 
+pub mod graph_step;
 pub mod method;
 pub mod optim;
 pub mod schedule;
@@ -153,6 +154,8 @@ pub struct TaskReport {
 pub struct RunOutcome {
     pub counts: BTreeMap<Readout, CountMatrix>,
     pub tasks: Vec<TaskReport>,
+    /// How the training steps ran: replayed from CUDA graphs or eagerly, and why.
+    pub execution: graph_step::StepExecution,
     /// Evaluation of the untrained model (row 0), in seconds.
     pub initial_eval_seconds: f64,
     pub total_seconds: f64,
@@ -433,6 +436,10 @@ pub fn run(
     let initial_eval_seconds = clock.elapsed().as_secs_f64();
 
     let mut reports = Vec::with_capacity(tasks);
+    let mut execution = graph_step::StepExecution {
+        eager_reason: graph_step::eager_reason(training, stream.device, &*method),
+        ..Default::default()
+    };
     for task in &stream.tasks {
         let task_ctx = TaskContext {
             network,
@@ -457,6 +464,23 @@ pub fn run(
         let clock = Instant::now();
         let mut epoch_losses = Vec::with_capacity(training.epochs);
         let mut step = 0;
+        // A new graph per task: what the step reads (anchors, teachers, the trainable set) may
+        // have changed at the boundary.
+        let mut graphed = match (&execution.eager_reason, &mut optimizer) {
+            (None, TrainOptimizer::Flat(flat)) if !indices.is_empty() => {
+                match graph_step::GraphedStep::new(stream.device, batch_size) {
+                    Ok(g) => {
+                        flat.prepare_capture();
+                        Some(g)
+                    }
+                    Err(e) => {
+                        execution.eager_reason = Some(e.to_string());
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         // A method may train nothing on a task (`joint-offline` before the last one).
         let epochs = if indices.is_empty() {
             0
@@ -465,12 +489,63 @@ pub fn run(
         };
         for epoch in 0..epochs {
             let order = stream.epoch_order(&indices, experiment.seed, task.index, epoch);
-            let mut loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
+            let mut own_loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
+            if let Some(g) = graphed.as_mut() {
+                let _ = g.loss_sum.zero_();
+            }
             for start in (0..indices.len()).step_by(batch_size) {
                 let len = batch_size.min(indices.len() - start);
                 let batch_indices = order.narrow(0, start as i64, len as i64);
-                let batch =
-                    stream.training_batch(&batch_indices, TaskStream::draw(task.index, step));
+                let draw = TaskStream::draw(task.index, step);
+                if let Some(g) = graphed.as_mut().filter(|g| g.batch() == len) {
+                    let outcome = g.step(
+                        &batch_indices,
+                        stream.augment_key(draw),
+                        |indices, key, loss_sum| {
+                            let batch = stream.training_batch_keyed(indices, key);
+                            let ctx = StepContext {
+                                network,
+                                model: network.model.as_ref(),
+                                vars: &network.vars,
+                                stream,
+                                task,
+                                device: stream.device,
+                                step,
+                                epoch,
+                                indices,
+                                loss: training.loss,
+                            };
+                            let loss = train_step(method, &ctx, &batch, &mut optimizer);
+                            let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
+                        },
+                    );
+                    match outcome {
+                        Ok(ran) => {
+                            if ran == graph_step::Ran::Replayed {
+                                if let TrainOptimizer::Flat(flat) = &mut optimizer {
+                                    flat.count_replayed_step();
+                                }
+                            }
+                            if ran == graph_step::Ran::WarmUp {
+                                execution.eager_steps += 1;
+                            } else {
+                                execution.graphed_steps += 1;
+                            }
+                            step += 1;
+                            observer.step();
+                            continue;
+                        }
+                        Err(e) => {
+                            // The step did not run: it runs eagerly below, and so does the
+                            // rest of the run.
+                            execution.eager_reason =
+                                Some(format!("capture failed on task {}: {e}", task.index + 1));
+                            let _ = own_loss_sum.copy_(&g.loss_sum);
+                            graphed = None;
+                        }
+                    }
+                }
+                let batch = stream.training_batch(&batch_indices, draw);
                 let ctx = StepContext {
                     network,
                     model: network.model.as_ref(),
@@ -485,11 +560,14 @@ pub fn run(
                 };
                 let loss = train_step(method, &ctx, &batch, &mut optimizer);
                 // In place, on the device: no host synchronisation per step.
-                let _ = loss_sum.g_add_(&loss.detach());
+                let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
+                let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
+                execution.eager_steps += 1;
                 step += 1;
                 observer.step();
             }
             // The one host read of the epoch.
+            let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
             let mean_loss = loss_sum.double_value(&[]) / steps_per_epoch as f64;
             if !mean_loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -530,6 +608,7 @@ pub fn run(
     Ok(RunOutcome {
         counts,
         tasks: reports,
+        execution,
         initial_eval_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
     })

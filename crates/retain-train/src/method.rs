@@ -234,6 +234,15 @@ pub trait Method {
         false
     }
 
+    /// Whether this method's training step can be captured in a CUDA graph and replayed for
+    /// the rest of a task: `loss` and `after_backward` launch the same kernels on the same
+    /// tensors at every step of a task, read nothing from the host, and depend on neither
+    /// `ctx.step` nor `ctx.epoch` nor any host-side state that changes within a task (see
+    /// `graph_step.rs`). Default: false (every step eager).
+    fn capturable(&self) -> bool {
+        false
+    }
+
     /// Whether the model's weights depend on the task being evaluated (per-task adapters or
     /// heads chosen by the task id); if so, evaluation calls [`Method::select`]. Default:
     /// false.

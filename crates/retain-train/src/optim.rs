@@ -225,6 +225,31 @@ impl FlatOptimizer {
         }
     }
 
+    /// Makes every Adam step count a device tensor (the per-element path), so that a step
+    /// captured in a CUDA graph advances it on the device at every replay; a host count would
+    /// be frozen into the graph. The layout is brought up to date first. Numerically the bias
+    /// corrections are then computed in double precision on the device instead of the host.
+    pub fn prepare_capture(&mut self) {
+        self.sync();
+        if !matches!(self.rule, Rule::Adam { .. }) {
+            return;
+        }
+        for group in &mut self.groups {
+            if group.element_steps.is_none() {
+                let t = (group.base + group.steps) as f64;
+                group.element_steps =
+                    Some(Tensor::full([], t, (Kind::Double, group.params.device())));
+            }
+        }
+    }
+
+    /// Counts on the host a step that a graph replay made on the device (no host code ran).
+    pub fn count_replayed_step(&mut self) {
+        for group in &mut self.groups {
+            group.steps += 1;
+        }
+    }
+
     /// Rebuilds the layout when the trainable set or a variable's storage changed.
     fn sync(&mut self) {
         if !self.layout_is_current() {

@@ -807,3 +807,100 @@ fn task_il_loss_keeps_only_the_samples_own_task_in_the_softmax() {
     );
     assert!(grad.get(0).get(1).double_value(&[]) < 0.0);
 }
+
+/// Cross-entropy only, declared capturable: the trainer's own step under a CUDA graph.
+struct CapturablePlain;
+
+impl Method for CapturablePlain {
+    fn name(&self) -> &str {
+        "capturable-plain"
+    }
+    fn capturable(&self) -> bool {
+        true
+    }
+}
+
+/// Trains two tasks (18 steps each, Adam, one partial batch per epoch) with
+/// `[training] cuda_graph` on or off on `device`; the outcome and the trained parameters.
+fn train_with_graphs(
+    device: Device,
+    cuda_graph: bool,
+) -> (RunOutcome, std::collections::BTreeMap<String, Tensor>) {
+    let experiment = crate::testkit::split_mnist_with(
+        "kind = \"mlp\"\nhidden = [32]",
+        2,
+        55,
+        20,
+        3,
+        "name = \"naive\"",
+        &[
+            "training.epochs=3",
+            &format!("training.cuda_graph={cuda_graph}"),
+        ],
+    );
+    let dataset = crate::testkit::synthetic_dataset(10, 30, 16);
+    let stream = TaskStream::build(&dataset, &experiment.stream, experiment.seed, device).unwrap();
+    let network = Network::new(&experiment, &stream);
+    let outcome = crate::run(
+        &experiment,
+        &stream,
+        &network,
+        &mut CapturablePlain,
+        &mut Silent,
+    )
+    .unwrap();
+    (outcome, crate::testkit::snapshot(&network))
+}
+
+/// On the CPU every step is eager and the manifest's reason says why; on CUDA the graphed
+/// run takes the same steps as the eager one and ends with the same parameters and losses
+/// (to float tolerance: Adam's bias corrections move to the device). The CUDA half runs where
+/// CUDA exists; `RETAIN_REQUIRE_CUDA=1` makes its absence a failure.
+#[test]
+fn graphed_steps_train_as_eager_steps_do() {
+    let (cpu, _) = train_with_graphs(Device::Cpu, true);
+    assert_eq!(cpu.execution.graphed_steps, 0);
+    assert_eq!(cpu.execution.eager_steps, 36);
+    assert!(
+        cpu.execution
+            .eager_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not a CUDA device")),
+        "{:?}",
+        cpu.execution
+    );
+    if !tch::Cuda::is_available() {
+        assert!(
+            std::env::var_os("RETAIN_REQUIRE_CUDA").is_none(),
+            "RETAIN_REQUIRE_CUDA is set but no CUDA device is visible"
+        );
+        eprintln!("CUDA half skipped: no CUDA device");
+        return;
+    }
+    let device = Device::Cuda(0);
+    let (eager, eager_params) = train_with_graphs(device, false);
+    let (graphed, graphed_params) = train_with_graphs(device, true);
+    assert_eq!(eager.execution.graphed_steps, 0);
+    assert_eq!(
+        graphed.execution.eager_reason, None,
+        "{:?}",
+        graphed.execution
+    );
+    // Per task and epoch 6 batches, the last partial (55 = 5·10 + 5): 5 full, 1 eager; the
+    // first two full batches of a task warm up eagerly.
+    assert_eq!(graphed.execution.graphed_steps, 2 * (15 - 2));
+    assert_eq!(graphed.execution.eager_steps, 2 * (3 + 2));
+    for (a, b) in eager.tasks.iter().zip(&graphed.tasks) {
+        assert_eq!(a.steps, b.steps);
+        for (x, y) in a.epoch_losses.iter().zip(&b.epoch_losses) {
+            assert!((x - y).abs() < 1e-5, "eager {x} vs graphed {y}");
+        }
+    }
+    for (name, eager) in &eager_params {
+        let diff = (eager - &graphed_params[name])
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "{name}: eager and graphed differ by {diff}");
+    }
+}

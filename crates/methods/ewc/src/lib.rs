@@ -416,6 +416,11 @@ impl Ewc {
 }
 
 impl Method for Ewc {
+    /// The step reads only device tensors fixed for the task: captured in a CUDA graph on CUDA.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         self.name
     }

@@ -129,6 +129,11 @@ pub fn from_params_cumulative(params: &toml::Table) -> Result<Box<dyn Method>, T
 }
 
 impl Method for Joint {
+    /// The step reads only device tensors fixed for the task: captured in a CUDA graph on CUDA.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         self.variant.name()
     }

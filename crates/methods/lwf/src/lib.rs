@@ -165,6 +165,11 @@ pub fn distillation_loss(new: &Tensor, old: &Tensor, temperature: f64) -> Tensor
 }
 
 impl Method for Lwf {
+    /// The step reads only device tensors fixed for the task: captured in a CUDA graph on CUDA.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         "lwf"
     }

@@ -40,6 +40,11 @@ pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> 
 }
 
 impl Method for Naive {
+    /// The step reads only device tensors fixed for the task: captured in a CUDA graph on CUDA.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         "naive"
     }

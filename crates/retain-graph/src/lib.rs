@@ -273,16 +273,16 @@ mod tests {
         let mut graph = Graph::new(device).unwrap();
         graph
             .on_side_stream(|| {
-                let _ = output.copy_(&(&input * 2.0 + 1.0));
+                output.copy_(&(&input * 2.0 + 1.0));
             })
             .unwrap();
         graph
             .capture(|| {
-                let _ = output.copy_(&(&input * 2.0 + 1.0));
+                output.copy_(&(&input * 2.0 + 1.0));
             })
             .unwrap();
         for k in 0..3 {
-            let _ = input.copy_(&Tensor::from_slice(&[k as f32, 1.0, 2.0, 3.0]).to_device(device));
+            input.copy_(&Tensor::from_slice(&[k as f32, 1.0, 2.0, 3.0]).to_device(device));
             graph.replay().unwrap();
             let got: Vec<f32> = Vec::try_from(output.to_device(Device::Cpu)).unwrap();
             assert_eq!(got, [2.0 * k as f32 + 1.0, 3.0, 5.0, 7.0]);

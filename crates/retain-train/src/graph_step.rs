@@ -77,7 +77,7 @@ impl GraphedStep {
         key: u32,
         mut body: impl FnMut(&Tensor, &Tensor, &Tensor),
     ) -> Result<Ran, GraphError> {
-        let _ = self.indices.copy_(indices);
+        self.indices.copy_(indices);
         let _ = self.key.fill_(i64::from(key));
         let (static_indices, static_key, loss_sum) = (&self.indices, &self.key, &self.loss_sum);
         if self.warm_up_left > 0 {

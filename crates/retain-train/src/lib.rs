@@ -521,10 +521,10 @@ pub fn run(
                     );
                     match outcome {
                         Ok(ran) => {
-                            if ran == graph_step::Ran::Replayed {
-                                if let TrainOptimizer::Flat(flat) = &mut optimizer {
-                                    flat.count_replayed_step();
-                                }
+                            if ran == graph_step::Ran::Replayed
+                                && let TrainOptimizer::Flat(flat) = &mut optimizer
+                            {
+                                flat.count_replayed_step();
                             }
                             if ran == graph_step::Ran::WarmUp {
                                 execution.eager_steps += 1;
@@ -540,7 +540,7 @@ pub fn run(
                             // rest of the run.
                             execution.eager_reason =
                                 Some(format!("capture failed on task {}: {e}", task.index + 1));
-                            let _ = own_loss_sum.copy_(&g.loss_sum);
+                            own_loss_sum.copy_(&g.loss_sum);
                             graphed = None;
                         }
                     }

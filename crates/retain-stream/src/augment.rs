@@ -62,19 +62,7 @@ pub struct AugmentParams {
 
 /// Draws the parameters of a batch of `len` samples for `key` (32 significant bits).
 pub fn params(config: &AugmentConfig, key: u32, len: i64, device: Device) -> AugmentParams {
-    let position = Tensor::arange(len, (Kind::Int64, device)) * 3;
-    let draw = |stream: i64| hash32_device(&(&position + stream).bitwise_xor(i64::from(key)));
-    let span = 2 * config.crop_padding as i64 + 1;
-    let flip = if config.flip {
-        draw(2).bitwise_and(1)
-    } else {
-        Tensor::zeros([len], (Kind::Int64, device))
-    };
-    AugmentParams {
-        dy: draw(0).remainder(span),
-        dx: draw(1).remainder(span),
-        flip,
-    }
+    params_from(config, len, device, |x| x.bitwise_xor(i64::from(key)))
 }
 
 /// [`params`] with the key in a `[]` `int64` device tensor instead of a host scalar: the
@@ -86,8 +74,19 @@ pub fn params_keyed(
     len: i64,
     device: Device,
 ) -> AugmentParams {
+    params_from(config, len, device, |x| x.bitwise_xor_tensor(key))
+}
+
+/// The draws of [`params`] and [`params_keyed`], with `mix_key` xoring the key into the
+/// per-sample counters.
+fn params_from(
+    config: &AugmentConfig,
+    len: i64,
+    device: Device,
+    mix_key: impl Fn(&Tensor) -> Tensor,
+) -> AugmentParams {
     let position = Tensor::arange(len, (Kind::Int64, device)) * 3;
-    let draw = |stream: i64| hash32_device(&(&position + stream).bitwise_xor_tensor(key));
+    let draw = |stream: i64| hash32_device(&mix_key(&(&position + stream)));
     let span = 2 * config.crop_padding as i64 + 1;
     let flip = if config.flip {
         draw(2).bitwise_and(1)

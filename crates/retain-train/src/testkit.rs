@@ -245,8 +245,7 @@ impl MethodFixture {
             vec![Readout::ClassIl],
         );
         let stream = TaskStream::build(&dataset, &config, 0, Device::Cpu).unwrap();
-        tch::manual_seed(0);
-        let network = Network::from_builder(Device::Cpu, |path| {
+        let network = seeded_network(0, |path| {
             Box::new(retain_models::Mlp::new(path, 4, &[6], 10))
         });
         Self { stream, network }
@@ -380,8 +379,37 @@ pub fn small_vit_split_mnist(
 
 /// Five random images of MNIST's shape (`[5, 1, 28, 28]`, seed 99), to compare outputs on.
 pub fn mnist_shaped_inputs() -> tch::Tensor {
-    tch::manual_seed(99);
-    tch::Tensor::randn([5, 1, 28, 28], (tch::Kind::Float, Device::Cpu))
+    seeded_normal(&[5, 1, 28, 28], 99)
+}
+
+/// A CPU network whose model `builder` creates, its variables drawn under `seed` with the
+/// distributions of tch's layer defaults ([`InitScheme::Kaiming`]) but from the seed, not
+/// from libtorch's global generator.
+///
+/// Tests run as parallel threads of one process: a `tch::manual_seed` followed by draws from
+/// the shared generator gives whatever values the other threads left, so a property that
+/// holds for most weights (a conflict between two gradients, say) would hold only on some
+/// runs.
+///
+/// [`InitScheme::Kaiming`]: retain_config::InitScheme::Kaiming
+pub fn seeded_network(
+    seed: u64,
+    builder: impl Fn(&tch::nn::Path) -> Box<dyn retain_models::Backbone> + 'static,
+) -> Network {
+    let network = Network::from_builder(Device::Cpu, builder);
+    retain_models::init::initialize(
+        &network.vars,
+        network.model.init_reference(),
+        retain_config::InitScheme::Kaiming,
+        seed,
+    );
+    network
+}
+
+/// A CPU `float32` tensor of `shape` with standard-normal elements drawn from `seed` (not from
+/// libtorch's global generator; see [`seeded_network`]).
+pub fn seeded_normal(shape: &[i64], seed: u64) -> tch::Tensor {
+    retain_models::init::sample(retain_models::init::Draw::Normal { std: 1.0 }, shape, seed)
 }
 
 /// Trains `method` on `experiment` over real MNIST; returns the task-IL accuracy matrix, the

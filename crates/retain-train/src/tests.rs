@@ -1,14 +1,13 @@
 use super::*;
-use crate::testkit::{synthetic_dataset, task_context};
+use crate::testkit::{seeded_network, seeded_normal, synthetic_dataset, task_context};
 use retain_config::{DatasetName, StreamConfig};
 use retain_stream::Batch;
 
 /// A two-layer MLP `inputs → hidden → outputs` (or a linear layer when `hidden` is empty),
 /// initialised under `seed`.
-fn network(inputs: usize, hidden: &[usize], outputs: usize, seed: i64) -> Network {
-    tch::manual_seed(seed);
+fn network(inputs: usize, hidden: &[usize], outputs: usize, seed: u64) -> Network {
     let hidden = hidden.to_vec();
-    Network::from_builder(Device::Cpu, move |path| {
+    seeded_network(seed, move |path| {
         Box::new(retain_models::Mlp::new(path, inputs, &hidden, outputs))
     })
 }
@@ -384,7 +383,7 @@ fn temp_path(name: &str) -> std::path::PathBuf {
 fn a_saved_network_loads_into_a_fresh_one_with_identical_outputs() {
     let trained = network(4, &[6], 3, 1);
     let fresh = network(4, &[6], 3, 2);
-    let xs = Tensor::randn([5, 1, 1, 4], (Kind::Float, Device::Cpu));
+    let xs = seeded_normal(&[5, 1, 1, 4], 3);
     let expected = trained.model.forward_t(&xs, false);
     let path = temp_path("network.safetensors");
     trained.save(&path).unwrap();

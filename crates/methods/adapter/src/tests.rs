@@ -1,10 +1,10 @@
 use super::*;
 use retain_peft::conformance::assert_selection_and_state_round_trip;
 use retain_train::testkit::{
-    MethodFixture, mnist, mnist_shaped_inputs, small_vit_split_mnist, stream_and_network,
-    task_context,
+    MethodFixture, mnist, mnist_shaped_inputs, seeded_normal, small_vit_split_mnist,
+    stream_and_network, task_context,
 };
-use tch::{Device, Kind};
+use tch::Kind;
 
 fn adapter(toml: &str) -> Result<Adapter, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
@@ -77,7 +77,7 @@ fn a_fresh_adapter_is_the_identity_and_only_adapters_and_the_head_train() {
 #[test]
 fn an_mlp_gets_adapters_on_its_hidden_layers() {
     let fixture = MethodFixture::new();
-    let xs = Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu));
+    let xs = seeded_normal(&[3, 1, 2, 2], 5);
     let before = fixture.network.model.forward_t(&xs, false);
     let mut method = adapter("width = 3").unwrap();
     method.before_task(&fixture.task(0)).unwrap();

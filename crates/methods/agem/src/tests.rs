@@ -1,6 +1,6 @@
 use super::*;
 use retain_stream::SplitKind;
-use retain_train::testkit::{MethodFixture as Fixture, scalar};
+use retain_train::testkit::{MethodFixture as Fixture, scalar, seeded_network};
 use tch::Kind;
 
 fn host(t: &Tensor) -> Vec<f64> {
@@ -131,7 +131,7 @@ fn agem_memory_accepts_permuted_stream_indices() {
     config.kind = retain_config::StreamKind::Permuted;
     config.classes_per_task = None;
     let stream = retain_stream::TaskStream::build(&dataset, &config, 0, tch::Device::Cpu).unwrap();
-    let network = retain_train::Network::from_builder(tch::Device::Cpu, |path| {
+    let network = seeded_network(0, |path| {
         Box::new(retain_models::Mlp::new(path, 4, &[6], 10))
     });
     let mut method =

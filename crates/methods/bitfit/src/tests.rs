@@ -1,7 +1,7 @@
 use super::*;
 use retain_config::{DatasetName, Experiment, Readout, StreamConfig};
 use retain_stream::TaskStream;
-use retain_train::testkit::synthetic_dataset;
+use retain_train::testkit::{seeded_network, synthetic_dataset};
 use retain_train::{Network, Silent, run};
 use std::collections::BTreeMap;
 use tch::{Device, Tensor};
@@ -59,8 +59,7 @@ fn train(
     Vec<String>,
 ) {
     let stream = stream();
-    tch::manual_seed(0);
-    let net = Network::from_builder(Device::Cpu, |path| {
+    let net = seeded_network(0, |path| {
         Box::new(retain_models::Mlp::new(path, 5, &[6, 5], 4))
     });
     let before = snapshot(&net);

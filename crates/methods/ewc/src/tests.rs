@@ -2,7 +2,7 @@ use super::*;
 use retain_config::{DatasetName, Readout, StreamConfig};
 use retain_stream::{SplitKind, TaskStream};
 use retain_train::Network;
-use retain_train::testkit::{synthetic_dataset, task_context};
+use retain_train::testkit::{seeded_network, synthetic_dataset, task_context};
 use tch::Device;
 
 const FEATURES: usize = 3;
@@ -21,9 +21,8 @@ fn stream() -> TaskStream {
 }
 
 /// A linear model `3 → 4` (parameters `head.bias`, `head.weight`).
-fn linear(seed: i64) -> Network {
-    tch::manual_seed(seed);
-    Network::from_builder(Device::Cpu, |path| {
+fn linear(seed: u64) -> Network {
+    seeded_network(seed, |path| {
         Box::new(retain_models::Mlp::new(path, FEATURES, &[], CLASSES))
     })
 }
@@ -420,8 +419,7 @@ fn a_network_with_other_parameters_is_rejected() {
     let ctx = task_context(&net, &stream, 0);
     method.before_task(&ctx).unwrap();
     method.after_task(&ctx).unwrap();
-    tch::manual_seed(0);
-    let other = Network::from_builder(Device::Cpu, |path| {
+    let other = seeded_network(0, |path| {
         Box::new(retain_models::Mlp::new(path, FEATURES, &[2], CLASSES))
     });
     let error = method

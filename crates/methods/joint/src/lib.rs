@@ -219,8 +219,7 @@ mod tests {
     use super::*;
     use retain_config::{DatasetName, Readout, StreamConfig};
     use retain_stream::TaskStream;
-    use retain_train::Network;
-    use retain_train::testkit::{synthetic_dataset, task_context};
+    use retain_train::testkit::{seeded_network, synthetic_dataset, task_context};
     use tch::Device;
 
     #[test]
@@ -231,9 +230,7 @@ mod tests {
         };
         let stream =
             TaskStream::build(&synthetic_dataset(6, 5, 2), &config, 4, Device::Cpu).unwrap();
-        let net = Network::from_builder(Device::Cpu, |path| {
-            Box::new(retain_models::Mlp::new(path, 2, &[], 6))
-        });
+        let net = seeded_network(0, |path| Box::new(retain_models::Mlp::new(path, 2, &[], 6)));
         let mut joint = Joint::new(Variant::Cumulative);
         let mut union = |t: usize| {
             let mut indices = joint.training_indices(&task_context(&net, &stream, t));
@@ -272,9 +269,7 @@ mod tests {
         };
         let stream =
             TaskStream::build(&synthetic_dataset(6, 5, 2), &config, 4, Device::Cpu).unwrap();
-        let net = Network::from_builder(Device::Cpu, |path| {
-            Box::new(retain_models::Mlp::new(path, 2, &[], 6))
-        });
+        let net = seeded_network(0, |path| Box::new(retain_models::Mlp::new(path, 2, &[], 6)));
         let weight = || net.vars.variables()["head.weight"].detach().copy();
         let initial = weight();
         let mut joint = Joint::new(Variant::FromScratch);

@@ -1,7 +1,7 @@
 use super::*;
 use retain_config::{DatasetName, Experiment, Readout, StreamConfig};
 use retain_stream::TaskStream;
-use retain_train::testkit::{synthetic_dataset, task_context};
+use retain_train::testkit::{seeded_network, seeded_normal, synthetic_dataset, task_context};
 use retain_train::{Selection, Silent, evaluate_with, run};
 use tch::{Device, Kind};
 
@@ -19,9 +19,8 @@ fn stream() -> TaskStream {
 }
 
 /// MLP `6 → 8 → 7 → 6`.
-fn network(seed: i64) -> Network {
-    tch::manual_seed(seed);
-    Network::from_builder(Device::Cpu, |path| {
+fn network(seed: u64) -> Network {
+    seeded_network(seed, |path| {
         Box::new(retain_models::Mlp::new(path, FEATURES, &[8, 7], 6))
     })
 }
@@ -33,7 +32,7 @@ fn lora(toml: &str) -> Result<Lora, TrainError> {
 
 /// A LoRA method built from `toml`, trained on [`stream`] over [`network`]`(seed)` with
 /// [`experiment`]'s settings; returns the stream, the trained network and the method.
-fn trained(seed: i64, toml: &str) -> (TaskStream, Network, Lora) {
+fn trained(seed: u64, toml: &str) -> (TaskStream, Network, Lora) {
     let stream = stream();
     let net = network(seed);
     let mut method = lora(toml).unwrap();
@@ -42,8 +41,7 @@ fn trained(seed: i64, toml: &str) -> (TaskStream, Network, Lora) {
 }
 
 fn inputs() -> Tensor {
-    tch::manual_seed(99);
-    Tensor::randn([5, 1, 1, FEATURES as i64], (Kind::Float, Device::Cpu))
+    seeded_normal(&[5, 1, 1, FEATURES as i64], 99)
 }
 
 fn snapshot(net: &Network) -> BTreeMap<String, Tensor> {
@@ -308,12 +306,12 @@ fn worst(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Writes random values into every `B` so that a task's adapters change the outputs as
 /// training would.
-fn perturb_adapters(net: &Network, seed: i64) {
-    tch::manual_seed(seed);
+fn perturb_adapters(net: &Network, seed: u64) {
     let _no_grad = tch::no_grad_guard();
     for (name, var) in net.vars.variables() {
         if name.starts_with("lora.") && name.ends_with(".b") {
-            var.shallow_clone().copy_(&(var.randn_like() * 0.5));
+            let draw = seeded_normal(&var.size(), retain_seed::derive(seed, &name));
+            var.shallow_clone().copy_(&(draw * 0.5));
         }
     }
 }
@@ -431,8 +429,7 @@ fn separated_stream() -> TaskStream {
 #[test]
 fn well_separated_tasks_are_inferred_exactly_and_read_out_as_with_the_true_id() {
     let stream = separated_stream();
-    tch::manual_seed(11);
-    let net = Network::from_builder(Device::Cpu, |path| {
+    let net = seeded_network(11, |path| {
         Box::new(retain_models::Mlp::new(path, FEATURES, &[FEATURES], 6))
     });
     {
@@ -527,8 +524,7 @@ fn state_keeps_the_classes_and_prototypes_for_inference() {
 #[test]
 fn the_default_target_follows_the_model() {
     let stream = stream();
-    tch::manual_seed(8);
-    let vit = Network::from_builder(Device::Cpu, |path| {
+    let vit = seeded_network(8, |path| {
         let shape = retain_models::VitShape {
             image: [1, 1, FEATURES],
             patch: 1,

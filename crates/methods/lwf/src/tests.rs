@@ -1,7 +1,7 @@
 use super::*;
 use retain_config::{DatasetName, Readout, StreamConfig};
 use retain_stream::{SplitKind, TaskStream};
-use retain_train::testkit::{synthetic_dataset, task_context};
+use retain_train::testkit::{seeded_network, seeded_normal, synthetic_dataset, task_context};
 use tch::Device;
 
 fn host(t: &Tensor) -> Vec<f64> {
@@ -114,8 +114,7 @@ fn step_context<'a>(
 #[test]
 fn loss_adds_alpha_times_distillation_on_old_classes_to_cross_entropy() {
     let stream = stream();
-    tch::manual_seed(11);
-    let net = Network::from_builder(Device::Cpu, |path| {
+    let net = seeded_network(11, |path| {
         Box::new(retain_models::Mlp::new(path, 5, &[6], 4))
     });
     let mut method = lwf("alpha = 0.7\ntemperature = 2.5");
@@ -137,8 +136,10 @@ fn loss_adds_alpha_times_distillation_on_old_classes_to_cross_entropy() {
     let old_logits = host(&net.model.forward_t(&batch.inputs, false));
     {
         let _no_grad = tch::no_grad_guard();
-        for (_, p) in net.parameters() {
-            let _ = p.shallow_clone().g_add_(&(p.randn_like() * 0.3));
+        for (seed, (_, p)) in net.parameters().into_iter().enumerate() {
+            let _ = p
+                .shallow_clone()
+                .g_add_(&(seeded_normal(&p.size(), seed as u64) * 0.3));
         }
     }
     let new_logits = host(&net.model.forward_t(&batch.inputs, false));

@@ -1,6 +1,8 @@
 use super::*;
 use retain_stream::TaskStream;
-use retain_train::testkit::{MethodFixture, mnist, single_threaded, split_mnist, task_context};
+use retain_train::testkit::{
+    MethodFixture, mnist, seeded_network, single_threaded, split_mnist, task_context,
+};
 use retain_train::{Network, Silent, run};
 use std::collections::BTreeMap;
 use tch::{Device, Tensor};
@@ -74,7 +76,7 @@ fn the_trainable_count_is_the_sum_over_the_selection() {
             6 * 4 + 10,
         ),
     ] {
-        let network = Network::from_builder(Device::Cpu, |path| {
+        let network = seeded_network(0, |path| {
             Box::new(retain_models::Mlp::new(path, 4, &[6], 10))
         });
         let mut method = peft(toml).unwrap();
@@ -129,7 +131,7 @@ fn patterns_that_match_nothing_are_errors_listing_the_names() {
         "method `peft` failed: `frozen` excludes every variable `trainable` selects, so nothing would train (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
     );
     // Running statistics are buffers, not trainable variables.
-    let resnet = Network::from_builder(Device::Cpu, |path| {
+    let resnet = seeded_network(0, |path| {
         Box::new(retain_models::ResNet::resnet18(path, 1, 2, 10))
     });
     let error = bind_error("trainable = [\"*.running_mean\"]", &resnet);

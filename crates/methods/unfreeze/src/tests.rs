@@ -1,6 +1,8 @@
 use super::*;
 use retain_stream::TaskStream;
-use retain_train::testkit::{MethodFixture, mnist, single_threaded, split_mnist, task_context};
+use retain_train::testkit::{
+    MethodFixture, mnist, seeded_network, single_threaded, split_mnist, task_context,
+};
 use retain_train::{Network, Observer, Silent, TaskReport, run};
 use std::collections::{BTreeMap, BTreeSet};
 use tch::Device;
@@ -223,7 +225,7 @@ fn a_refrozen_layer_stays_bit_identical_until_it_unfreezes_again() {
 #[test]
 fn default_groups_of_the_mlp_run_from_the_head_down() {
     let fixture = MethodFixture::new();
-    let net = Network::from_builder(Device::Cpu, |path| {
+    let net = seeded_network(0, |path| {
         Box::new(retain_models::Mlp::new(path, 4, &[6, 5, 3], 10))
     });
     let mut method = unfreeze("").unwrap();
@@ -251,7 +253,7 @@ fn default_groups_of_the_mlp_run_from_the_head_down() {
 #[test]
 fn default_groups_of_resnet18_are_blocks_from_the_head_down() {
     let fixture = MethodFixture::new();
-    let net = Network::from_builder(Device::Cpu, |path| {
+    let net = seeded_network(0, |path| {
         Box::new(retain_models::ResNet::resnet18(path, 1, 2, 10))
     });
     let mut method = unfreeze("").unwrap();
@@ -331,7 +333,6 @@ fn layer_prefixes_and_natural_order() {
 /// as one group, whatever their alphabetical order.
 #[test]
 fn default_groups_of_a_vision_transformer_end_with_its_embeddings() {
-    tch::manual_seed(0);
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let shape = retain_models::VitShape {
         image: [1, 4, 4],
@@ -370,7 +371,7 @@ fn default_groups_of_a_vision_transformer_end_with_its_embeddings() {
 #[test]
 fn explicit_groups_take_what_earlier_groups_left() {
     let fixture = MethodFixture::new();
-    let net = Network::from_builder(Device::Cpu, |path| {
+    let net = seeded_network(0, |path| {
         Box::new(retain_models::Mlp::new(path, 4, &[6, 5], 10))
     });
     let mut method = unfreeze("groups = [\"head.*\", \"*.bias\", \"hidden.1.*\"]").unwrap();

@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod init;
 mod linear;
 pub mod names;
+mod per_sample;
 pub mod quant;
 mod vit;
 
@@ -27,7 +28,7 @@ pub use vit::{VisionTransformer, VitShape};
 
 use retain_config::ModelConfig;
 use tch::Tensor;
-use tch::nn::{self, Module, ModuleT};
+use tch::nn::{self, ModuleT};
 
 /// A network mapping images `[B, C, H, W]` to class logits `[B, outputs]`.
 pub trait Backbone: ModuleT {
@@ -119,24 +120,45 @@ pub trait Backbone: ModuleT {
 
     /// The gradients of the mean cross-entropy of each group of samples, in one batched
     /// forward/backward pass instead of one pass per group: `[groups, P]`, row `k` being the
-    /// gradient of `mean_{i ∈ group k} ℓ_i` (cross-entropy over every output, the model in
-    /// training mode) with respect to `params`, each parameter's gradient flattened row-major
-    /// and concatenated in the order of `params` (the flat-gradient layout of gradient
-    /// projection methods, with `params` from `VarStore::trainable_variables`). The samples of `inputs`/`labels` are the groups one after another,
-    /// `group_sizes[k]` samples for group `k` (each ≥ 1). Nothing is written to `p.grad()`.
+    /// gradient of `mean_{i ∈ group k} ℓ_i` with respect to `params`, each parameter's
+    /// gradient flattened row-major and concatenated in the order of `params` (the
+    /// flat-gradient layout of gradient projection methods, with `params` from
+    /// `VarStore::trainable_variables`). The samples of `inputs`/`labels` are the groups one
+    /// after another, `group_sizes[k]` samples for group `k` (each ≥ 1). `ℓ_i` is the
+    /// cross-entropy over the outputs `allowed` marks for sample `i` (`[B, outputs]` bool; the
+    /// others get −∞ before the softmax, as the task-IL training loss does), over every output
+    /// when `None`. Nothing is written to `p.grad()`.
     ///
     /// A model can do this when every sample's output depends on that sample alone (no batch
-    /// norm) and it knows the per-sample form of its layers' gradients. It returns `None`
-    /// (the caller then computes one gradient per group itself) when it cannot: by default,
-    /// when some tensor of `params` is not one of its parameters, or when an adapter is
-    /// attached.
+    /// norm, no dropout: training and evaluation mode agree) and it knows the per-sample form
+    /// of its layers' gradients. It returns `None` (the caller then computes one gradient per
+    /// group itself) when it cannot: by default, when some tensor of `params` is not one of
+    /// its parameters, or when an adapter is attached.
     fn per_group_gradients(
         &self,
         _inputs: &Tensor,
         _labels: &Tensor,
         _group_sizes: &[i64],
         _params: &[Tensor],
+        _allowed: Option<&Tensor>,
     ) -> Option<Tensor> {
+        None
+    }
+
+    /// `Σ_k |k| · g_k ⊙ g_k`, one tensor per parameter of `params` and shaped like it, where
+    /// `g_k` is the gradient of the mean loss of the `k`-th run of `group_size` consecutive
+    /// samples (the last run may be shorter; `ℓ_i` and `allowed` as in
+    /// [`Backbone::per_group_gradients`]): divided by the sample count, the diagonal
+    /// empirical Fisher (per sample with `group_size = 1`, per batch otherwise), in one
+    /// forward/backward pass. `None` when the model cannot batch it (the caller loops).
+    fn squared_group_gradients(
+        &self,
+        _inputs: &Tensor,
+        _labels: &Tensor,
+        _group_size: i64,
+        _params: &[Tensor],
+        _allowed: Option<&Tensor>,
+    ) -> Option<Vec<Tensor>> {
         None
     }
 }
@@ -243,110 +265,32 @@ impl Backbone for Mlp {
         }
     }
 
-    /// One forward pass keeping every layer's input `a_l` and pre-activation `z_l`, one
-    /// backward pass from the summed loss to the `z_l` (row `i` of `δ_l = ∂L/∂z_l` is sample
-    /// `i`'s own gradient, the samples being independent), then per group
-    /// `∂W_l = δ_lᵀ a_l` and `∂b_l = Σ δ_l` over the group's rows (one batched matrix product
-    /// when the groups are of equal size), divided by the group's size. `None` while an
-    /// adapter or a quantised weight is attached.
+    /// One batched pass ([`per_sample::SampleDeltas`]); `None` while an adapter or a
+    /// quantised weight is attached.
     fn per_group_gradients(
         &self,
         inputs: &Tensor,
         labels: &Tensor,
         group_sizes: &[i64],
         params: &[Tensor],
+        allowed: Option<&Tensor>,
     ) -> Option<Tensor> {
-        let layers: Vec<&AdaptableLinear> = self.hidden.iter().chain([&self.head]).collect();
-        if layers.iter().any(|l| l.has_extras()) {
-            return None;
-        }
-        // Which layer (and whether its bias) each requested parameter is.
-        let same = |a: &Tensor, b: &Tensor| a.data_ptr() == b.data_ptr() && a.size() == b.size();
-        let slots: Vec<(usize, bool)> = params
-            .iter()
-            .map(|p| {
-                layers.iter().enumerate().find_map(|(l, layer)| {
-                    if same(p, &layer.inner.ws) {
-                        Some((l, false))
-                    } else {
-                        match &layer.inner.bs {
-                            Some(bs) if same(p, bs) => Some((l, true)),
-                            _ => None,
-                        }
-                    }
-                })
-            })
-            .collect::<Option<_>>()?;
-        let total: i64 = group_sizes.iter().sum();
-        if params.is_empty()
-            || group_sizes.is_empty()
-            || group_sizes.iter().any(|&m| m < 1)
-            || total != labels.size()[0]
-        {
-            return None;
-        }
-        let mut x = inputs.flatten(1, -1);
-        let mut acts = Vec::with_capacity(layers.len());
-        let mut pre = Vec::with_capacity(layers.len());
-        for (l, layer) in layers.iter().enumerate() {
-            let z = layer.inner.forward(&x);
-            acts.push(x.detach());
-            x = if l + 1 < layers.len() {
-                z.relu()
-            } else {
-                z.shallow_clone()
-            };
-            pre.push(z);
-        }
-        // A frozen layer leaves its pre-activation out of the graph: no gradient reaches it.
-        if pre.iter().any(|z| !z.requires_grad()) {
-            return None;
-        }
-        let loss = x.cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0);
-        let deltas = Tensor::run_backward(&[loss], &pre, false, false);
-        let groups = group_sizes.len() as i64;
-        let equal = group_sizes.iter().all(|&m| m == group_sizes[0]);
-        let rows = if equal {
-            let m = group_sizes[0];
-            let parts: Vec<Tensor> = slots
-                .iter()
-                .map(|&(l, bias)| {
-                    let delta = deltas[l].reshape([groups, m, -1]);
-                    if bias {
-                        delta.sum_dim_intlist(1, false, None)
-                    } else {
-                        let a = acts[l].reshape([groups, m, -1]);
-                        delta.transpose(1, 2).bmm(&a).flatten(1, -1)
-                    }
-                })
-                .collect();
-            Tensor::cat(&parts, 1) / m as f64
-        } else {
-            let mut start = 0;
-            let rows: Vec<Tensor> = group_sizes
-                .iter()
-                .map(|&m| {
-                    let parts: Vec<Tensor> = slots
-                        .iter()
-                        .map(|&(l, bias)| {
-                            let delta = deltas[l].narrow(0, start, m);
-                            if bias {
-                                delta.sum_dim_intlist(0, false, None)
-                            } else {
-                                delta
-                                    .tr()
-                                    .matmul(&acts[l].narrow(0, start, m))
-                                    .flatten(0, -1)
-                            }
-                        })
-                        .collect();
-                    start += m;
-                    Tensor::cat(&parts, 0) / m as f64
-                })
-                .collect();
-            Tensor::stack(&rows, 0)
-        };
-        Some(rows)
+        per_sample::SampleDeltas::of_mlp(self, inputs, labels, params, allowed)?
+            .group_gradients(group_sizes)
+    }
+
+    /// One batched pass ([`per_sample::SampleDeltas`]); `None` while an adapter or a
+    /// quantised weight is attached.
+    fn squared_group_gradients(
+        &self,
+        inputs: &Tensor,
+        labels: &Tensor,
+        group_size: i64,
+        params: &[Tensor],
+        allowed: Option<&Tensor>,
+    ) -> Option<Vec<Tensor>> {
+        per_sample::SampleDeltas::of_mlp(self, inputs, labels, params, allowed)?
+            .squared_group_gradients(group_size)
     }
 }
 
@@ -682,139 +626,6 @@ mod tests {
         assert!(model.forward_t(&xs, false).equal(&plain));
         assert!(!model.set_adapter("hidden.1", None));
         assert!(!model.set_adapter("conv1", None));
-    }
-
-    /// Each group's gradient by its own forward/backward pass, flattened in `params` order.
-    fn per_group_reference(
-        model: &dyn Backbone,
-        xs: &Tensor,
-        labels: &Tensor,
-        sizes: &[i64],
-        params: &[Tensor],
-    ) -> Tensor {
-        let mut start = 0;
-        let rows: Vec<Tensor> = sizes
-            .iter()
-            .map(|&m| {
-                let loss = model
-                    .forward_t(&xs.narrow(0, start, m), true)
-                    .cross_entropy_for_logits(&labels.narrow(0, start, m));
-                start += m;
-                let grads = Tensor::run_backward(&[loss], params, false, false);
-                Tensor::cat(
-                    &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
-                    0,
-                )
-            })
-            .collect();
-        Tensor::stack(&rows, 0)
-    }
-
-    #[test]
-    fn mlp_per_group_gradients_match_one_pass_per_group() {
-        tch::manual_seed(5);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = Mlp::new(&vs.root(), 12, &[7, 6], 4);
-        let params = vs.trainable_variables();
-        // The flat layout is creation order (tch's `linear` makes the bias first), head last.
-        let names: Vec<String> = params
-            .iter()
-            .map(|p| {
-                let vars = vs.variables();
-                let (name, _) = vars
-                    .iter()
-                    .find(|(_, t)| t.data_ptr() == p.data_ptr())
-                    .unwrap();
-                name.clone()
-            })
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "hidden.0.bias",
-                "hidden.0.weight",
-                "hidden.1.bias",
-                "hidden.1.weight",
-                "head.bias",
-                "head.weight"
-            ]
-        );
-        let opts = (Kind::Float, Device::Cpu);
-        for sizes in [vec![3i64, 5, 4], vec![4, 4, 4]] {
-            let n: i64 = sizes.iter().sum();
-            let xs = Tensor::randn([n, 1, 3, 4], opts);
-            let labels = Tensor::randint(4, [n], (Kind::Int64, Device::Cpu));
-            let want = per_group_reference(&model, &xs, &labels, &sizes, &params);
-            let got = model
-                .per_group_gradients(&xs, &labels, &sizes, &params)
-                .expect("a plain MLP batches its per-group gradients");
-            assert_eq!(got.size(), want.size());
-            assert_eq!(got.size(), vec![3, 7 * 12 + 7 + 6 * 7 + 6 + 4 * 6 + 4]);
-            let err = f64::try_from((&got - &want).abs().max()).unwrap();
-            assert!(err <= 1e-5, "{sizes:?}: max error {err}");
-            // The groups really differ (every parameter, bias and head included, is covered).
-            assert!(!got.get(0).allclose(&got.get(1), 1e-3, 1e-3, false));
-            assert!(f64::try_from(want.abs().min_dim(0, false).0.max()).unwrap() > 0.0);
-            // Any subset of the parameters, in any order, is laid out as asked.
-            let some = [params[4].shallow_clone(), params[1].shallow_clone()];
-            let got = model
-                .per_group_gradients(&xs, &labels, &sizes, &some)
-                .unwrap();
-            let want = per_group_reference(&model, &xs, &labels, &sizes, &some);
-            let err = f64::try_from((&got - &want).abs().max()).unwrap();
-            assert!(err <= 1e-5, "{sizes:?} (subset): max error {err}");
-        }
-    }
-
-    #[test]
-    fn per_group_gradients_decline_what_they_cannot_batch() {
-        tch::manual_seed(6);
-        let opts = (Kind::Float, Device::Cpu);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = Mlp::new(&vs.root(), 6, &[5], 3);
-        let params = vs.trainable_variables();
-        let xs = Tensor::randn([4, 6], opts);
-        let labels = Tensor::from_slice(&[0i64, 2, 1, 1]);
-        assert!(
-            model
-                .per_group_gradients(&xs, &labels, &[2, 2], &params)
-                .is_some()
-        );
-        // Sizes that do not add up to the batch.
-        assert!(
-            model
-                .per_group_gradients(&xs, &labels, &[2, 1], &params)
-                .is_none()
-        );
-        // A tensor that is not one of the model's parameters.
-        let stranger = [Tensor::zeros([5, 6], opts)];
-        assert!(
-            model
-                .per_group_gradients(&xs, &labels, &[4], &stranger)
-                .is_none()
-        );
-        // An attached adapter.
-        let adapter = LowRank {
-            a: Tensor::zeros([1, 6], opts),
-            b: Tensor::zeros([5, 1], opts),
-            scale: 1.0,
-        };
-        assert!(model.set_adapter("hidden.0", Some(adapter)));
-        assert!(
-            model
-                .per_group_gradients(&xs, &labels, &[2, 2], &params)
-                .is_none()
-        );
-        // Batch norm: the default.
-        let vs = nn::VarStore::new(Device::Cpu);
-        let resnet = ResNet::resnet18(&vs.root(), 3, 2, 3);
-        let images = Tensor::randn([2, 3, 8, 8], opts);
-        let labels = Tensor::from_slice(&[0i64, 1]);
-        assert!(
-            resnet
-                .per_group_gradients(&images, &labels, &[1, 1], &vs.trainable_variables())
-                .is_none()
-        );
     }
 
     #[test]

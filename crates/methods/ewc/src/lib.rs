@@ -25,11 +25,17 @@
 //! every class, or over the task's own classes with `[training] loss = "task_il"`). Two estimators:
 //!
 //! * `fisher = "per_sample"` (default): the squared gradient of each sample separately, the
-//!   exact empirical Fisher diagonal; one backward pass per sample.
+//!   exact empirical Fisher diagonal.
 //! * `fisher = "per_batch"`: the squared gradient of each batch's *mean* log-likelihood,
 //!   batches of `fisher_batch_size`, averaged with weights `|batch| / N`. Cheaper, but biased
 //!   low: cross terms between samples partly cancel before squaring, so values shrink by up
 //!   to the batch size. With `fisher_batch_size = 1` it equals `per_sample`.
+//!
+//! Where the model computes squared group gradients itself (the MLP, through
+//! `Backbone::squared_group_gradients`: per-sample gradients are outer products of each
+//! layer's input and output gradient, so `Σ_n g_n²` is one matrix product), either estimator
+//! takes one forward/backward pass per 1000 samples; otherwise one pass per sample or batch.
+//! Both give the same values to float rounding (tested).
 //!
 //! Fisher matrices and anchors live on the training device, flattened into one tensor each;
 //! the step computes the penalty's gradient `λ Σ_c F_c ⊙ (θ − θ*_c)` in closed form over all
@@ -118,9 +124,17 @@
 //! Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017.
 //! Schwarz et al., "Progress & Compress: A scalable framework for continual learning", ICML 2018.
 
-use retain_train::{Batch, Method, StepContext, TaskContext, TrainError, gradients, parse_params};
+use retain_train::{
+    Batch, Method, StepContext, TaskContext, TrainError, TrainingLoss, gradients, parse_params,
+};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
+
+/// Samples per pass of the Fisher estimate: one batched forward/backward where the model
+/// computes squared group gradients itself (`Backbone::squared_group_gradients`; the
+/// per-batch estimator's batched product holds `samples / fisher_batch_size × P` floats),
+/// else the span the serial loop gathers at once.
+const FISHER_PASS_SAMPLES: usize = 1000;
 
 /// One penalty per task, or one running penalty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -343,18 +357,41 @@ impl Ewc {
         let indices = ctx.sample_train_indices(self.fisher_samples, "ewc/fisher");
         let total = indices.len() as f64;
         let mut fisher: Vec<Tensor> = params.iter().map(Tensor::zeros_like).collect();
-        let chunk = match self.estimator {
+        let group = match self.estimator {
             FisherEstimator::PerSample => 1,
             FisherEstimator::PerBatch => self.fisher_batch_size,
         };
-        for part in indices.chunks(chunk) {
+        // A whole number of groups per pass, so that the groups are those of the loop below.
+        let pass = (FISHER_PASS_SAMPLES / group).max(1) * group;
+        for part in indices.chunks(pass) {
             let batch = ctx.train_batch(part);
-            // Negative log-likelihood at the true label; its square equals the
-            // log-likelihood's.
-            let loss = ctx.training_loss(&ctx.model.forward_t(&batch.inputs, false), &batch.labels);
-            let weight = part.len() as f64 / total;
-            for (f, g) in fisher.iter_mut().zip(gradients(&loss, params)?) {
-                let _ = f.g_add_(&(g.square() * weight));
+            let allowed = (ctx.loss == TrainingLoss::TaskIl)
+                .then(|| ctx.stream.own_task_classes(&batch.labels));
+            if let Some(squares) = ctx.model.squared_group_gradients(
+                &batch.inputs,
+                &batch.labels,
+                group as i64,
+                params,
+                allowed.as_ref(),
+            ) {
+                for (f, square) in fisher.iter_mut().zip(squares) {
+                    let _ = f.g_add_(&(square / total));
+                }
+                continue;
+            }
+            for (start, len) in (0..part.len())
+                .step_by(group)
+                .map(|s| (s, group.min(part.len() - s)))
+            {
+                let inputs = batch.inputs.narrow(0, start as i64, len as i64);
+                let labels = batch.labels.narrow(0, start as i64, len as i64);
+                // Negative log-likelihood at the true label; its square equals the
+                // log-likelihood's.
+                let loss = ctx.training_loss(&ctx.model.forward_t(&inputs, false), &labels);
+                let weight = len as f64 / total;
+                for (f, g) in fisher.iter_mut().zip(gradients(&loss, params)?) {
+                    let _ = f.g_add_(&(g.square() * weight));
+                }
             }
         }
         Ok(fisher)

@@ -117,19 +117,48 @@ fn params_of(net: &Network) -> Vec<Tensor> {
     net.parameters().into_iter().map(|(_, t)| t).collect()
 }
 
+/// `method`'s Fisher of task 0 twice: through the model's batched squared gradients (the
+/// plain linear model computes them), and through the serial loop of one backward pass per
+/// group, forced by a zero low-rank adapter on the head (the same function, which the
+/// batched pass declines).
+fn fisher_both_ways(method: &Ewc, net: &Network, stream: &TaskStream) -> [Vec<Tensor>; 2] {
+    let ctx = task_context(net, stream, 0);
+    let params = params_of(net);
+    let probe = stream.batch(SplitKind::Train, &Tensor::from_slice(&[0i64, 1]));
+    let batched = |net: &Network| {
+        net.model
+            .squared_group_gradients(&probe.inputs, &probe.labels, 1, &params, None)
+            .is_some()
+    };
+    assert!(batched(net));
+    let fast = method.estimate_fisher(&ctx, &params).unwrap();
+    let adapter = retain_models::LowRank {
+        a: Tensor::ones([1, FEATURES as i64], (Kind::Float, Device::Cpu)),
+        b: Tensor::zeros([CLASSES as i64, 1], (Kind::Float, Device::Cpu)),
+        scale: 1.0,
+    };
+    assert!(net.model.set_adapter("head", Some(adapter)));
+    assert!(!batched(net));
+    let serial = method.estimate_fisher(&ctx, &params).unwrap();
+    assert!(net.model.set_adapter("head", None));
+    [fast, serial]
+}
+
 #[test]
 fn per_sample_fisher_is_the_mean_squared_per_sample_gradient() {
     let stream = stream();
     let net = linear(3);
     let method = ewc("fisher = \"per_sample\"");
-    let fisher = method
-        .estimate_fisher(&task_context(&net, &stream, 0), &params_of(&net))
-        .unwrap();
     let grads = hand_gradients(&net, &stream, 0);
     assert_eq!(grads.len(), 8);
     let (fb, fw) = hand_fisher(&grads, 1);
-    assert_close(&host(&fisher[0]), &fb, "F(head.bias)");
-    assert_close(&host(&fisher[1]), &fw, "F(head.weight)");
+    for (fisher, path) in fisher_both_ways(&method, &net, &stream)
+        .iter()
+        .zip(["batched", "serial"])
+    {
+        assert_close(&host(&fisher[0]), &fb, &format!("F(head.bias), {path}"));
+        assert_close(&host(&fisher[1]), &fw, &format!("F(head.weight), {path}"));
+    }
 }
 
 #[test]
@@ -137,13 +166,15 @@ fn per_batch_fisher_squares_batch_mean_gradients_weighted_by_batch_size() {
     let stream = stream();
     let net = linear(3);
     let method = ewc("fisher = \"per_batch\"\nfisher_batch_size = 3");
-    let fisher = method
-        .estimate_fisher(&task_context(&net, &stream, 0), &params_of(&net))
-        .unwrap();
     // Batches of 3, 3 and 2 samples.
     let (fb, fw) = hand_fisher(&hand_gradients(&net, &stream, 0), 3);
-    assert_close(&host(&fisher[0]), &fb, "F(head.bias)");
-    assert_close(&host(&fisher[1]), &fw, "F(head.weight)");
+    for (fisher, path) in fisher_both_ways(&method, &net, &stream)
+        .iter()
+        .zip(["batched", "serial"])
+    {
+        assert_close(&host(&fisher[0]), &fb, &format!("F(head.bias), {path}"));
+        assert_close(&host(&fisher[1]), &fw, &format!("F(head.weight), {path}"));
+    }
     // Biased low against the per-sample estimate.
     let exact = hand_fisher(&hand_gradients(&net, &stream, 0), 1);
     assert!(fb.iter().sum::<f64>() < exact.0.iter().sum::<f64>());

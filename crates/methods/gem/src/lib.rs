@@ -200,13 +200,15 @@ fn memory_gradients(
 ) -> Tensor {
     let sizes: Vec<i64> = memory.host().iter().map(|h| h.len() as i64).collect();
     let old = ctx.replay_batch(&Tensor::cat(memory.tasks(), 0), 0);
-    // The batched pass computes the all-class cross-entropy; the task-IL loss goes through
-    // the per-task loop below.
-    if ctx.loss == TrainingLoss::ClassIl
-        && let Some(rows) =
-            ctx.model
-                .per_group_gradients(&old.inputs, &old.labels, &sizes, parameters)
-    {
+    let allowed =
+        (ctx.loss == TrainingLoss::TaskIl).then(|| ctx.stream.own_task_classes(&old.labels));
+    if let Some(rows) = ctx.model.per_group_gradients(
+        &old.inputs,
+        &old.labels,
+        &sizes,
+        parameters,
+        allowed.as_ref(),
+    ) {
         return rows;
     }
     let mut start = 0;

@@ -166,6 +166,7 @@ fn batched_memory_gradients_match_one_pass_per_task() {
             &Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
             &[8],
             &params,
+            None,
         )
         .is_some();
     assert!(batched);
@@ -185,6 +186,7 @@ fn batched_memory_gradients_match_one_pass_per_task() {
         &Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
         &[8],
         &params,
+        None,
     );
     assert!(none.is_none());
     assert!(close(&memory_gradients(&ctx, memory, &params)));

@@ -5,6 +5,7 @@ mod common;
 mod costs;
 mod data;
 mod fidelity;
+mod graphs;
 mod grid;
 mod plan;
 mod pretrain;

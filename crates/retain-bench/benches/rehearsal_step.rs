@@ -161,6 +161,7 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
             .before_task(&task_ctx(&network, &stream, current))
             .unwrap();
         let mut next = 0usize;
+        let key = Tensor::zeros([], (tch::Kind::Int64, device));
         let mut step = |method: &mut dyn Method, optimizer: &mut nn::Optimizer| {
             let indices = &batches[next % batches.len()];
             next += 1;
@@ -174,6 +175,7 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
                 device,
                 step: next,
                 epoch: 0,
+                key: &key,
                 indices,
                 loss: Default::default(),
             };

@@ -59,6 +59,7 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
         let order = stream.epoch_order(&indices, 0, 1, 0);
         let batches = indices.len() as i64 / 10;
         let mut next = 0i64;
+        let key = tch::Tensor::zeros([], (tch::Kind::Int64, device));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 synchronize(device);
@@ -76,6 +77,7 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
                         device,
                         step: 0,
                         epoch: 0,
+                        key: &key,
                         indices: &batch_indices,
                         loss: Default::default(),
                     };

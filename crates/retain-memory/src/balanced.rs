@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use retain_stream::seed::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
-use crate::{DrawCounter, MemoryError, Replay, upload};
+use crate::{DeviceDraws, MemoryError, Replay, upload};
 
 /// A memory whose capacity is shared equally by every class seen so far.
 ///
@@ -25,7 +25,7 @@ pub struct ClassBalanced {
     by_class: BTreeMap<i64, Vec<i64>>,
     /// Every kept index, class by class, on the device.
     indices: Tensor,
-    draws: DrawCounter,
+    draws: DeviceDraws,
 }
 
 impl ClassBalanced {
@@ -41,7 +41,7 @@ impl ClassBalanced {
             rng: SplitMix64::new(seed),
             by_class: BTreeMap::new(),
             indices: Tensor::zeros([0], (Kind::Int64, device)),
-            draws: DrawCounter::new(seed),
+            draws: DeviceDraws::new(seed, device),
         })
     }
 
@@ -116,14 +116,24 @@ impl ClassBalanced {
         &self.indices
     }
 
-    /// `count` distinct stored samples drawn uniformly (`None` while empty). Each call is
-    /// the memory's next seeded draw.
+    /// `count` distinct stored samples drawn uniformly (all of them when it holds fewer;
+    /// `None` while empty). Each call is the memory's next seeded draw, made on the device;
+    /// the memory changes only at task boundaries, so a step that samples it launches the
+    /// same kernels throughout a task (capturable).
     pub fn sample(&mut self, count: usize) -> Option<Replay> {
         if self.is_empty() {
             return None;
         }
-        let key = self.draws.next_key();
-        let slots = crate::sample_slots(self.len(), count, key, self.device)?;
+        if count == 0 {
+            return None;
+        }
+        let len = self.len();
+        let slots = crate::sample_slots(
+            len as i64,
+            None,
+            count.min(len) as i64,
+            &self.draws.next_key(),
+        );
         Some(Replay {
             indices: self.indices.index_select(0, &slots),
             logits: None,

@@ -17,16 +17,17 @@
 //!
 //! [`gradients`] holds the flat-gradient helpers the projection methods (GEM, A-GEM) share.
 //!
-//! # No host synchronisation
+//! # No host synchronisation, capturable steps
 //!
-//! Which slot a sample overwrites is decided on the host with a seeded
-//! [`SplitMix64`](retain_stream::seed::SplitMix64) from counts alone (algorithm R needs only
-//! how many samples were offered), so nothing is ever read back from the device. The
-//! reservoir uploads its decisions in chunks of [`PLAN_CHUNK`] samples, so a step does no
-//! host→device copy either; the class-balanced and episodic memories upload one index tensor
-//! per task. Sampling a replay batch is a permutation computed on the device from a
-//! key ([`sample_slots`]); each memory derives its keys from its own seed and a count of
-//! draws ([`DrawCounter`]), so it never reads torch's global generator.
+//! Which slot a sample overwrites follows from the sample's number alone (algorithm R needs
+//! only how many samples were offered), through a seeded counter-based hash evaluated on the
+//! device, so nothing is read back and nothing is uploaded per step. Sampling a replay batch
+//! is a permutation computed on the device from a key ([`sample_slots`]); each memory derives
+//! its keys from its own seed and a count of draws kept on the device ([`DeviceDraws`]), so it
+//! never reads torch's global generator. A step that adds to and samples from a memory thus
+//! launches the same kernels on the same tensors every time: it can be captured in a CUDA
+//! graph and replayed once the number of rows it draws stops changing (see
+//! [`Reservoir`]). The class-balanced and episodic memories upload one index tensor per task.
 
 mod balanced;
 mod episodic;
@@ -35,8 +36,9 @@ mod reservoir;
 
 pub use balanced::ClassBalanced;
 pub use episodic::EpisodicMemory;
-pub use reservoir::{PLAN_CHUNK, Reservoir, ReservoirSchedule};
+pub use reservoir::{Reservoir, ReservoirSchedule};
 
+use retain_stream::augment::hash32_device;
 use tch::{Device, Kind, Tensor};
 
 /// Errors of the memories.
@@ -56,53 +58,54 @@ pub enum MemoryError {
     IndexOutOfRange { index: i64, len: usize },
 }
 
-/// `count` distinct slots drawn uniformly from `0..filled`, on `device` (fewer when
-/// `filled < count`; `None` when the memory is empty), for the draw `key`: the first `count`
-/// of a pseudo-random permutation computed on the device from `key`
-/// ([`retain_stream::augment::random_keys`]), so it costs no synchronisation, no host→device
-/// copy, and does not touch torch's global generator.
-pub fn sample_slots(filled: usize, count: usize, key: u32, device: Device) -> Option<Tensor> {
-    if filled == 0 || count == 0 {
-        return None;
+/// `take` distinct slots drawn uniformly from the first `filled` of `slots` (all of them
+/// when `filled` is `None`), `[take]` int64 on the key's device, for the draw `key` (`[]`
+/// int64 on the device, 32 significant bits): the first `take` of a pseudo-random
+/// permutation computed on the device ([`retain_stream::augment::random_keys`]'s hash of
+/// each position), the positions at or beyond `filled` sorted last. A position's hash does
+/// not depend on `slots`, so a memory that grows draws the same permutation of its filled
+/// slots whatever its capacity. `take ≤ filled` is the caller's to ensure. Costs no
+/// synchronisation and no host→device copy, and does not touch torch's global generator.
+pub fn sample_slots(slots: i64, filled: Option<&Tensor>, take: i64, key: &Tensor) -> Tensor {
+    let positions = Tensor::arange(slots, (Kind::Int64, key.device()));
+    let mut keys = hash32_device(&positions.bitwise_xor_tensor(key));
+    if let Some(filled) = filled {
+        // Above every 32-bit key: the empty slots sort after the filled ones.
+        keys = keys.masked_fill(&positions.ge_tensor(filled), 1i64 << 33);
     }
-    let take = count.min(filled) as i64;
-    let keys = retain_stream::augment::random_keys(filled as i64, key, device);
-    let (_, order) = keys.sort(0, false);
-    Some(order.narrow(0, 0, take))
+    keys.argsort_stable(true, 0, false).narrow(0, 0, take)
 }
 
-/// The replay draws of one memory: the key of each successive sample, from the memory's
-/// seed and the number of draws so far.
-#[derive(Debug, Clone)]
-pub struct DrawCounter {
-    seed: u64,
-    draws: u64,
+/// The replay draws of one memory: the key of each successive draw, from the memory's seed
+/// and the number of draws so far, counted on the device (so that a draw inside a replayed
+/// CUDA graph step is the next draw too).
+#[derive(Debug)]
+pub struct DeviceDraws {
+    salt: i64,
+    /// `[]` int64: draws made so far.
+    count: Tensor,
 }
 
-impl DrawCounter {
-    /// Counter for the memory seeded with `seed` (a purpose of its own is mixed in, so the
+impl DeviceDraws {
+    /// Draws for the memory seeded with `seed` (a purpose of its own is mixed in, so the
     /// draws do not repeat the memory's other random choices).
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: u64, device: Device) -> Self {
         Self {
-            seed: retain_stream::seed::combine(seed, 0x5a3e_d1a7),
-            draws: 0,
+            salt: (retain_stream::seed::combine(seed, 0x5a3e_d1a7) & 0xffff_ffff) as i64,
+            count: Tensor::zeros([], (Kind::Int64, device)),
         }
     }
 
-    /// The key of the next draw.
-    pub fn next_key(&mut self) -> u32 {
-        self.draws += 1;
-        retain_stream::seed::combine(self.seed, self.draws) as u32
+    /// The key of the next draw, `[]` int64 on the device: `hash32(count ^ salt)` after
+    /// counting the draw, both on the device.
+    pub fn next_key(&mut self) -> Tensor {
+        let _ = self.count.g_add_scalar_(1);
+        hash32_device(&self.count.bitwise_xor(self.salt))
     }
 
-    /// Draws made so far (part of the memory's state for a resumed run).
-    pub fn draws(&self) -> u64 {
-        self.draws
-    }
-
-    /// Continues after `draws` draws.
-    pub fn set_draws(&mut self, draws: u64) {
-        self.draws = draws;
+    /// Draws made so far (a host read).
+    pub fn count(&self) -> u64 {
+        self.count.int64_value(&[]) as u64
     }
 }
 
@@ -119,12 +122,6 @@ pub struct Replay {
 /// Uploads host indices to the device in one (blocking) copy: used at task boundaries.
 fn upload(indices: &[i64], device: Device) -> Tensor {
     Tensor::from_slice(indices).to_device(device)
-}
-
-/// Uploads host indices without waiting for the device's queue (the source is staged by the
-/// driver before the call returns, so dropping it afterwards is safe).
-fn upload_async(indices: &[i64], device: Device) -> Tensor {
-    Tensor::from_slice(indices).to_device_(device, Kind::Int64, true, false)
 }
 
 #[cfg(test)]

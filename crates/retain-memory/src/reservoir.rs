@@ -1,26 +1,65 @@
 //! Reservoir sampling (Vitter 1985, algorithm R) over the device-resident training split.
 
-use retain_stream::seed::SplitMix64;
+use retain_stream::augment::{hash32, hash32_device};
+use retain_stream::seed::combine;
 use tch::{Device, Kind, Tensor};
 
-use crate::{DrawCounter, MemoryError, Replay, upload_async};
+use crate::{DeviceDraws, MemoryError, Replay};
 
-/// How many slot decisions the reservoir uploads at once: one host→device copy per this many
-/// samples offered, none in between.
-pub const PLAN_CHUNK: usize = 1024;
-
-/// Algorithm R's bookkeeping, on the host: where each offered sample goes.
+/// Algorithm R's decision for every offered sample, from its number alone.
 ///
 /// The first `capacity` samples fill the slots in order; sample number `n ≥ capacity`
 /// (0-based) draws `j` uniformly from `0..=n` and replaces slot `j` if `j < capacity`, else is
 /// discarded. By induction every sample offered so far is in the buffer with probability
-/// `capacity / (n + 1)`. The decisions depend only on the count, never on the data, which is
-/// what lets [`Reservoir`] decide on the host without reading the device.
+/// `capacity / (n + 1)`. Here `j` is a counter-based draw, `⌊h(n)·(n + 1) / 2³²⌋` with `h` a
+/// seeded 32-bit hash of `n` (bias below `(n + 1)/2³²`), rather than the next value of a
+/// sequential generator: the decision depends on nothing but `n`, so the device computes it
+/// inside the step (no host plan, no upload, the same kernels at every step: capturable in a
+/// CUDA graph), and the host computes the same decisions in [`ReservoirSchedule::next_slot`]
+/// for checks. `n` stays below 2³¹ (two billion samples offered).
+#[derive(Debug, Clone, Copy)]
+struct SlotRule {
+    capacity: i64,
+    salt_a: i64,
+    salt_b: i64,
+}
+
+impl SlotRule {
+    fn new(capacity: usize, seed: u64) -> Self {
+        Self {
+            capacity: capacity as i64,
+            salt_a: (combine(seed, 1) & 0xffff_ffff) as i64,
+            salt_b: (combine(seed, 2) & 0xffff_ffff) as i64,
+        }
+    }
+
+    /// The slot of sample `n`, or `capacity` when it is discarded.
+    fn slot(&self, n: u64) -> i64 {
+        let n32 = n as u32;
+        if (n as i64) < self.capacity {
+            return n as i64;
+        }
+        let h = hash32(hash32(n32 ^ self.salt_a as u32) ^ self.salt_b as u32);
+        let j = ((u64::from(h) * (n + 1)) >> 32) as i64;
+        j.min(self.capacity)
+    }
+
+    /// [`SlotRule::slot`] elementwise on the device, for sample numbers `n` (`int64`).
+    fn slots(&self, n: &Tensor) -> Tensor {
+        let h = hash32_device(&hash32_device(&n.bitwise_xor(self.salt_a)).bitwise_xor(self.salt_b));
+        let j = (h * (n + 1))
+            .bitwise_right_shift_tensor_scalar(32)
+            .clamp_max(self.capacity);
+        n.where_self(&n.lt(self.capacity), &j)
+    }
+}
+
+/// Algorithm R's bookkeeping on the host: the decisions [`Reservoir::add`] makes on the
+/// device, one sample at a time (the reference the tests compare against).
 #[derive(Debug, Clone)]
 pub struct ReservoirSchedule {
-    capacity: usize,
+    rule: SlotRule,
     seen: u64,
-    rng: SplitMix64,
 }
 
 impl ReservoirSchedule {
@@ -31,21 +70,16 @@ impl ReservoirSchedule {
             });
         }
         Ok(Self {
-            capacity,
+            rule: SlotRule::new(capacity, seed),
             seen: 0,
-            rng: SplitMix64::new(seed),
         })
     }
 
     /// The slot of the next offered sample, or `None` when it is discarded.
     pub fn next_slot(&mut self) -> Option<usize> {
-        let n = self.seen;
+        let slot = self.rule.slot(self.seen);
         self.seen += 1;
-        if n < self.capacity as u64 {
-            return Some(n as usize);
-        }
-        let j = self.rng.below(n + 1);
-        (j < self.capacity as u64).then_some(j as usize)
+        (slot < self.rule.capacity).then_some(slot as usize)
     }
 
     /// Samples offered so far.
@@ -59,38 +93,45 @@ impl ReservoirSchedule {
 ///
 /// [`Reservoir::add`] offers a batch in the order of its rows, exactly as if the samples were
 /// offered one by one: when two rows of one batch land in the same slot, the later one wins.
-/// The slot decisions come from a [`ReservoirSchedule`] computed ahead on the host and uploaded
-/// every [`PLAN_CHUNK`] samples; applying them is a handful of device ops over the batch
-/// (no host read, no per-step copy).
+/// Everything a step changes lives on the device: the slots, the count of samples offered
+/// (from which [`SlotRule`] decides each row's slot) and the count of replay draws. Adding and
+/// sampling therefore read nothing from the host and launch the same kernels at every step,
+/// so a step that uses the reservoir can be captured in a CUDA graph and replayed.
+///
+/// The host keeps a mirror of the count offered, advanced by [`Reservoir::add`]; it decides
+/// only how many rows a replay draws while the reservoir holds fewer than asked (and whether
+/// it is empty). Replayed graph steps do not run host code, so the mirror can fall behind
+/// the device during a task; the decisions it drives depend only on whether the reservoir
+/// holds at least the rows asked for, which stays true once it is, and
+/// [`Reservoir::sync`] (a host read, at a task boundary) makes it exact again.
 #[derive(Debug)]
 pub struct Reservoir {
     capacity: usize,
     device: Device,
-    schedule: ReservoirSchedule,
+    rule: SlotRule,
     /// `[capacity + 1]`, int64; slots `0..len` are valid, the last one takes discarded rows.
     indices: Tensor,
     /// `[capacity + 1, width]`, float32, when logits are kept (DER).
     logits: Option<Tensor>,
-    /// Decisions for the next samples (`capacity` = discard), host copy and device copy.
-    plan_host: Vec<i64>,
-    plan: Tensor,
-    plan_used: usize,
     /// `0, 1, 2, …` on the device, at least as long as any batch seen.
     positions: Tensor,
-    offered: u64,
-    draws: DrawCounter,
+    /// `[]` int64 on the device: samples offered so far.
+    pub(crate) offered: Tensor,
+    /// The host mirror of `offered` (see the type's docs).
+    offered_host: u64,
+    draws: DeviceDraws,
 }
 
 impl Reservoir {
     /// An empty reservoir of `capacity` slots on `device`, keeping `logit_width` logits per
-    /// sample when given. `seed` drives the slot decisions.
+    /// sample when given. `seed` drives the slot decisions and the replay draws.
     pub fn new(
         capacity: usize,
         logit_width: Option<usize>,
         seed: u64,
         device: Device,
     ) -> Result<Self, MemoryError> {
-        let schedule = ReservoirSchedule::new(capacity, seed)?;
+        ReservoirSchedule::new(capacity, seed)?;
         if logit_width == Some(0) {
             return Err(MemoryError::ZeroCapacity {
                 what: "reservoir logit width",
@@ -100,16 +141,14 @@ impl Reservoir {
         Ok(Self {
             capacity,
             device,
-            schedule,
+            rule: SlotRule::new(capacity, seed),
             indices: Tensor::zeros([capacity_i + 1], (Kind::Int64, device)),
             logits: logit_width
                 .map(|w| Tensor::zeros([capacity_i + 1, w as i64], (Kind::Float, device))),
-            plan_host: Vec::new(),
-            plan: Tensor::zeros([0], (Kind::Int64, device)),
-            plan_used: 0,
-            positions: Tensor::arange(PLAN_CHUNK as i64, (Kind::Int64, device)),
-            offered: 0,
-            draws: DrawCounter::new(seed),
+            positions: Tensor::arange(256, (Kind::Int64, device)),
+            offered: Tensor::zeros([], (Kind::Int64, device)),
+            offered_host: 0,
+            draws: DeviceDraws::new(seed, device),
         })
     }
 
@@ -119,16 +158,22 @@ impl Reservoir {
 
     /// Slots holding a sample: `min(offered, capacity)`.
     pub fn len(&self) -> usize {
-        (self.offered.min(self.capacity as u64)) as usize
+        (self.offered_host.min(self.capacity as u64)) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.offered == 0
+        self.offered_host == 0
     }
 
-    /// Samples offered so far.
+    /// Samples offered so far (the host mirror; see [`Reservoir::sync`]).
     pub fn offered(&self) -> u64 {
-        self.offered
+        self.offered_host
+    }
+
+    /// Brings the host mirror of the count offered up to the device's (one host read): after
+    /// steps replayed from a CUDA graph, which advance only the device's count.
+    pub fn sync(&mut self) {
+        self.offered_host = self.offered.int64_value(&[]) as u64;
     }
 
     /// The stored dataset indices, `[len]`, on the device.
@@ -141,26 +186,6 @@ impl Reservoir {
         self.logits
             .as_ref()
             .map(|l| l.narrow(0, 0, self.len() as i64))
-    }
-
-    /// The next `count` slot decisions, on the device, uploading a new chunk when needed.
-    fn take_plan(&mut self, count: usize) -> Tensor {
-        if self.plan_used + count > self.plan_host.len() {
-            let mut next = self.plan_host[self.plan_used..].to_vec();
-            let discard = self.capacity as i64;
-            for _ in 0..PLAN_CHUNK.max(count) {
-                next.push(self.schedule.next_slot().map_or(discard, |s| s as i64));
-            }
-            self.plan = upload_async(&next, self.device);
-            self.plan_host = next;
-            self.plan_used = 0;
-        }
-        if self.positions.size()[0] < count as i64 {
-            self.positions = Tensor::arange(count as i64, (Kind::Int64, self.device));
-        }
-        let slots = self.plan.narrow(0, self.plan_used as i64, count as i64);
-        self.plan_used += count;
-        slots
     }
 
     /// Offers a batch: `indices` `[B]` (int64, on the device) and, when the reservoir keeps
@@ -200,14 +225,18 @@ impl Reservoir {
             return Ok(());
         }
         let _no_grad = tch::no_grad_guard();
-        let slots = self.take_plan(count);
+        let rows = count as i64;
+        if self.positions.size()[0] < rows {
+            self.positions = Tensor::arange(rows, (Kind::Int64, self.device));
+        }
+        let positions = self.positions.narrow(0, 0, rows);
+        let slots = self.rule.slots(&(&positions + &self.offered));
         // Sequential semantics: when several rows land in one slot, the last one wins. Sort
         // the rows by (slot, row) and send every row that is not the last of its slot to the
         // spare slot `capacity`, where discarded rows go too; then every real slot receives
         // at most one row and a plain index_copy is deterministic. All on the device, no
         // shapes that depend on values.
-        let rows = count as i64;
-        let keys = &slots * rows + self.positions.narrow(0, 0, rows);
+        let keys = &slots * rows + &positions;
         let (sorted, _) = keys.sort(0, false);
         let slot = sorted.floor_divide_scalar(rows);
         let row = &sorted - &slot * rows;
@@ -222,21 +251,33 @@ impl Reservoir {
         if let (Some(stored), Some(given)) = (&mut self.logits, logits) {
             let _ = stored.index_copy_(0, &target, &given.index_select(0, &row));
         }
-        self.offered += count as u64;
+        let _ = self.offered.g_add_scalar_(rows);
+        self.offered_host += count as u64;
         Ok(())
     }
 
     /// `count` distinct stored samples drawn uniformly (fewer while the reservoir holds fewer;
-    /// `None` while it is empty). Each call is the memory's next seeded draw.
+    /// `None` while it is empty). Each call is the memory's next seeded draw, made on the
+    /// device.
     pub fn sample(&mut self, count: usize) -> Option<Replay> {
-        if self.is_empty() {
+        if self.is_empty() || count == 0 {
             return None;
         }
-        let key = self.draws.next_key();
-        let slots = crate::sample_slots(self.len(), count, key, self.device)?;
+        let filled = self.offered.clamp_max(self.capacity as i64);
+        let slots = crate::sample_slots(
+            self.capacity as i64,
+            Some(&filled),
+            count.min(self.len()) as i64,
+            &self.draws.next_key(),
+        );
         Some(Replay {
             indices: self.indices.index_select(0, &slots),
             logits: self.logits.as_ref().map(|l| l.index_select(0, &slots)),
         })
+    }
+
+    /// Replay draws made so far (a host read).
+    pub fn draws(&self) -> u64 {
+        self.draws.count()
     }
 }

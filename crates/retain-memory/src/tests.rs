@@ -86,7 +86,7 @@ fn device_reservoir_matches_the_sequential_algorithm() {
     let mut sizes = SplitMix64::new(4);
     let mut start = 0;
     while start < items.len() {
-        // Batches of 1..=37 rows, and one larger than a plan chunk (many slot collisions).
+        // Batches of 1..=37 rows, and one of 1500 (many slot collisions).
         let len = if start == 1000 {
             1500
         } else {
@@ -302,8 +302,8 @@ fn sampled_slots_are_uniform_over_the_memory() {
     // 4000 draws of 5 slots out of 20: each slot expected 1000 times (sd ≈ 27); allow 5 sd.
     let mut counts = [0u32; 20];
     for key in 0..4000u32 {
-        let slots =
-            to_vec(&sample_slots(20, 5, key.wrapping_mul(2_654_435_761), Device::Cpu).unwrap());
+        let key = Tensor::from(i64::from(key.wrapping_mul(2_654_435_761)));
+        let slots = to_vec(&sample_slots(20, None, 5, &key));
         for s in slots {
             counts[s as usize] += 1;
         }
@@ -311,4 +311,46 @@ fn sampled_slots_are_uniform_over_the_memory() {
     for count in counts {
         assert!((865..=1135).contains(&count), "{counts:?}");
     }
+}
+
+#[test]
+fn a_filling_memory_draws_the_permutation_of_its_filled_slots() {
+    // Slots at or beyond `filled` are never drawn, and the filled ones come in the order a
+    // memory of exactly `filled` slots would draw them: a growing reservoir samples as a
+    // full one of its current size would.
+    for key in [3i64, 77, 123_456] {
+        let key = Tensor::from(key);
+        for filled in [1i64, 7, 20] {
+            let masked = to_vec(&sample_slots(
+                40,
+                Some(&Tensor::from(filled)),
+                filled.min(5),
+                &key,
+            ));
+            assert_eq!(
+                masked,
+                to_vec(&sample_slots(filled, None, filled.min(5), &key))
+            );
+            assert!(masked.iter().all(|&s| s < filled), "{masked:?}");
+        }
+    }
+}
+
+#[test]
+fn the_host_mirror_of_a_reservoir_resyncs_from_the_device() {
+    let mut reservoir = Reservoir::new(8, None, 3, Device::Cpu).unwrap();
+    reservoir
+        .add(&Tensor::arange(5, (Kind::Int64, Device::Cpu)), None)
+        .unwrap();
+    assert_eq!((reservoir.offered(), reservoir.len()), (5, 5));
+    // What a replayed graph step does: the device count advances, the host's does not.
+    let _ = reservoir.offered.g_add_scalar_(6);
+    assert_eq!(reservoir.offered(), 5);
+    reservoir.sync();
+    assert_eq!((reservoir.offered(), reservoir.len()), (11, 8));
+    // Draws are counted on the device.
+    assert_eq!(reservoir.draws(), 0);
+    reservoir.sample(3).unwrap();
+    reservoir.sample(3).unwrap();
+    assert_eq!(reservoir.draws(), 2);
 }

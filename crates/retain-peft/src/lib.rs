@@ -465,6 +465,11 @@ macro_rules! task_bank_hooks {
             true
         }
 
+        /// The step is the default one over the live task's variables, fixed for the task.
+        fn capturable(&self) -> bool {
+            true
+        }
+
         /// Task `j`'s stored variables and head for `Selection::Task(j)` of a finished task;
         /// the live ones otherwise.
         fn select(&mut self, _network: &Network, selection: Selection) -> Result<(), TrainError> {

@@ -602,11 +602,14 @@ impl TaskStream {
         ((task as u64) << 40) | batch as u64
     }
 
-    /// The draw number of replayed batch `replay` (0, 1, … within one step) at batch `batch`
-    /// of task `task`: distinct from every [`TaskStream::draw`] and from the other replays,
-    /// so a replayed sample gets its own augmentation, as the current batch does.
-    pub fn replay_draw(task: usize, batch: usize, replay: usize) -> u64 {
-        Self::draw(task, batch) | ((1 + replay as u64) << 56)
+    /// The augmentation key of replayed batch `replay` (0, 1, … within one step) of the step
+    /// whose batch has augmentation key `key` (`[]` int64 on the device, from
+    /// [`TaskStream::augment_key`]): a hash of the two, computed on the device, so a replayed
+    /// sample gets an augmentation of its own, as the current batch does, and a step
+    /// captured in a CUDA graph derives it from the step's static key.
+    pub fn replay_key(key: &Tensor, replay: usize) -> Tensor {
+        let salt = ((replay as i64 + 1) * 0x9e37_79b1) & 0xffff_ffff;
+        augment::hash32_device(&key.bitwise_xor(salt))
     }
 
     /// `uint8` images `[B, C, H, W]` → normalised `float32`.

@@ -69,19 +69,23 @@ impl GraphedStep {
     /// One step on `indices` (`[batch]`, on the device) with augmentation key `key`: copies
     /// them into the static inputs, then runs `body` (which reads only the static inputs and
     /// adds its loss to [`GraphedStep::loss_sum`]) eagerly on the side stream while warming
-    /// up, captures it and replays it on the step after, and replays it from then on.
+    /// up or while the method is not `ready` ([`Method::capture_ready`]), captures it and
+    /// replays it on the first step after that, and replays it from then on.
+    ///
+    /// [`Method::capture_ready`]: crate::Method::capture_ready
     #[allow(clippy::type_complexity)]
     pub fn step(
         &mut self,
         indices: &Tensor,
         key: u32,
+        ready: bool,
         mut body: impl FnMut(&Tensor, &Tensor, &Tensor),
     ) -> Result<Ran, GraphError> {
         self.indices.copy_(indices);
         let _ = self.key.fill_(i64::from(key));
         let (static_indices, static_key, loss_sum) = (&self.indices, &self.key, &self.loss_sum);
-        if self.warm_up_left > 0 {
-            self.warm_up_left -= 1;
+        if self.warm_up_left > 0 || (!ready && !self.graph.is_captured()) {
+            self.warm_up_left = self.warm_up_left.saturating_sub(1);
             self.graph
                 .on_side_stream(|| body(static_indices, static_key, loss_sum))?;
             return Ok(Ran::WarmUp);

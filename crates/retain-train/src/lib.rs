@@ -487,6 +487,8 @@ pub fn run(
         } else {
             training.epochs
         };
+        // The augmentation key of an eager step's batch, on the device (`StepContext::key`).
+        let mut eager_key = Tensor::zeros([], (Kind::Int64, stream.device));
         for epoch in 0..epochs {
             let order = stream.epoch_order(&indices, experiment.seed, task.index, epoch);
             let mut own_loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
@@ -497,10 +499,12 @@ pub fn run(
                 let len = batch_size.min(indices.len() - start);
                 let batch_indices = order.narrow(0, start as i64, len as i64);
                 let draw = TaskStream::draw(task.index, step);
+                let key = stream.augment_key(draw);
                 if let Some(g) = graphed.as_mut().filter(|g| g.batch() == len) {
                     let outcome = g.step(
                         &batch_indices,
-                        stream.augment_key(draw),
+                        key,
+                        method.capture_ready(),
                         |indices, key, loss_sum| {
                             let batch = stream.training_batch_keyed(indices, key);
                             let ctx = StepContext {
@@ -512,6 +516,7 @@ pub fn run(
                                 device: stream.device,
                                 step,
                                 epoch,
+                                key,
                                 indices,
                                 loss: training.loss,
                             };
@@ -546,6 +551,7 @@ pub fn run(
                     }
                 }
                 let batch = stream.training_batch(&batch_indices, draw);
+                let _ = eager_key.fill_(i64::from(key));
                 let ctx = StepContext {
                     network,
                     model: network.model.as_ref(),
@@ -555,6 +561,7 @@ pub fn run(
                     device: stream.device,
                     step,
                     epoch,
+                    key: &eager_key,
                     indices: &batch_indices,
                     loss: training.loss,
                 };

@@ -51,6 +51,17 @@
 //! field to a context is not a breaking change for existing methods. Hooks must not read
 //! tensors back to the host inside the step: the trainer keeps the step free of
 //! synchronisation, and a method that reads a loss value per batch would undo that.
+//!
+//! # Captured steps
+//!
+//! On CUDA the trainer captures the step (3.1–3.4) of a [`Method::capturable`] method in a
+//! CUDA graph once per task and replays it: after capture, `loss` and `after_backward` no
+//! longer run on the host, only the kernels they launched do. Whatever such a step changes
+//! from one step to the next must therefore live on the device and change there (a memory's
+//! fill count and draw counter, an optimiser's step count), derive from the step's static
+//! inputs (`ctx.indices`, `ctx.key`), or be fixed for the task. Host-side mirrors of device
+//! state fall behind during replays; refresh them at a task boundary. Shapes must not change
+//! once [`Method::capture_ready`] says the step may be captured.
 
 use retain_config::{Readout, TrainingLoss};
 use retain_models::Backbone;
@@ -125,6 +136,10 @@ pub struct StepContext<'a> {
     pub step: usize,
     /// Epochs of this task completed so far: 0 during the first.
     pub epoch: usize,
+    /// The augmentation key of the step's batch (`[]` int64 on the device; see
+    /// [`TaskStream::augment_key`]): replayed batches derive theirs from it
+    /// ([`StepContext::replay_batch`]), which keeps them the same in a captured step.
+    pub key: &'a Tensor,
     /// The batch's indices into the training split, on the device: lets a rehearsal method
     /// remember which samples it saw (and gather them again with
     /// [`StepContext::replay_batch`]) without copying inputs or reading anything back to the
@@ -150,14 +165,12 @@ impl StepContext<'_> {
 
     /// Replayed training samples at `indices` (stream indices into the training split, on the
     /// device) as a batch that went through the stream's training augmentation with a draw of
-    /// its own ([`TaskStream::replay_draw`]; `replay` numbers the replays of one step: 0, 1,
-    /// …). Mammoth's buffers likewise keep un-augmented samples and augment them each time
-    /// they are replayed (`Buffer.get_data(…, transform=self.transform)`).
+    /// its own ([`TaskStream::replay_key`] of the step's key; `replay` numbers the replays of
+    /// one step: 0, 1, …). Mammoth's buffers likewise keep un-augmented samples and augment
+    /// them each time they are replayed (`Buffer.get_data(…, transform=self.transform)`).
     pub fn replay_batch(&self, indices: &Tensor, replay: usize) -> Batch {
-        self.stream.training_batch(
-            indices,
-            TaskStream::replay_draw(self.task.index, self.step, replay),
-        )
+        self.stream
+            .training_batch_keyed(indices, &TaskStream::replay_key(self.key, replay))
     }
 }
 
@@ -241,6 +254,14 @@ pub trait Method {
     /// `graph_step.rs`). Default: false (every step eager).
     fn capturable(&self) -> bool {
         false
+    }
+
+    /// Whether the next step may be captured, for a [`Method::capturable`] method whose step
+    /// still changes shape early in a task (a replay batch that grows while its memory
+    /// fills): its steps run eagerly until this turns true, and it must stay true for the
+    /// rest of the task. Default: true.
+    fn capture_ready(&self) -> bool {
+        true
     }
 
     /// Whether the model's weights depend on the task being evaluated (per-task adapters or

@@ -216,6 +216,8 @@ pub fn task_context<'a>(
 pub struct MethodFixture {
     pub stream: TaskStream,
     pub network: Network,
+    /// The augmentation key of every [`MethodFixture::step`] (zero).
+    pub key: tch::Tensor,
 }
 
 impl Default for MethodFixture {
@@ -248,7 +250,11 @@ impl MethodFixture {
         let network = seeded_network(0, |path| {
             Box::new(retain_models::Mlp::new(path, 4, &[6], 10))
         });
-        Self { stream, network }
+        Self {
+            stream,
+            network,
+            key: tch::Tensor::zeros([], (tch::Kind::Int64, Device::Cpu)),
+        }
     }
 
     /// The context of the task hooks for task `task`.
@@ -267,6 +273,7 @@ impl MethodFixture {
             device: Device::Cpu,
             step: 0,
             epoch: 0,
+            key: &self.key,
             indices,
             loss: Default::default(),
         }

@@ -176,6 +176,12 @@ impl Method for AGem {
         Ok(())
     }
 
+    /// The memory is fixed within a task and sampled on the device; the projection reads
+    /// nothing back.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn after_backward(&mut self, ctx: &StepContext<'_>) {
         let Some(memory) = &mut self.memory else {
             return;

@@ -82,6 +82,11 @@ impl Method for BitFit {
         "bitfit"
     }
 
+    /// The step is the default one over the biases and head, fixed for the run.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     /// Freezes everything but the biases (and the head) once, before the first task.
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if self.frozen {

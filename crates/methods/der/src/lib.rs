@@ -187,7 +187,24 @@ impl Method for Der {
         "der"
     }
 
+    /// Sampling and adding run on the device from device counters (see `retain-memory`).
+    fn capturable(&self) -> bool {
+        true
+    }
+
+    /// Once the reservoir holds a full replay batch: the replay batches no longer change
+    /// size.
+    fn capture_ready(&self) -> bool {
+        self.reservoir
+            .as_ref()
+            .is_some_and(|r| r.len() >= self.params.replay_batch_size.min(r.capacity()))
+    }
+
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        if let Some(reservoir) = &mut self.reservoir {
+            // Replayed graph steps advanced only the device's count.
+            reservoir.sync();
+        }
         if self.reservoir.is_none() {
             let seed = derive(ctx.seed, "der/reservoir");
             let width = Some(ctx.stream.num_classes);

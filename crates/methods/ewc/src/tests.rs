@@ -261,6 +261,7 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
     method.before_task(&task_context(&net, &stream, 1)).unwrap();
 
     let indices = Tensor::from_slice(&stream.tasks[1].train_indices);
+    let key = Tensor::zeros([], (Kind::Int64, Device::Cpu));
     let step = StepContext {
         network: &net,
         model: net.model.as_ref(),
@@ -270,6 +271,7 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
         device: Device::Cpu,
         step: 0,
         epoch: 0,
+        key: &key,
         indices: &indices,
         loss: Default::default(),
     };

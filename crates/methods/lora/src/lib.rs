@@ -505,6 +505,11 @@ impl Method for Lora {
         "lora"
     }
 
+    /// The step is the default one through the live task's adapters, fixed for the task.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         self.unmerge(ctx.model);
         self.restore();

@@ -106,6 +106,8 @@ fn step_context<'a>(
         device: Device::Cpu,
         step: 0,
         epoch: 0,
+        // A zero augmentation key, alive for the test (the stream does not augment).
+        key: Box::leak(Box::new(Tensor::zeros([], (Kind::Int64, Device::Cpu)))),
         indices,
         loss: Default::default(),
     }

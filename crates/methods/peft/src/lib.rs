@@ -134,6 +134,11 @@ impl Method for Peft {
         "peft"
     }
 
+    /// The step is the default one over the selected variables, fixed for the run.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     /// Freezes every variable outside the selection once, before the first task.
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if !self.selected.is_empty() {

@@ -173,6 +173,11 @@ impl Method for QLora {
         "qlora"
     }
 
+    /// The step is LoRA's, over dequantised weights computed on the device.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if self.quantized_bytes.is_none() {
             self.quantize_base(ctx)?;

@@ -191,13 +191,34 @@ impl Method for Replay {
     }
 
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        if self.memory.is_none() {
-            self.memory = Some(
-                self.create_memory(ctx.seed, ctx.device)
-                    .map_err(memory_error)?,
-            );
+        match &mut self.memory {
+            None => {
+                self.memory = Some(
+                    self.create_memory(ctx.seed, ctx.device)
+                        .map_err(memory_error)?,
+                )
+            }
+            // Replayed graph steps advanced only the device's count.
+            Some(Memory::Reservoir(r)) => r.sync(),
+            Some(Memory::ClassBalanced(_)) => {}
         }
         Ok(())
+    }
+
+    /// Sampling and adding run on the device from device counters (see `retain-memory`).
+    fn capturable(&self) -> bool {
+        true
+    }
+
+    /// Once the memory holds a full replay batch (or, class-balanced, is fixed for the
+    /// task): the replay batch no longer changes size.
+    fn capture_ready(&self) -> bool {
+        match &self.memory {
+            Some(Memory::Reservoir(r)) => {
+                r.len() >= self.params.replay_batch_size.min(r.capacity())
+            }
+            Some(Memory::ClassBalanced(_)) | None => true,
+        }
     }
 
     fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_stream::Batch) -> Tensor {

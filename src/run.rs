@@ -120,7 +120,7 @@ pub enum Display {
 }
 
 /// Checks that the method exists, accepts its hyper-parameters and provides every requested
-/// read-out, before any data loads.
+/// read-out, and that this build can train as `[training]` asks, before any data loads.
 pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
     let Some(factory) = registry::factory(&experiment.method.name) else {
         return Err(UsageError::new(format!(
@@ -134,6 +134,8 @@ pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
         .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
     retain_train::check_readouts(&experiment.stream.readouts, Some(method.as_ref()))
         .map_err(|e| UsageError::new(format!("{origin}: stream.readouts: {e}")))?;
+    retain_train::check_training(&experiment.training)
+        .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
     Ok(())
 }
 

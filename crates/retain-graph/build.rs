@@ -1,6 +1,8 @@
 //! Compiles the CUDA-graph shim (`shim/graph.cpp`) against the libtorch in use, when that
 //! libtorch has CUDA (`libtorch_cuda.so`) and the CUDA runtime headers are found; otherwise
 //! builds nothing and the crate reports capture as unavailable (`cfg(retain_graph_shim)` off).
+//! The autocast shim (`shim/autocast.cpp`) needs only libtorch's own headers, present in every
+//! libtorch and PyTorch wheel (`cfg(retain_autocast_shim)`).
 //!
 //! Headers: libtorch's own (`<libtorch>/include`), and the CUDA runtime's, looked for in
 //! `CUDA_HOME`/`CUDA_PATH`, the `nvidia/cu13` (or `nvidia/cuda_runtime`) package next to a
@@ -14,14 +16,67 @@ fn main() {
     // This crate's own tests link libtorch too (RUNPATH, libtorch_cuda kept).
     retain_build::link_libtorch_cuda();
     println!("cargo:rustc-check-cfg=cfg(retain_graph_shim)");
+    println!("cargo:rustc-check-cfg=cfg(retain_autocast_shim)");
     println!("cargo:rerun-if-changed=shim/graph.cpp");
+    println!("cargo:rerun-if-changed=shim/autocast.cpp");
     for var in ["CUDA_HOME", "CUDA_PATH", "RETAIN_GRAPH_DISABLE"] {
         println!("cargo:rerun-if-env-changed={var}");
+    }
+    match autocast_inputs() {
+        Ok(inputs) => compile_autocast(&inputs),
+        Err(why) => {
+            println!("cargo:rustc-env=RETAIN_AUTOCAST_BUILD=built without the autocast shim: {why}")
+        }
     }
     match shim_inputs() {
         Ok(inputs) => compile(&inputs),
         Err(why) => println!("cargo:rustc-env=RETAIN_GRAPH_BUILD=built without the shim: {why}"),
     }
+}
+
+/// libtorch's lib folder and headers, for the autocast shim.
+fn autocast_inputs() -> Result<Inputs, String> {
+    let lib_dir = retain_build::libtorch_lib_dir().ok_or("libtorch not located")?;
+    let root = lib_dir
+        .parent()
+        .ok_or("libtorch lib folder has no parent")?;
+    let torch_include = root.join("include");
+    if !torch_include.join("ATen/autocast_mode.h").exists() {
+        return Err(format!(
+            "no ATen/autocast_mode.h under {}",
+            torch_include.display()
+        ));
+    }
+    Ok(Inputs {
+        lib_dir,
+        includes: vec![
+            torch_include.clone(),
+            torch_include.join("torch/csrc/api/include"),
+        ],
+        cxx11_abi: cxx11_abi(),
+    })
+}
+
+fn compile_autocast(inputs: &Inputs) {
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .includes(&inputs.includes)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", inputs.cxx11_abi))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("shim/autocast.cpp")
+        .compile("retain_autocast_shim");
+    println!(
+        "cargo:rustc-link-search=native={}",
+        inputs.lib_dir.display()
+    );
+    for lib in ["torch_cpu", "c10"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+    println!("cargo:rustc-cfg=retain_autocast_shim");
+    println!("cargo:rustc-env=RETAIN_AUTOCAST_BUILD=built with the autocast shim");
 }
 
 struct Inputs {

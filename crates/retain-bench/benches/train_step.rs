@@ -86,6 +86,7 @@ fn bench_device(c: &mut Criterion, device: Device, label: &str) {
                         &ctx,
                         &batch,
                         &mut optimizer,
+                        retain_config::Precision::Fp32,
                     ));
                 }
                 synchronize(device);

@@ -551,6 +551,15 @@ fn default_mlp_dim() -> usize {
 }
 
 impl ModelConfig {
+    /// The `kind` key's value.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ModelConfig::Mlp { .. } => "mlp",
+            ModelConfig::Resnet18 { .. } => "resnet18",
+            ModelConfig::Vit { .. } => "vit",
+        }
+    }
+
     /// `checkpoint = "path.safetensors"`: the experiment starts from these weights instead of
     /// a random initialisation. The file must hold exactly the model's tensors, by name and
     /// shape (PyTorch `state_dict` names; see `retain-models`). A relative path is taken from
@@ -603,6 +612,57 @@ pub struct TrainingConfig {
     /// runs every step eagerly. No effect on the CPU. The manifest records how the steps ran.
     #[serde(default = "default_cuda_graph")]
     pub cuda_graph: bool,
+    /// The arithmetic of the training forward pass (see [`Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
+    /// The memory layout of the convolution weights (see [`MemoryFormat`]).
+    #[serde(default)]
+    pub memory_format: MemoryFormat,
+}
+
+/// `[training] precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// float32 throughout (the default).
+    #[default]
+    Fp32,
+    /// bf16 autocast for the training forward pass and loss (PyTorch's
+    /// `torch.autocast(dtype=torch.bfloat16)`): matrix products and convolutions in bfloat16,
+    /// softmax, losses and normalisation in float32; weights, gradients and optimiser state
+    /// stay float32. Evaluation stays float32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// `[training] memory_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFormat {
+    /// Row-major `[N, C, H, W]` (the default).
+    #[default]
+    Contiguous,
+    /// Convolution weights stored `[N, H, W, C]` (PyTorch's `torch.channels_last`): cuDNN then
+    /// runs its NHWC kernels and produces channels-last activations, faster with bf16 on
+    /// tensor cores. Only for convolutional backbones (`resnet18`).
+    ChannelsLast,
+}
+
+impl MemoryFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryFormat::Contiguous => "contiguous",
+            MemoryFormat::ChannelsLast => "channels_last",
+        }
+    }
 }
 
 fn default_cuda_graph() -> bool {
@@ -656,6 +716,8 @@ impl Default for TrainingConfig {
             flat_optimizer: default_flat_optimizer(),
             loss: TrainingLoss::default(),
             cuda_graph: default_cuda_graph(),
+            precision: Precision::default(),
+            memory_format: MemoryFormat::default(),
         }
     }
 }
@@ -863,6 +925,17 @@ impl Experiment {
                 format!(
                     "`task_il` needs tasks with classes of their own (a `split` stream); every task of a `{}` stream has all the classes, so the loss would be the class-IL one",
                     self.stream.kind.as_str()
+                ),
+            ));
+        }
+        if t.memory_format == MemoryFormat::ChannelsLast
+            && !matches!(self.model, ModelConfig::Resnet18 { .. })
+        {
+            return Err(invalid(
+                "training.memory_format",
+                format!(
+                    "`channels_last` lays out convolution weights; the `{}` model has none (use it with `kind = \"resnet18\"`)",
+                    self.model.kind_name()
                 ),
             ));
         }

@@ -597,3 +597,29 @@ fn task_il_loss_and_init_scheme_parse_and_task_il_needs_a_split_stream() {
         "{err}"
     );
 }
+
+#[test]
+fn precision_and_memory_format_parse_and_channels_last_needs_convolutions() {
+    let exp = load(SPLIT_MNIST).unwrap();
+    assert_eq!(exp.training.precision, Precision::Fp32);
+    assert_eq!(exp.training.memory_format, MemoryFormat::Contiguous);
+    let bf16 = SPLIT_MNIST.replace("epochs = 1", "epochs = 1\nprecision = \"bf16\"");
+    assert_eq!(load(&bf16).unwrap().training.precision, Precision::Bf16);
+    let err = load(&SPLIT_MNIST.replace("epochs = 1", "epochs = 1\nprecision = \"fp16\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fp16"), "{err}");
+    let channels_last = SPLIT_MNIST.replace(
+        "epochs = 1",
+        "epochs = 1\nmemory_format = \"channels_last\"",
+    );
+    let err = load(&channels_last).unwrap_err().to_string();
+    assert!(err.contains("training.memory_format"), "{err}");
+    assert!(err.contains("`mlp` model has none"), "{err}");
+    let resnet =
+        channels_last.replace("kind = \"mlp\"\nhidden = [100, 100]", "kind = \"resnet18\"");
+    assert_eq!(
+        load(&resnet).unwrap().training.memory_format,
+        MemoryFormat::ChannelsLast
+    );
+}

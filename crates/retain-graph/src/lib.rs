@@ -1,5 +1,7 @@
 //! CUDA-graph capture and replay of libtorch work: record a training step's kernels once and
-//! relaunch them all with one call, instead of one host launch per kernel.
+//! relaunch them all with one call, instead of one host launch per kernel. Also bf16
+//! autocast regions ([`with_bf16_autocast`]), the other libtorch C++ API tch does not bind
+//! as retain needs it.
 //!
 //! tch does not wrap `at::cuda::CUDAGraph`, so a small C++ shim (`shim/graph.cpp`, compiled
 //! by `build.rs` against the libtorch headers tch uses) does, and this crate is its safe face.
@@ -17,6 +19,10 @@
 //! syncs); the same shapes every replay. Warm up the region eagerly on the side stream
 //! ([`Graph::on_side_stream`]) before capturing it, so libraries allocate their workspaces
 //! outside the graph.
+
+mod autocast;
+
+pub use autocast::{autocast_availability, with_bf16_autocast};
 
 use std::ffi::{c_char, c_int, c_void};
 use std::fmt;

@@ -32,7 +32,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use retain_config::{Experiment, OptimizerConfig, TrainingConfig};
+use retain_config::{Experiment, MemoryFormat, OptimizerConfig, Precision, TrainingConfig};
 use retain_metrics::{AccuracyMatrix, MetricsError};
 use retain_models::Backbone;
 pub use retain_models::checkpoint::CheckpointError;
@@ -71,6 +71,12 @@ pub enum TrainError {
     MethodParams { method: String, message: String },
     #[error("method `{method}` failed: {message}")]
     Method { method: String, message: String },
+    #[error("training.{key} = \"{value}\" is not available in this build: {reason}")]
+    Unavailable {
+        key: &'static str,
+        value: &'static str,
+        reason: String,
+    },
     #[error(
         "read-out `{}` is not available with method `{method}`: {}",
         readout.as_str(),
@@ -187,6 +193,23 @@ pub struct Network {
 }
 
 impl Network {
+    /// Lays the 4-D floating-point variables (convolution weights) out in `format`, keeping
+    /// their values, autograd identity and every handle to them (`Tensor::set_data`). The
+    /// flat optimiser keeps a variable's layout when it views it into its buffers.
+    pub fn set_memory_format(&self, format: MemoryFormat) {
+        let _no_grad = tch::no_grad_guard();
+        for (_, mut variable) in self.vars.variables() {
+            if variable.dim() != 4 || !variable.is_floating_point() {
+                continue;
+            }
+            let laid_out = match format {
+                MemoryFormat::ChannelsLast => optim::channels_last(&variable),
+                MemoryFormat::Contiguous => variable.contiguous(),
+            };
+            variable.set_data(&laid_out);
+        }
+    }
+
     pub fn new(experiment: &Experiment, stream: &TaskStream) -> Self {
         Self::for_shape(
             experiment,
@@ -414,6 +437,8 @@ pub fn run(
     let readouts = &experiment.stream.readouts;
     let tasks = stream.tasks.len();
     check_readouts(readouts, Some(&*method))?;
+    check_training(training)?;
+    network.set_memory_format(training.memory_format);
     let mut optimizer = TrainOptimizer::new(training, &network.vars)?;
     let mut counts: BTreeMap<Readout, CountMatrix> = readouts
         .iter()
@@ -520,7 +545,13 @@ pub fn run(
                                 indices,
                                 loss: training.loss,
                             };
-                            let loss = train_step(method, &ctx, &batch, &mut optimizer);
+                            let loss = train_step(
+                                method,
+                                &ctx,
+                                &batch,
+                                &mut optimizer,
+                                training.precision,
+                            );
                             let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
                         },
                     );
@@ -565,7 +596,7 @@ pub fn run(
                     indices: &batch_indices,
                     loss: training.loss,
                 };
-                let loss = train_step(method, &ctx, &batch, &mut optimizer);
+                let loss = train_step(method, &ctx, &batch, &mut optimizer, training.precision);
                 // In place, on the device: no host synchronisation per step.
                 let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
                 let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
@@ -623,14 +654,21 @@ pub fn run(
 
 /// One optimisation step of `method` on `batch`: its loss, `zero_grad`, `backward`, its
 /// `after_backward`, the optimiser's `step` (the order documented in [`method`]). Returns
-/// the loss, still on the device: nothing here reads a tensor back to the host.
+/// the loss, still on the device: nothing here reads a tensor back to the host. Under
+/// `precision = bf16` the loss (the method's forward passes) runs in a bf16 autocast region;
+/// `backward`, `after_backward` (gradient surgery wants float32) and the update do not.
 pub fn train_step(
     method: &mut dyn Method,
     ctx: &StepContext<'_>,
     batch: &retain_stream::Batch,
     optimizer: &mut TrainOptimizer,
+    precision: Precision,
 ) -> Tensor {
-    let loss = method.loss(ctx, batch);
+    let loss = match precision {
+        Precision::Fp32 => method.loss(ctx, batch),
+        Precision::Bf16 => retain_graph::with_bf16_autocast(ctx.device, || method.loss(ctx, batch))
+            .expect("bf16 autocast is available (check_training runs before training)"),
+    };
     optimizer.zero_grad();
     loss.backward();
     method.after_backward(ctx);
@@ -790,6 +828,19 @@ fn needs(readout: Readout) -> &'static str {
         Readout::Merged => "it needs a method with per-task weights that it can merge",
         Readout::ClassIl | Readout::TaskIl | Readout::DomainIl => "every method provides it",
     }
+}
+
+/// Fails when `[training]` asks for what this build cannot do (bf16 autocast without its
+/// shim). The CLI calls it before any data loads, the trainer again before training.
+pub fn check_training(training: &TrainingConfig) -> Result<(), TrainError> {
+    if training.precision == Precision::Bf16 {
+        retain_graph::autocast_availability().map_err(|e| TrainError::Unavailable {
+            key: "precision",
+            value: training.precision.as_str(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Fails, naming the read-out and the method, when `method` cannot provide one of

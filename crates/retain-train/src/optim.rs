@@ -50,6 +50,54 @@ use std::sync::{Arc, Mutex};
 use tch::nn::{VarStore, Variables};
 use tch::{COptimizer, Device, Kind, Tensor};
 
+/// Whether `t` is a 4-D `[N, C, H, W]` tensor stored channels-last (`[N, H, W, C]` in memory,
+/// PyTorch's `torch.channels_last`). As PyTorch's `is_contiguous(memory_format=...)`, the
+/// strides of size-1 dimensions do not count: a 1×1 kernel, or one input channel, is stored
+/// the same either way and is both.
+pub fn is_channels_last(t: &Tensor) -> bool {
+    let size = t.size();
+    if size.len() != 4 {
+        return false;
+    }
+    let stride = t.stride();
+    let mut expected = 1;
+    for dim in [1, 3, 2, 0] {
+        if size[dim] != 1 && stride[dim] != expected {
+            return false;
+        }
+        expected *= size[dim];
+    }
+    true
+}
+
+/// A channels-last copy of the 4-D tensor `t` (same sizes and values).
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// `t`'s elements flattened in the memory order of `layout` (a tensor of the same sizes):
+/// channels-last order for a channels-last `layout`, row-major otherwise.
+fn in_memory_order(t: &Tensor, layout: &Tensor) -> Tensor {
+    if is_channels_last(layout) && t.dim() == 4 {
+        t.permute([0, 2, 3, 1]).reshape([-1])
+    } else {
+        t.reshape([-1])
+    }
+}
+
+/// A view of `slice` (`like.numel()` elements in `like`'s memory order) with `like`'s sizes
+/// and layout.
+fn view_like(slice: &Tensor, like: &Tensor) -> Tensor {
+    let size = like.size();
+    if is_channels_last(like) {
+        slice
+            .view([size[0], size[2], size[3], size[1]])
+            .permute([0, 3, 1, 2])
+    } else {
+        slice.view(size.as_slice())
+    }
+}
+
 /// The update rule and its hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
@@ -358,11 +406,12 @@ impl FlatOptimizer {
                 .iter()
                 .filter(|(_, t)| (t.device(), t.kind()) == *key)
                 .collect();
+            // In each variable's memory order, so that its view below keeps its layout.
             let flat = |f: &dyn Fn(&(usize, Tensor)) -> Tensor| {
                 Tensor::cat(
                     &members
                         .iter()
-                        .map(|m| f(m).reshape([-1]))
+                        .map(|m| in_memory_order(&f(m), &m.1))
                         .collect::<Vec<_>>(),
                     0,
                 )
@@ -399,9 +448,9 @@ impl FlatOptimizer {
             for ((index, t), &steps_before) in members.iter().zip(&steps) {
                 let numel = t.numel() as i64;
                 let mut param = t.shallow_clone();
-                param.set_data(&params.narrow(0, offset, numel).view(t.size().as_slice()));
+                param.set_data(&view_like(&params.narrow(0, offset, numel), t));
                 let mut grad = t.grad();
-                grad.set_data(&grads.narrow(0, offset, numel).view(t.size().as_slice()));
+                grad.set_data(&view_like(&grads.narrow(0, offset, numel), t));
                 layout.push(Entry {
                     index: *index,
                     group: g,
@@ -659,6 +708,69 @@ mod tests {
         let before = net.mlp.forward_t(&inputs(0).0, false);
         let _ = tch::no_grad(|| values.shallow_clone().g_add_scalar_(1.0));
         assert!(!net.mlp.forward_t(&inputs(0).0, false).equal(&before));
+    }
+
+    /// A convolution weight laid out channels-last keeps that layout through the flat
+    /// optimiser's views, and training moves it exactly as the contiguous weight under
+    /// libtorch's own optimiser.
+    #[test]
+    fn channels_last_weights_keep_their_layout_and_train_as_contiguous_ones() {
+        let build = || {
+            let vars = VarStore::new(Device::Cpu);
+            let root = vars.root();
+            let conv = nn::conv2d(&root / "conv", 3, 4, 3, Default::default());
+            let head = nn::linear(&root / "head", 4, 2, Default::default());
+            (vars, conv, head)
+        };
+        let (reference_vars, reference_conv, reference_head) = build();
+        let (mut vars, conv, head) = build();
+        vars.copy(&reference_vars).unwrap();
+        {
+            let _no_grad = tch::no_grad_guard();
+            let mut weight = conv.ws.shallow_clone();
+            weight.set_data(&channels_last(&conv.ws));
+        }
+        assert!(is_channels_last(&conv.ws));
+        let x = (Tensor::arange(2 * 3 * 6 * 6, (Kind::Float, Device::Cpu)) * 0.37)
+            .sin()
+            .view([2, 3, 6, 6]);
+        let y = Tensor::from_slice(&[0i64, 1]);
+        let forward = |conv: &nn::Conv2D, head: &nn::Linear| {
+            x.apply(conv)
+                .relu()
+                .mean_dim(&[2i64, 3][..], false, Kind::Float)
+                .apply(head)
+                .cross_entropy_for_logits(&y)
+        };
+        let rule = OptimizerConfig::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+        };
+        let mut reference_opt = crate::build_per_tensor_optimizer(&rule, &reference_vars).unwrap();
+        let mut flat = crate::build_optimizer(&rule, &vars).unwrap();
+        for step in 0..10 {
+            reference_opt.zero_grad();
+            forward(&reference_conv, &reference_head).backward();
+            reference_opt.step();
+            flat.zero_grad();
+            forward(&conv, &head).backward();
+            flat.step();
+            assert!(
+                is_channels_last(&conv.ws),
+                "step {step}: the weight lost its layout ({:?})",
+                conv.ws.stride()
+            );
+            assert!(
+                is_channels_last(&conv.ws.grad()),
+                "step {step}: gradient layout"
+            );
+            assert_close(
+                &reference_vars,
+                &vars,
+                &format!("channels-last, step {step}"),
+            );
+        }
     }
 
     fn net_with_values(source: &Net) -> Net {

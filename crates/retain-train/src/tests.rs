@@ -903,3 +903,163 @@ fn graphed_steps_train_as_eager_steps_do() {
         assert!(diff < 1e-5, "{name}: eager and graphed differ by {diff}");
     }
 }
+
+/// `[training] precision = "bf16"` runs the training forward pass under autocast: the run
+/// learns real MNIST as the float32 run does (task-IL accuracy well above chance and within a
+/// few points of float32), its weights differ from float32's (the autocast region took
+/// effect), and weights and gradients stay float32 (the master copy the optimiser updates).
+#[test]
+fn bf16_training_learns_and_keeps_float32_master_weights() {
+    crate::testkit::single_threaded();
+    let dataset = crate::testkit::mnist();
+    let train = |precision: &str| {
+        let experiment = crate::testkit::split_mnist(
+            2,
+            1000,
+            500,
+            0,
+            "name = \"naive\"",
+            &[&format!("training.precision=\"{precision}\"")],
+        );
+        assert_eq!(experiment.training.precision.as_str(), precision);
+        let (stream, network) = crate::testkit::stream_and_network(&experiment, &dataset);
+        let outcome = crate::run(
+            &experiment,
+            &stream,
+            &network,
+            &mut CapturablePlain,
+            &mut Silent,
+        )
+        .unwrap();
+        let task_il = outcome.counts[&Readout::TaskIl].accuracy().unwrap();
+        (task_il, network)
+    };
+    let (fp32_acc, fp32) = train("fp32");
+    let (bf16_acc, bf16) = train("bf16");
+    // Each task just learned, and the whole final row, as float32 has them.
+    for (task, (b, f)) in bf16_acc
+        .diagonal()
+        .iter()
+        .zip(fp32_acc.diagonal())
+        .enumerate()
+    {
+        assert!(*b > 0.95, "bf16 learned task {task} to {b} only (fp32 {f})");
+        assert!((b - f).abs() < 0.02, "task {task}: bf16 {b} vs fp32 {f}");
+    }
+    assert!(
+        (bf16_acc.acc() - fp32_acc.acc()).abs() < 0.05,
+        "final ACC: bf16 {} vs fp32 {}",
+        bf16_acc.acc(),
+        fp32_acc.acc()
+    );
+    let fp32_vars = fp32.vars.variables();
+    let mut largest_difference = 0f64;
+    for (name, weight) in bf16.vars.variables() {
+        assert_eq!(weight.kind(), Kind::Float, "{name}");
+        let grad = weight.grad();
+        assert!(grad.defined(), "{name} has no gradient");
+        assert_eq!(grad.kind(), Kind::Float, "{name}'s gradient");
+        let difference = (&weight - &fp32_vars[&name]).abs().max().double_value(&[]);
+        largest_difference = largest_difference.max(difference);
+    }
+    assert!(
+        largest_difference > 1e-4,
+        "bf16 training moved no weight differently from fp32 ({largest_difference})"
+    );
+}
+
+/// `[training] memory_format = "channels_last"` lays out the ResNet's convolution weights
+/// channels-last for the whole run (the flat optimiser's views keep the layout), and the
+/// gradients of the channels-last network are the contiguous network's to float tolerance
+/// (the convolutions run other kernels). Whole runs are compared by their losses only: batch
+/// norms over a few channels at batch 10 amplify the kernels' rounding differences step by
+/// step (measured: libtorch's per-tensor optimiser drifts as much as the flat one), and at
+/// `nf = 2` plain PyTorch's own channels-last and contiguous gradients of one set of weights
+/// differ by up to 15%.
+#[test]
+fn channels_last_training_keeps_the_layout_and_matches_contiguous_gradients() {
+    let dataset = crate::testkit::mnist();
+    let experiment = |format: &str| {
+        crate::testkit::split_mnist_with(
+            "kind = \"resnet18\"\nnf = 4",
+            2,
+            40,
+            20,
+            0,
+            "name = \"naive\"",
+            &[
+                &format!("training.memory_format=\"{format}\""),
+                "training.optimizer={ kind = \"sgd\", lr = 0.01, momentum = 0.5 }",
+            ],
+        )
+    };
+    // One backward pass from the same weights.
+    let (stream, contiguous) =
+        crate::testkit::stream_and_network(&experiment("contiguous"), &dataset);
+    let channels_last = Network::new(&experiment("channels_last"), &stream);
+    channels_last.set_memory_format(MemoryFormat::ChannelsLast);
+    let inputs = crate::testkit::seeded_normal(&[10, 1, 28, 28], 3);
+    let labels = Tensor::arange(10, (Kind::Int64, Device::Cpu));
+    for network in [&contiguous, &channels_last] {
+        network
+            .model
+            .forward_t(&inputs, true)
+            .cross_entropy_for_logits(&labels)
+            .backward();
+    }
+    let reference = contiguous.vars.variables();
+    for (name, weight) in channels_last.vars.variables() {
+        let (grad, expected) = (weight.grad(), reference[&name].grad());
+        if !weight.requires_grad() {
+            continue; // batch-norm running statistics
+        }
+        let scale = expected.abs().max().double_value(&[]);
+        let worst = (&grad - &expected).abs().max().double_value(&[]);
+        assert!(
+            worst < 1e-4 * scale,
+            "{name}'s gradient differs by {worst} (of {scale})"
+        );
+    }
+    // Whole runs: the layout stays, the losses agree.
+    let train = |format: &str| {
+        let experiment = experiment(format);
+        let (stream, network) = crate::testkit::stream_and_network(&experiment, &dataset);
+        let outcome = crate::run(
+            &experiment,
+            &stream,
+            &network,
+            &mut CapturablePlain,
+            &mut Silent,
+        )
+        .unwrap();
+        (outcome, network)
+    };
+    let (contiguous_run, contiguous) = train("contiguous");
+    let (channels_last_run, channels_last) = train("channels_last");
+    let reference = contiguous.vars.variables();
+    let mut convolutions = 0;
+    for (name, weight) in channels_last.vars.variables() {
+        if weight.dim() != 4 {
+            continue;
+        }
+        convolutions += 1;
+        assert!(
+            crate::optim::is_channels_last(&weight),
+            "{name} is {:?}-strided",
+            weight.stride()
+        );
+        let size = weight.size();
+        if size[1] > 1 && size[2] * size[3] > 1 {
+            assert!(!crate::optim::is_channels_last(&reference[&name]), "{name}");
+        }
+    }
+    assert!(convolutions >= 20, "{convolutions} convolutions");
+    for (a, b) in contiguous_run.tasks.iter().zip(&channels_last_run.tasks) {
+        for (x, y) in a.epoch_losses.iter().zip(&b.epoch_losses) {
+            assert!(
+                (x - y).abs() < 0.01 * x.abs(),
+                "contiguous loss {x}, channels-last {y}"
+            );
+        }
+    }
+}

@@ -5,10 +5,12 @@
 #      their CUDA halves forced (RETAIN_REQUIRE_CUDA=1);
 #   2. Split-MNIST per method (`experiments/split-mnist*.toml`), and Permuted-MNIST (naive, EWC),
 #      inside the run, `[training] cuda_graph` off and on;
-#   3. ResNet-18 (nf 64) steps of `experiments/split-cifar.toml` on generated CIFAR-10 files of
+#   3. the ViT of experiments/peft-fashion.toml at batch 64 with Adam, fp32 and bf16, eager and
+#      graphed;
+#   4. ResNet-18 (nf 64) steps of `experiments/split-cifar.toml` on generated CIFAR-10 files of
 #      the real format and size, fp32 and bf16 + channels-last, eager and graphed, batch 32 and
 #      128; the projected wall time of the 50-epoch experiment;
-#   4. plain PyTorch's eager and graphed steps of the same MLP and ResNet-18
+#   5. plain PyTorch's eager and graphed steps of the same MLP, ResNet-18 and ViT
 #      (benches/torch_step_floor.py).
 # Carried, built elsewhere (stripped, xz):
 #   .carry/retain.xz        cargo build --release
@@ -27,7 +29,7 @@ done
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; } || true
 o=${OUT:-/tmp/graph}
 mkdir -p "$o"
-only=${ONLY:-tests mnist cifar torch}
+only=${ONLY:-tests mnist vit cifar torch}
 
 if [[ $only == *tests* ]]; then
     RETAIN_REQUIRE_CUDA=1 .carry/train-test graphed_steps --nocapture 2>&1 | tee "$o/graph-test.log" || true
@@ -52,6 +54,21 @@ if [[ $only == *mnist* ]]; then
         esac
         for graph in false true; do
             run "$method-$graph" "$experiment" "${set[@]}" --set "training.cuda_graph=$graph"
+        done
+    done
+fi
+
+if [[ $only == *vit* ]]; then
+    # The vision transformer of experiments/peft-fashion.toml, fully fine-tuned (naive) on
+    # Split-MNIST at that experiment's batch 64 with Adam: retain's side of the ViT rows of
+    # benches/torch_step_floor.py, fp32 and bf16, eager and graphed.
+    vit=/tmp/split-mnist-vit-naive.toml
+    sed -e 's/^name = "prompt"/name = "naive"/' -e '/^length = /d' -e 's/^batch_size = .*/batch_size = 64/' \
+        experiments/split-mnist-vit-prompt.toml >"$vit"
+    for precision in fp32 bf16; do
+        for graph in false true; do
+            run "vit-b64-$precision-$graph" "$vit" --set "training.precision=\"$precision\"" \
+                --set "training.cuda_graph=$graph"
         done
     done
 fi
@@ -87,8 +104,8 @@ fi
 python3 - "$o/runs" <<'PY' | tee "$o/runs.md"
 import json, os, statistics, sys
 root = sys.argv[1]
-print("| run | train s | total s | steady step µs | graphed / eager steps | eager reason |")
-print("|---|---|---|---|---|---|")
+print("| run | train s | eval s | total s | steady step µs | graphed / eager steps | eager reason |")
+print("|---|---|---|---|---|---|---|")
 steps = {}
 for experiment in sorted(os.listdir(root)) if os.path.isdir(root) else []:
     for run in sorted(os.listdir(os.path.join(root, experiment))):
@@ -102,7 +119,7 @@ for experiment in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         steady = statistics.median(p["train_seconds"] / p["steps"] * 1e6 for p in t["per_task"][1:])
         steps[run] = steady
         e = t["step_execution"]
-        print(f"| {run} | {t['train_seconds']:.2f} | {t['total_seconds']:.2f} | {steady:.0f} | "
+        print(f"| {run} | {t['train_seconds']:.2f} | {t['eval_seconds']:.2f} | {t['total_seconds']:.2f} | {steady:.0f} | "
               f"{e['graphed_steps']} / {e['eager_steps']} | {e.get('eager_reason') or ''} |")
 # experiments/split-cifar.toml: 5 tasks of 10000 training images, 50 epochs, batch 32.
 per_run = 5 * 50 * -(-10000 // 32)

@@ -1,4 +1,5 @@
-//! Compiles the CUDA-graph shim (`shim/graph.cpp`) against the libtorch in use, when that
+//! Compiles the CUDA-graph shim (`shim/graph.cpp`, with the fused-kernel launcher
+//! `shim/fused.cpp`) against the libtorch in use, when that
 //! libtorch has CUDA (`libtorch_cuda.so`) and the CUDA runtime headers are found; otherwise
 //! builds nothing and the crate reports capture as unavailable (`cfg(retain_graph_shim)` off).
 //! The autocast shim (`shim/autocast.cpp`) needs only libtorch's own headers, present in every
@@ -19,6 +20,8 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(retain_autocast_shim)");
     println!("cargo:rerun-if-changed=shim/graph.cpp");
     println!("cargo:rerun-if-changed=shim/autocast.cpp");
+    println!("cargo:rerun-if-changed=shim/fused.cpp");
+    println!("cargo:rerun-if-changed=shim/guard.h");
     for var in ["CUDA_HOME", "CUDA_PATH", "RETAIN_GRAPH_DISABLE"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -168,6 +171,7 @@ fn compile(inputs: &Inputs) {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", inputs.cxx11_abi))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("shim/graph.cpp")
+        .file("shim/fused.cpp")
         .compile("retain_graph_shim");
     println!(
         "cargo:rustc-link-search=native={}",

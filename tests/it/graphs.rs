@@ -246,3 +246,115 @@ fn graphed_runs_train_as_eager_runs_do_for_every_capturable_method() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The fused CUDA kernels of the step's bookkeeping (the hash, augmentation draws, the
+/// reservoir's slot rule, replay sampling) give the bits of the tensor operations they replace,
+/// which the CPU runs: hashes of every kind of `int64` input (negative, beyond 32 bits), draws
+/// for a device key, a reservoir fed batches whose rows collide in one slot, its replay draws.
+/// The CPU half checks the tensor operations against the host hash.
+#[test]
+fn fused_kernels_give_the_bits_of_the_tensor_operations() {
+    use retain_config::AugmentConfig;
+    use retain_memory::{ClassBalanced, Reservoir};
+    use retain_stream::{augment, hash};
+    use tch::Kind;
+
+    let host_hash = |x: &[i64]| -> Vec<i64> {
+        x.iter()
+            .map(|&v| i64::from(hash::hash32(v as u32)))
+            .collect()
+    };
+    let inputs: Vec<i64> = (0..2000i64)
+        .map(|i| i * 2_654_435_761 % (1 << 32))
+        .collect();
+    let cpu = Tensor::from_slice(&inputs);
+    assert_eq!(
+        Vec::<i64>::try_from(&hash::hash32_device(&cpu)).unwrap(),
+        host_hash(&inputs)
+    );
+    let salted: Vec<i64> = inputs.iter().map(|v| v ^ 0x1234_5678).collect();
+    assert_eq!(
+        Vec::<i64>::try_from(&hash::hash32_xor(&cpu, 0x1234_5678)).unwrap(),
+        host_hash(&salted)
+    );
+    if !tch::Cuda::is_available() {
+        assert!(
+            std::env::var_os("RETAIN_REQUIRE_CUDA").is_none(),
+            "RETAIN_REQUIRE_CUDA is set but no CUDA device is visible"
+        );
+        eprintln!("CUDA half skipped: no CUDA device");
+        return;
+    }
+    assert!(retain_graph::fused_available(), "fused kernels run on CUDA");
+    let cuda = Device::Cuda(0);
+    let back = |t: Tensor| Vec::<i64>::try_from(&t.to_device(Device::Cpu)).unwrap();
+    // Any int64, not only 32-bit values: negatives and wide values take the same route.
+    let wide: Vec<i64> = (0..4096i64)
+        .map(|i| (i - 2048).wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as i64))
+        .collect();
+    let wide_cpu = Tensor::from_slice(&wide);
+    let wide_cuda = wide_cpu.to_device(cuda);
+    let key_cpu = Tensor::from(0x0bad_cafe_i64);
+    let key_cuda = key_cpu.to_device(cuda);
+    assert_eq!(
+        back(hash::hash32_device(&wide_cuda)),
+        back(hash::hash32_unfused(&wide_cpu))
+    );
+    assert_eq!(
+        back(hash::hash32_xor(&wide_cuda, 77)),
+        back(hash::hash32_xor(&wide_cpu, 77))
+    );
+    assert_eq!(
+        back(hash::hash32_xor_tensor(&wide_cuda, &key_cuda)),
+        back(hash::hash32_xor_tensor(&wide_cpu, &key_cpu))
+    );
+    let config = AugmentConfig {
+        crop_padding: 4,
+        flip: true,
+    };
+    let on_cuda = augment::params_keyed(&config, &key_cuda, 300, cuda);
+    let on_cpu = augment::params(&config, 0x0bad_cafe, 300, Device::Cpu);
+    assert_eq!(back(on_cuda.dy), back(on_cpu.dy));
+    assert_eq!(back(on_cuda.dx), back(on_cpu.dx));
+    assert_eq!(back(on_cuda.flip), back(on_cpu.flip));
+
+    // A 50-slot reservoir keeping logits, fed 40 batches of 16 (rows collide once it is full).
+    let mut reservoirs = [Device::Cpu, cuda].map(|d| Reservoir::new(50, Some(3), 7, d).unwrap());
+    for batch in 0..40i64 {
+        let indices = Tensor::arange_start(batch * 16, batch * 16 + 16, (Kind::Int64, Device::Cpu));
+        let logits = indices.to_kind(Kind::Float).unsqueeze(1).repeat([1, 3]);
+        for r in &mut reservoirs {
+            let device = if r.indices().device().is_cuda() {
+                cuda
+            } else {
+                Device::Cpu
+            };
+            r.add(&indices.to_device(device), Some(&logits.to_device(device)))
+                .unwrap();
+        }
+        let [c, g] = &mut reservoirs;
+        let (a, b) = (c.sample(10).unwrap(), g.sample(10).unwrap());
+        assert_eq!(back(a.indices), back(b.indices), "batch {batch}");
+        assert_eq!(
+            Vec::<f32>::try_from(&a.logits.unwrap().flatten(0, -1)).unwrap(),
+            Vec::<f32>::try_from(&b.logits.unwrap().to_device(Device::Cpu).flatten(0, -1)).unwrap()
+        );
+    }
+    let [c, g] = &reservoirs;
+    assert_eq!(back(c.indices()), back(g.indices()));
+
+    // A class-balanced memory's draws (a mask of the filled slots, then the sort).
+    let labels: Vec<u8> = (0..200).map(|i| (i % 4) as u8).collect();
+    let indices: Vec<i64> = (0..200).collect();
+    let mut memories = [Device::Cpu, cuda].map(|d| ClassBalanced::new(30, 11, d).unwrap());
+    for m in &mut memories {
+        m.add_task(&indices, &labels).unwrap();
+    }
+    let [c, g] = &mut memories;
+    for _ in 0..5 {
+        assert_eq!(
+            back(c.sample(8).unwrap().indices),
+            back(g.sample(8).unwrap().indices)
+        );
+    }
+}

@@ -9,11 +9,13 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <cstring>
-#include <exception>
 #include <optional>
 
+#include "guard.h"
+
 namespace {
+
+using retain_shim::guarded;
 
 struct Graph {
   explicit Graph(c10::DeviceIndex device)
@@ -23,25 +25,6 @@ struct Graph {
   c10::cuda::CUDAStream side;
   std::optional<c10::cuda::CUDAStream> previous;
 };
-
-void write_error(const char* what, char* error, size_t len) {
-  if (error == nullptr || len == 0) return;
-  std::strncpy(error, what, len - 1);
-  error[len - 1] = '\0';
-}
-
-template <typename F>
-int guarded(char* error, size_t len, F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e.what(), error, len);
-  } catch (...) {
-    write_error("unknown C++ exception", error, len);
-  }
-  return 1;
-}
 
 }  // namespace
 

@@ -1,7 +1,7 @@
 //! CUDA-graph capture and replay of libtorch work: record a training step's kernels once and
 //! relaunch them all with one call, instead of one host launch per kernel. Also bf16
-//! autocast regions ([`with_bf16_autocast`]), the other libtorch C++ API tch does not bind
-//! as retain needs it.
+//! autocast regions ([`with_bf16_autocast`]) and fused elementwise kernels compiled at run
+//! time ([`Elementwise`]), the other libtorch C++ APIs tch does not bind as retain needs them.
 //!
 //! tch does not wrap `at::cuda::CUDAGraph`, so a small C++ shim (`shim/graph.cpp`, compiled
 //! by `build.rs` against the libtorch headers tch uses) does, and this crate is its safe face.
@@ -21,8 +21,10 @@
 //! outside the graph.
 
 mod autocast;
+mod fused;
 
 pub use autocast::{autocast_availability, with_bf16_autocast};
+pub use fused::{Elementwise, fused_available};
 
 use std::ffi::{c_char, c_int, c_void};
 use std::fmt;

@@ -8,6 +8,33 @@
 
 use tch::Tensor;
 
+/// The gradients of `params` as one vector *viewing* them, without a copy, when they lie
+/// one after another in one buffer, each contiguous and in `params`' order — as the trainer's
+/// flat optimiser keeps them; `None` otherwise (an undefined gradient, another layout). Read
+/// it before the gradients change (it changes with them).
+pub fn flat_grad_view(params: &[Tensor]) -> Option<Tensor> {
+    let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+    let first = grads.first()?;
+    let mut total = 0i64;
+    let mut next = first.data_ptr() as usize;
+    for g in &grads {
+        if !g.defined()
+            || g.kind() != first.kind()
+            || g.device() != first.device()
+            || !g.is_contiguous()
+            || g.data_ptr() as usize != next
+        {
+            return None;
+        }
+        let numel = g.numel() as i64;
+        total += numel;
+        next += numel as usize * g.kind().elt_size_in_bytes();
+    }
+    // Keeps the first gradient's storage offset; adjacent addresses in two storages fail
+    // the storage's bounds check here.
+    first.detach().f_as_strided([total], [1], None).ok()
+}
+
 /// The current gradients (`p.grad()`, undefined = zeros) concatenated into one vector.
 pub fn flat_grad(params: &[Tensor]) -> Tensor {
     let parts: Vec<Tensor> = params
@@ -47,6 +74,11 @@ pub fn flat_grad_of(loss: &Tensor, params: &[Tensor]) -> Tensor {
 /// the optimiser does not update it in this step either way.
 pub fn write_grad(params: &[Tensor], flat: &Tensor) {
     let _no_grad = tch::no_grad_guard();
+    if let Some(mut view) = flat_grad_view(params) {
+        // One copy instead of one per parameter.
+        view.copy_(flat);
+        return;
+    }
     let mut offset = 0;
     for p in params {
         let numel = p.numel() as i64;

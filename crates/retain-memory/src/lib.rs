@@ -38,8 +38,21 @@ pub use balanced::ClassBalanced;
 pub use episodic::EpisodicMemory;
 pub use reservoir::{Reservoir, ReservoirSchedule};
 
-use retain_stream::augment::hash32_device;
+use retain_graph::Elementwise;
+use retain_stream::hash::{hash32_xor, hash32_xor_tensor};
 use tch::{Device, Kind, Tensor};
+
+/// The sort keys of [`sample_slots`] as one fused kernel on CUDA: `hash32(position ^ key)`,
+/// or 2³³ (after every 32-bit key) for a position at or beyond `filled`.
+const MASKED_KEYS: Elementwise = Elementwise::new(
+    "retain_masked_sample_keys",
+    concat!(
+        retain_stream::hash32_cuda_source!(),
+        "template <typename T> T retain_masked_sample_keys(T position, T key, T filled) {
+           return position >= filled ? (int64_t)1 << 33 : retain_hash32_of(position ^ key);
+         }"
+    ),
+);
 
 /// Errors of the memories.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -68,11 +81,17 @@ pub enum MemoryError {
 /// synchronisation and no host→device copy, and does not touch torch's global generator.
 pub fn sample_slots(slots: i64, filled: Option<&Tensor>, take: i64, key: &Tensor) -> Tensor {
     let positions = Tensor::arange(slots, (Kind::Int64, key.device()));
-    let mut keys = hash32_device(&positions.bitwise_xor_tensor(key));
-    if let Some(filled) = filled {
-        // Above every 32-bit key: the empty slots sort after the filled ones.
-        keys = keys.masked_fill(&positions.ge_tensor(filled), 1i64 << 33);
-    }
+    let keys = match filled {
+        Some(filled) => (key.kind() == Kind::Int64 && filled.kind() == Kind::Int64)
+            .then(|| MASKED_KEYS.launch(&[&positions, key, filled], &[]))
+            .flatten()
+            .unwrap_or_else(|| {
+                // Above every 32-bit key: the empty slots sort after the filled ones.
+                hash32_xor_tensor(&positions, key)
+                    .masked_fill(&positions.ge_tensor(filled), 1i64 << 33)
+            }),
+        None => hash32_xor_tensor(&positions, key),
+    };
     keys.argsort_stable(true, 0, false).narrow(0, 0, take)
 }
 
@@ -100,7 +119,7 @@ impl DeviceDraws {
     /// counting the draw, both on the device.
     pub fn next_key(&mut self) -> Tensor {
         let _ = self.count.g_add_scalar_(1);
-        hash32_device(&self.count.bitwise_xor(self.salt))
+        hash32_xor(&self.count, self.salt)
     }
 
     /// Draws made so far (a host read).

@@ -1,8 +1,26 @@
 //! Reservoir sampling (Vitter 1985, algorithm R) over the device-resident training split.
 
-use retain_stream::augment::{hash32, hash32_device};
+use retain_graph::Elementwise;
+use retain_stream::hash::{hash32, hash32_xor};
 use retain_stream::seed::combine;
 use tch::{Device, Kind, Tensor};
+
+/// [`SlotRule::slots`] of sample numbers `position + offered` as one fused kernel on CUDA, the
+/// same `int64` operations as the tensor path.
+const SLOTS: Elementwise = Elementwise::new(
+    "retain_reservoir_slots",
+    concat!(
+        retain_stream::hash32_cuda_source!(),
+        "template <typename T> T retain_reservoir_slots(T position, T offered, int64_t capacity,
+                                                        int64_t salt_a, int64_t salt_b) {
+           const int64_t n = position + offered;
+           if (n < capacity) return n;
+           const int64_t h = retain_hash32_of(retain_hash32_of(n ^ salt_a) ^ salt_b);
+           const int64_t j = (int64_t)((uint64_t)h * (uint64_t)(n + 1)) >> 32;
+           return j < capacity ? j : capacity;
+         }"
+    ),
+);
 
 use crate::{DeviceDraws, MemoryError, Replay};
 
@@ -44,10 +62,21 @@ impl SlotRule {
         j.min(self.capacity)
     }
 
-    /// [`SlotRule::slot`] elementwise on the device, for sample numbers `n` (`int64`).
-    fn slots(&self, n: &Tensor) -> Tensor {
-        let h = hash32_device(&hash32_device(&n.bitwise_xor(self.salt_a)).bitwise_xor(self.salt_b));
-        let j = (h * (n + 1))
+    /// [`SlotRule::slot`] elementwise on the device, for sample numbers `positions + offered`
+    /// (`int64`, `offered` broadcast).
+    fn slots(&self, positions: &Tensor, offered: &Tensor) -> Tensor {
+        if positions.kind() == Kind::Int64
+            && offered.kind() == Kind::Int64
+            && let Some(slots) = SLOTS.launch(
+                &[positions, offered],
+                &[self.capacity, self.salt_a, self.salt_b],
+            )
+        {
+            return slots;
+        }
+        let n = positions + offered;
+        let h = hash32_xor(&hash32_xor(&n, self.salt_a), self.salt_b);
+        let j = (h * (&n + 1))
             .bitwise_right_shift_tensor_scalar(32)
             .clamp_max(self.capacity);
         n.where_self(&n.lt(self.capacity), &j)
@@ -115,6 +144,9 @@ pub struct Reservoir {
     logits: Option<Tensor>,
     /// `0, 1, 2, …` on the device, at least as long as any batch seen.
     positions: Tensor,
+    /// `later[i][j] = j > i`, `[n, n]` bool on the device, `n` at least as long as any batch
+    /// seen: which rows of a batch come after which.
+    later: Tensor,
     /// `[]` int64 on the device: samples offered so far.
     pub(crate) offered: Tensor,
     /// The host mirror of `offered` (see the type's docs).
@@ -146,6 +178,7 @@ impl Reservoir {
             logits: logit_width
                 .map(|w| Tensor::zeros([capacity_i + 1, w as i64], (Kind::Float, device))),
             positions: Tensor::arange(256, (Kind::Int64, device)),
+            later: Tensor::ones([256, 256], (Kind::Bool, device)).triu(1),
             offered: Tensor::zeros([], (Kind::Int64, device)),
             offered_host: 0,
             draws: DeviceDraws::new(seed, device),
@@ -230,26 +263,24 @@ impl Reservoir {
             self.positions = Tensor::arange(rows, (Kind::Int64, self.device));
         }
         let positions = self.positions.narrow(0, 0, rows);
-        let slots = self.rule.slots(&(&positions + &self.offered));
-        // Sequential semantics: when several rows land in one slot, the last one wins. Sort
-        // the rows by (slot, row) and send every row that is not the last of its slot to the
-        // spare slot `capacity`, where discarded rows go too; then every real slot receives
-        // at most one row and a plain index_copy is deterministic. All on the device, no
-        // shapes that depend on values.
-        let keys = &slots * rows + &positions;
-        let (sorted, _) = keys.sort(0, false);
-        let slot = sorted.floor_divide_scalar(rows);
-        let row = &sorted - &slot * rows;
-        let next = Tensor::cat(&[slot.narrow(0, 1, rows - 1), slot.narrow(0, 0, 1) - 1], 0);
-        let target = slot.where_self(
-            &slot.ne_tensor(&next),
-            &slot.full_like(self.capacity as i64),
-        );
-        let _ = self
-            .indices
-            .index_copy_(0, &target, &indices.index_select(0, &row));
+        let slots = self.rule.slots(&positions, &self.offered);
+        // Sequential semantics: when several rows land in one slot, the last one wins. A row
+        // that a later row of the batch overwrites goes to the spare slot `capacity`, where
+        // discarded rows go too; then every real slot receives at most one row and a plain
+        // index_copy is deterministic. All on the device, no shapes that depend on values.
+        if self.later.size()[0] < rows {
+            self.later = Tensor::ones([rows, rows], (Kind::Bool, self.device)).triu(1);
+        }
+        let later = self.later.narrow(0, 0, rows).narrow(1, 0, rows);
+        let overwritten = slots
+            .unsqueeze(1)
+            .eq_tensor(&slots.unsqueeze(0))
+            .logical_and(&later)
+            .any_dim(1, false);
+        let target = slots.masked_fill(&overwritten, self.capacity as i64);
+        let _ = self.indices.index_copy_(0, &target, indices);
         if let (Some(stored), Some(given)) = (&mut self.logits, logits) {
-            let _ = stored.index_copy_(0, &target, &given.index_select(0, &row));
+            let _ = stored.index_copy_(0, &target, &given);
         }
         let _ = self.offered.g_add_scalar_(rows);
         self.offered_host += count as u64;

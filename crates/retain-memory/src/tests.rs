@@ -267,6 +267,51 @@ fn flat_gradients_follow_parameter_order_and_write_back() {
     assert!(!b.grad().defined());
 }
 
+/// Gradients kept as consecutive views of one buffer (the trainer's flat optimiser's layout)
+/// are viewed as one vector without a copy and written back with one; gradients in storages
+/// of their own are not, and take the copying path with the same values.
+#[test]
+fn gradients_in_one_buffer_are_viewed_whole() {
+    use gradients::{flat_grad, flat_grad_view, write_grad};
+    let a = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+    let b = Tensor::from_slice(&[3.0f32, 4.0, 5.0])
+        .view([3, 1])
+        .set_requires_grad(true);
+    let params = [a.shallow_clone(), b.shallow_clone()];
+    let loss = || (&a * 2.0).sum(Kind::Float) + (&b * &b).sum(Kind::Float);
+    loss().backward();
+    assert!(flat_grad_view(&params).is_none(), "two storages");
+    assert!(
+        flat_grad_view(&params[1..]).is_some(),
+        "one gradient is its own span"
+    );
+    // Re-point both gradients at one buffer, as the flat optimiser does.
+    let buffer = Tensor::zeros([5], (Kind::Float, Device::Cpu));
+    let _ = buffer.narrow(0, 0, 2).copy_(&a.grad());
+    let _ = buffer.narrow(0, 2, 3).copy_(&b.grad().flatten(0, -1));
+    a.grad().set_data(&buffer.narrow(0, 0, 2));
+    b.grad().set_data(&buffer.narrow(0, 2, 3).view([3, 1]));
+    let view = flat_grad_view(&params).expect("consecutive views of one buffer");
+    assert_eq!(
+        Vec::<f32>::try_from(&view).unwrap(),
+        vec![2.0, 2.0, 6.0, 8.0, 10.0]
+    );
+    assert_eq!(view, flat_grad(&params));
+    assert!(
+        flat_grad_view(&[b.shallow_clone(), a.shallow_clone()]).is_none(),
+        "order counts"
+    );
+    write_grad(&params, &Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0]));
+    assert_eq!(
+        Vec::<f32>::try_from(&buffer).unwrap(),
+        vec![1.0, 2.0, 3.0, 4.0, 5.0]
+    );
+    assert_eq!(
+        Vec::<f32>::try_from(&b.grad().flatten(0, -1)).unwrap(),
+        vec![3.0, 4.0, 5.0]
+    );
+}
+
 #[test]
 fn replay_draws_come_from_the_memory_seed_not_torchs_generator() {
     let fill = |seed: u64| {

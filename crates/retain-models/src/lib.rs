@@ -98,6 +98,14 @@ pub trait Backbone: ModuleT {
             .sum()
     }
 
+    /// Whether every sample's training-mode output depends on that sample alone (no batch
+    /// norm, no dropout), so that one forward pass over concatenated batches gives each
+    /// batch's outputs as separate passes would (to float rounding). Default: false, the safe
+    /// answer for a model with batch statistics.
+    fn samples_independent(&self) -> bool {
+        false
+    }
+
     /// `(token width, blocks)` of a transformer, whose input sequence takes prompts and whose
     /// attention takes prefixes; `None` for other models.
     fn transformer_shape(&self) -> Option<(i64, usize)> {
@@ -236,6 +244,11 @@ impl ModuleT for Mlp {
 impl Backbone for Mlp {
     fn outputs(&self) -> usize {
         self.head.shape()[0] as usize
+    }
+
+    /// Linear layers and ReLUs only.
+    fn samples_independent(&self) -> bool {
+        true
     }
 
     /// The last hidden layer's activations (the flattened input when there is none).
@@ -626,6 +639,44 @@ mod tests {
         assert!(model.forward_t(&xs, false).equal(&plain));
         assert!(!model.set_adapter("hidden.1", None));
         assert!(!model.set_adapter("conv1", None));
+    }
+
+    /// A model that declares its samples independent gives, in training mode, each batch the
+    /// outputs of its own pass when batches share one pass; the ResNet, whose batch norm
+    /// mixes the samples of a batch, does not declare it, and indeed does not.
+    #[test]
+    fn samples_independent_models_give_shared_passes_each_batch_own_outputs() {
+        let configs = [
+            ("kind = \"mlp\"\nhidden = [32, 16]", [1, 28, 28], true),
+            (
+                "kind = \"vit\"\npatch = 7\ndim = 16\ndepth = 2\nheads = 2\nmlp_dim = 32",
+                [1, 28, 28],
+                true,
+            ),
+            ("kind = \"resnet18\"\nnf = 4", [3, 8, 8], false),
+        ];
+        for (source, [c, h, w], independent) in configs {
+            let config: ModelConfig = toml::from_str(source).unwrap();
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = build(&config, &vs.root(), [c, h, w], 10);
+            assert_eq!(model.samples_independent(), independent, "{source}");
+            let shape = [10, c as i64, h as i64, w as i64];
+            let a = Tensor::linspace(
+                -2.0,
+                2.0,
+                shape.iter().product(),
+                (Kind::Float, Device::Cpu),
+            )
+            .view(shape);
+            let b = a.flip([0]).sin() * 3.0;
+            let shared = model.forward_t(&Tensor::cat(&[&a, &b], 0), true);
+            let separate = Tensor::cat(&[model.forward_t(&a, true), model.forward_t(&b, true)], 0);
+            assert_eq!(
+                shared.allclose(&separate, 1e-5, 1e-5, false),
+                independent,
+                "{source}"
+            );
+        }
     }
 
     #[test]

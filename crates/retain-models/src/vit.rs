@@ -229,6 +229,11 @@ impl Backbone for VisionTransformer {
         self.head.shape()[0] as usize
     }
 
+    /// Layer norm normalises each token alone, and there is no dropout.
+    fn samples_independent(&self) -> bool {
+        true
+    }
+
     /// The final-normed class token, `[B, D]`.
     fn features(&self, xs: &Tensor, _train: bool) -> Tensor {
         let heads = self.shape.heads as i64;

@@ -14,41 +14,32 @@
 //! `RandomCrop(32, padding=4)` pads the image before `ToTensor` and `Normalize`.
 
 use retain_config::AugmentConfig;
+use retain_graph::Elementwise;
 use tch::{Device, Kind, Tensor};
 
-const MASK: i64 = 0xffff_ffff;
-const MULTIPLIER: i64 = 0x045d_9f3b;
-
-/// The 32-bit integer hash applied elementwise on the device (Thomas Mueller's
-/// `0x45d9f3b` finaliser); `x` holds values in `[0, 2³²)`. A bijection of `[0, 2³²)`: each
-/// step (xor-shift, multiplication by an odd constant modulo 2³²) is invertible.
-pub fn hash32_device(x: &Tensor) -> Tensor {
-    let step = |x: &Tensor| {
-        (x.bitwise_right_shift_tensor_scalar(16)
-            .bitwise_xor_tensor(x)
-            * MULTIPLIER)
-            .bitwise_and(MASK)
-    };
-    let x = step(&step(x));
-    x.bitwise_right_shift_tensor_scalar(16)
-        .bitwise_xor_tensor(&x)
-}
+use crate::hash::{hash32, hash32_xor, hash32_xor_tensor};
 
 /// `len` distinct pseudo-random keys in `[0, 2³²)`, `[len]` `int64` on `device`, for draw
 /// `key`: `hash32(i ^ key)` for `i = 0..len` (distinct because the hash is a bijection). A
 /// uniform random permutation of `0..len` is their `argsort`; computed on the device, so a
 /// draw needs no host→device copy and is the same on every device.
 pub fn random_keys(len: i64, key: u32, device: Device) -> Tensor {
-    hash32_device(&Tensor::arange(len, (Kind::Int64, device)).bitwise_xor(i64::from(key)))
+    hash32_xor(&Tensor::arange(len, (Kind::Int64, device)), i64::from(key))
 }
 
-/// The same hash on the host, for checks.
-pub fn hash32(x: u32) -> u32 {
-    let mut x = x;
-    x = ((x >> 16) ^ x).wrapping_mul(MULTIPLIER as u32);
-    x = ((x >> 16) ^ x).wrapping_mul(MULTIPLIER as u32);
-    (x >> 16) ^ x
-}
+/// One augmentation draw for every sample as one fused kernel on CUDA:
+/// `hash32((position + stream) ^ key) % modulus`, `key` a `[]` device tensor (a captured
+/// step's key).
+const DRAW: Elementwise = Elementwise::new(
+    "retain_augment_draw",
+    concat!(
+        crate::hash32_cuda_source!(),
+        "template <typename T> T retain_augment_draw(T position, T key, int64_t stream,
+                                                     int64_t modulus) {
+           return retain_hash32_of((position + stream) ^ key) % modulus;
+         }"
+    ),
+);
 
 /// Per-sample augmentation parameters of one batch, on the device: vertical and horizontal
 /// crop offsets into the padded image (`0..=2·padding`) and the flip flag (0 or 1), each
@@ -62,7 +53,7 @@ pub struct AugmentParams {
 
 /// Draws the parameters of a batch of `len` samples for `key` (32 significant bits).
 pub fn params(config: &AugmentConfig, key: u32, len: i64, device: Device) -> AugmentParams {
-    params_from(config, len, device, |x| x.bitwise_xor(i64::from(key)))
+    params_from(config, len, device, DrawKey::Host(i64::from(key)))
 }
 
 /// [`params`] with the key in a `[]` `int64` device tensor instead of a host scalar: the
@@ -74,28 +65,51 @@ pub fn params_keyed(
     len: i64,
     device: Device,
 ) -> AugmentParams {
-    params_from(config, len, device, |x| x.bitwise_xor_tensor(key))
+    params_from(config, len, device, DrawKey::Device(key))
 }
 
-/// The draws of [`params`] and [`params_keyed`], with `mix_key` xoring the key into the
-/// per-sample counters.
+/// Where a draw's key is: a host scalar or a `[]` device tensor.
+#[derive(Clone, Copy)]
+enum DrawKey<'a> {
+    Host(i64),
+    Device(&'a Tensor),
+}
+
+/// The draws of [`params`] and [`params_keyed`]: stream `s` of sample `i` is
+/// `hash32((3i + s) ^ key)`.
 fn params_from(
     config: &AugmentConfig,
     len: i64,
     device: Device,
-    mix_key: impl Fn(&Tensor) -> Tensor,
+    key: DrawKey<'_>,
 ) -> AugmentParams {
     let position = Tensor::arange(len, (Kind::Int64, device)) * 3;
-    let draw = |stream: i64| hash32_device(&mix_key(&(&position + stream)));
+    let draw = |stream: i64, modulus: i64| {
+        // The eager path's host key takes the two-kernel route below.
+        let fused = match key {
+            DrawKey::Device(key) if key.kind() == Kind::Int64 => {
+                DRAW.launch(&[&position, key], &[stream, modulus])
+            }
+            _ => None,
+        };
+        fused.unwrap_or_else(|| {
+            let shifted = &position + stream;
+            let hashed = match key {
+                DrawKey::Host(key) => hash32_xor(&shifted, key),
+                DrawKey::Device(key) => hash32_xor_tensor(&shifted, key),
+            };
+            hashed.remainder(modulus)
+        })
+    };
     let span = 2 * config.crop_padding as i64 + 1;
     let flip = if config.flip {
-        draw(2).bitwise_and(1)
+        draw(2, 2)
     } else {
         Tensor::zeros([len], (Kind::Int64, device))
     };
     AugmentParams {
-        dy: draw(0).remainder(span),
-        dx: draw(1).remainder(span),
+        dy: draw(0, span),
+        dx: draw(1, span),
         flip,
     }
 }

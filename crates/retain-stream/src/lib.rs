@@ -28,6 +28,7 @@
 //! order.
 
 pub mod augment;
+pub mod hash;
 pub mod seed;
 pub mod transform;
 
@@ -586,6 +587,11 @@ impl TaskStream {
             .eq_tensor(&self.class_tasks.unsqueeze(0))
     }
 
+    /// Whether training batches are augmented (a crop or a flip is configured).
+    pub fn augments(&self) -> bool {
+        self.augment.is_active()
+    }
+
     /// The augmentation parameters [`TaskStream::training_batch`] uses for a batch of `len`
     /// samples and `draw`.
     pub fn augment_params(&self, len: i64, draw: u64) -> augment::AugmentParams {
@@ -609,7 +615,7 @@ impl TaskStream {
     /// captured in a CUDA graph derives it from the step's static key.
     pub fn replay_key(key: &Tensor, replay: usize) -> Tensor {
         let salt = ((replay as i64 + 1) * 0x9e37_79b1) & 0xffff_ffff;
-        augment::hash32_device(&key.bitwise_xor(salt))
+        hash::hash32_xor(key, salt)
     }
 
     /// `uint8` images `[B, C, H, W]` → normalised `float32`.

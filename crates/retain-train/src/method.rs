@@ -163,12 +163,36 @@ impl StepContext<'_> {
         training_loss(self.loss, self.stream, logits, labels)
     }
 
+    /// The model's training-mode outputs for each of `inputs` (batches of one input shape):
+    /// one forward pass over their concatenation, split back, where the model's samples are
+    /// independent ([`Backbone::samples_independent`]); one pass per batch otherwise, as the
+    /// reference code of methods with several forward passes per step runs them (batch
+    /// statistics then stay per batch). The outputs are the same either way, to float
+    /// rounding; the single pass launches a third of the kernels for three batches.
+    pub fn forward_batches(&self, inputs: &[&Tensor]) -> Vec<Tensor> {
+        if inputs.len() < 2 || !self.model.samples_independent() {
+            return inputs
+                .iter()
+                .map(|x| self.model.forward_t(x, true))
+                .collect();
+        }
+        let sizes: Vec<i64> = inputs.iter().map(|x| x.size()[0]).collect();
+        self.model
+            .forward_t(&Tensor::cat(inputs, 0), true)
+            .split_with_sizes(&sizes, 0)
+    }
+
     /// Replayed training samples at `indices` (stream indices into the training split, on the
     /// device) as a batch that went through the stream's training augmentation with a draw of
     /// its own ([`TaskStream::replay_key`] of the step's key; `replay` numbers the replays of
     /// one step: 0, 1, …). Mammoth's buffers likewise keep un-augmented samples and augment
     /// them each time they are replayed (`Buffer.get_data(…, transform=self.transform)`).
     pub fn replay_batch(&self, indices: &Tensor, replay: usize) -> Batch {
+        if !self.stream.augments() {
+            // The same batch without deriving a key nobody reads (kernels a captured step
+            // would replay for nothing).
+            return self.stream.batch(SplitKind::Train, indices);
+        }
         self.stream
             .training_batch_keyed(indices, &TaskStream::replay_key(self.key, replay))
     }

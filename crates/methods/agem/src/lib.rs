@@ -63,7 +63,7 @@
 //!   size, not its content (here class-balanced, chosen from the whole task).
 
 use retain_memory::ClassBalanced;
-use retain_memory::gradients::{flat_grad, flat_grad_of, write_grad};
+use retain_memory::gradients::{flat_grad, flat_grad_of, flat_grad_view, write_grad};
 use retain_stream::seed::derive;
 use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
 use serde::Deserialize;
@@ -192,7 +192,8 @@ impl Method for AGem {
         let old = ctx.replay_batch(&replay.indices, 0);
         let loss = ctx.training_loss(&ctx.model.forward_t(&old.inputs, true), &old.labels);
         let g_ref = flat_grad_of(&loss, &self.parameters);
-        let g = flat_grad(&self.parameters);
+        // A view of the flat optimiser's gradient buffer where it can be: no copy.
+        let g = flat_grad_view(&self.parameters).unwrap_or_else(|| flat_grad(&self.parameters));
         write_grad(&self.parameters, &project(&g, &g_ref));
     }
 

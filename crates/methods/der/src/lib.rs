@@ -60,7 +60,11 @@
 //!   stored with the sample's index. The logit term is
 //!   `alpha · F.mse_loss(buf_outputs, buf_logits)` with PyTorch's default mean over samples
 //!   *and* logits (all outputs), as here; DER++ draws a second, independent batch for
-//!   `beta · CE`, as here; each of the current batch and the draws has its own forward pass.
+//!   `beta · CE`, as here; each of the current batch and the draws has its own forward pass
+//!   there. Here too where the model has batch statistics (batch norm); where every sample's
+//!   output depends on it alone (the MLP, the ViT) the three batches share one forward pass
+//!   ([`retain_train::StepContext::forward_batches`]), the same outputs in a third of the
+//!   kernels.
 //!   Translation: `alpha`, `beta`, `buffer_size` carry over unchanged;
 //!   `replay_batch_size = minibatch_size` (which defaults to the batch size); `name = "der"`
 //!   with `beta > 0` is `derpp`. Mammoth requires `alpha` (and `beta` for `derpp`); its
@@ -225,24 +229,33 @@ impl Method for Der {
             .reservoir
             .as_mut()
             .expect("before_task creates the reservoir before any step");
-        let logits = ctx.model.forward_t(&batch.inputs, true);
-        let mut loss = ctx.training_loss(&logits, &batch.labels);
         let draws = if self.params.beta > 0.0 { 2 } else { 1 };
+        let mut replays = Vec::with_capacity(draws);
         for draw in 0..draws {
             let Some(replay) = reservoir.sample(self.params.replay_batch_size) else {
                 break;
             };
             let old = ctx.replay_batch(&replay.indices, draw);
-            let outputs = ctx.model.forward_t(&old.inputs, true);
+            replays.push((replay, old));
+        }
+        let mut inputs = vec![&batch.inputs];
+        inputs.extend(replays.iter().map(|(_, old)| &old.inputs));
+        let outputs = ctx.forward_batches(&inputs);
+        let logits = &outputs[0];
+        let mut loss = ctx.training_loss(logits, &batch.labels);
+        for (draw, ((replay, old), outputs)) in replays.iter().zip(&outputs[1..]).enumerate() {
             loss = if draw == 0 {
-                let stored = replay.logits.expect("the DER reservoir keeps logits");
-                loss + logit_term(self.params.alpha, &outputs, &stored)
+                let stored = replay
+                    .logits
+                    .as_ref()
+                    .expect("the DER reservoir keeps logits");
+                loss + logit_term(self.params.alpha, outputs, stored)
             } else {
-                loss + ctx.training_loss(&outputs, &old.labels) * self.params.beta
+                loss + ctx.training_loss(outputs, &old.labels) * self.params.beta
             };
         }
         reservoir
-            .add(ctx.indices, Some(&logits))
+            .add(ctx.indices, Some(logits))
             .expect("batch indices and logits come from the same batch");
         loss
     }

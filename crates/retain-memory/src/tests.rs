@@ -287,8 +287,8 @@ fn gradients_in_one_buffer_are_viewed_whole() {
     );
     // Re-point both gradients at one buffer, as the flat optimiser does.
     let buffer = Tensor::zeros([5], (Kind::Float, Device::Cpu));
-    let _ = buffer.narrow(0, 0, 2).copy_(&a.grad());
-    let _ = buffer.narrow(0, 2, 3).copy_(&b.grad().flatten(0, -1));
+    buffer.narrow(0, 0, 2).copy_(&a.grad());
+    buffer.narrow(0, 2, 3).copy_(&b.grad().flatten(0, -1));
     a.grad().set_data(&buffer.narrow(0, 0, 2));
     b.grad().set_data(&buffer.narrow(0, 2, 3).view([3, 1]));
     let view = flat_grad_view(&params).expect("consecutive views of one buffer");

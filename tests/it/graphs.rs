@@ -357,4 +357,9 @@ fn fused_kernels_give_the_bits_of_the_tensor_operations() {
             back(g.sample(8).unwrap().indices)
         );
     }
+    // Every launch above ran fused: a failing one would have turned them off.
+    assert!(
+        retain_graph::fused_available(),
+        "a fused launch failed (see its warning)"
+    );
 }

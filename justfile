@@ -62,6 +62,10 @@ check:
 new-method name:
     scripts/new-method.sh {{name}}
 
+# Scaffold a throw-away method, test it, check `retain methods` lists it, then remove it.
+check-new-method:
+    scripts/check-new-method.sh
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check

@@ -35,6 +35,15 @@ pub enum Command {
     Report(ReportArgs),
     /// Compare a collected grid with a stored baseline; exits 1 when a metric moved.
     Check(CheckArgs),
+    /// List the registered methods (family, summary), or show one method's hyper-parameters
+    /// with their types and defaults, its paper and an example `[method]` table.
+    Methods(MethodsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MethodsArgs {
+    /// A method's name, e.g. `ewc`: show its card instead of the list.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod data;
 mod device_memory;
 mod doctor;
 mod grid;
+mod methods;
 mod plan;
 mod progress;
 mod registry;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         cli::Command::Grid(command) => grid::execute(command),
         cli::Command::Report(args) => report::execute(args),
         cli::Command::Check(args) => report::check(args),
+        cli::Command::Methods(args) => methods::execute(args.name.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

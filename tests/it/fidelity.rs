@@ -160,6 +160,13 @@ impl Setup {
     }
 }
 
+/// The registered method `name` built from `params`.
+fn method(name: &str, params: &toml::Table) -> Result<Box<dyn Method>, retain_train::TrainError> {
+    retain_methods::find(name)
+        .unwrap_or_else(|| panic!("`{name}` is not registered"))
+        .build(params)
+}
+
 fn mean_sd(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
@@ -210,14 +217,14 @@ fn built(result: Result<Box<dyn Method>, retain_train::TrainError>) -> Box<dyn M
 
 #[test]
 fn naive_agrees_with_pytorch_on_permuted_and_split_mnist() {
-    let build = |p: &toml::Table| built(retain_method_naive::from_params(p));
+    let build = |p: &toml::Table| built(method("naive", p));
     agree(&PERMUTED, "naive", "name = \"naive\"", &[], build);
     agree(&SPLIT, "naive", "name = \"naive\"", &[], build);
 }
 
 #[test]
 fn ewc_agrees_with_pytorch_on_permuted_and_split_mnist() {
-    let build = |p: &toml::Table| built(retain_method_ewc::from_params(p));
+    let build = |p: &toml::Table| built(method("ewc", p));
     // λ 100 diverges at SGD lr 0.1 in both; the GEM paper's strength 3 does not.
     agree(
         &PERMUTED,
@@ -231,7 +238,7 @@ fn ewc_agrees_with_pytorch_on_permuted_and_split_mnist() {
 
 #[test]
 fn replay_agrees_with_pytorch_on_permuted_and_split_mnist() {
-    let build = |p: &toml::Table| built(retain_method_replay::from_params(p));
+    let build = |p: &toml::Table| built(method("replay", p));
     let toml = "name = \"replay\"\nbuffer_size = 200";
     agree(&PERMUTED, "replay", toml, &["--buffer-size", "200"], build);
     agree(&SPLIT, "replay", toml, &["--buffer-size", "200"], build);
@@ -239,7 +246,7 @@ fn replay_agrees_with_pytorch_on_permuted_and_split_mnist() {
 
 #[test]
 fn lwf_agrees_with_pytorch_on_permuted_and_split_mnist() {
-    let build = |p: &toml::Table| built(retain_method_lwf::from_params(p));
+    let build = |p: &toml::Table| built(method("lwf", p));
     agree(&PERMUTED, "lwf", "name = \"lwf\"", &[], build);
     agree(&SPLIT, "lwf", "name = \"lwf\"", &[], build);
 }

@@ -50,6 +50,13 @@ lr = 0.01
 name = "naive"
 "#;
 
+/// The registered method `name` built from `params`.
+fn method(name: &str, params: &toml::Table) -> Result<Box<dyn Method>, retain_train::TrainError> {
+    retain_methods::find(name)
+        .unwrap_or_else(|| panic!("`{name}` is not registered"))
+        .build(params)
+}
+
 fn experiment(lr: f64) -> Experiment {
     let lr = format!("training.optimizer.lr={lr}");
     Experiment::from_source(EXPERIMENT, "rehearsal.rs", &[lr]).unwrap()
@@ -96,7 +103,7 @@ fn naive(lr: f64) -> (f64, f64) {
     {
         return summary;
     }
-    let r = class_il(&mut retain_method_naive::Naive, lr);
+    let r = class_il(method("naive", &table("")).unwrap().as_mut(), lr);
     let summary = (r.acc(), r.bwt(BwtConvention::Paper).unwrap());
     // Sanity of the baseline the comparisons rest on: it forgets.
     assert!(summary.0 < 0.5 && summary.1 < -0.6, "naive {summary:?}");
@@ -128,27 +135,30 @@ fn assert_beats_naive(mut method: Box<dyn Method>, lr: f64) {
 
 #[test]
 fn experience_replay_reduces_forgetting() {
-    let method = retain_method_replay::from_params(&table(
-        "buffer_size = 200\nreplay_batch_size = 10\nbuffer = \"reservoir\"",
-    ))
+    let method = method(
+        "replay",
+        &table("buffer_size = 200\nreplay_batch_size = 10\nbuffer = \"reservoir\""),
+    )
     .unwrap();
     assert_beats_naive(method, 0.01);
 }
 
 #[test]
 fn class_balanced_replay_reduces_forgetting() {
-    let method = retain_method_replay::from_params(&table(
-        "buffer_size = 200\nreplay_batch_size = 10\nbuffer = \"class_balanced\"",
-    ))
+    let method = method(
+        "replay",
+        &table("buffer_size = 200\nreplay_batch_size = 10\nbuffer = \"class_balanced\""),
+    )
     .unwrap();
     assert_beats_naive(method, 0.01);
 }
 
 #[test]
 fn der_plus_plus_reduces_forgetting() {
-    let method = retain_method_der::from_params(&table(
-        "buffer_size = 200\nreplay_batch_size = 10\nalpha = 0.3\nbeta = 1.0",
-    ))
+    let method = method(
+        "der",
+        &table("buffer_size = 200\nreplay_batch_size = 10\nalpha = 0.3\nbeta = 1.0"),
+    )
     .unwrap();
     assert_beats_naive(method, 0.03);
 }
@@ -156,21 +166,18 @@ fn der_plus_plus_reduces_forgetting() {
 #[test]
 fn der_reduces_forgetting() {
     // α 1.0 at lr 0.03: Mammoth's `best_args` for DER on seq-MNIST (buffer 500).
-    let method = retain_method_der::from_params(&table("buffer_size = 200\nalpha = 1.0")).unwrap();
+    let method = method("der", &table("buffer_size = 200\nalpha = 1.0")).unwrap();
     assert_beats_naive(method, 0.03);
 }
 
 #[test]
 fn gem_reduces_forgetting() {
-    let method =
-        retain_method_gem::from_params(&table("memories_per_task = 100\nmargin = 0.5")).unwrap();
+    let method = method("gem", &table("memories_per_task = 100\nmargin = 0.5")).unwrap();
     assert_beats_naive(method, 0.01);
 }
 
 #[test]
 fn agem_reduces_forgetting() {
-    let method =
-        retain_method_agem::from_params(&table("memory_size = 300\nmemory_batch_size = 256"))
-            .unwrap();
+    let method = method("agem", &table("memory_size = 300\nmemory_batch_size = 256")).unwrap();
     assert_beats_naive(method, 0.01);
 }

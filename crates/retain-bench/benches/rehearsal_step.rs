@@ -2,9 +2,10 @@
 //! `loss`, `zero_grad`, `backward`, `after_backward` and the SGD step, exactly as the trainer
 //! runs them.
 //!
-//! Methods run in their steady state: GEM with 20 finished tasks of 256 memories each, A-GEM
-//! with a full 5120-sample memory and 256-sample reference batches, replay and DER++ with a
-//! full 500-sample reservoir. On CUDA the device is synchronised before the clock is read
+//! Naive fine-tuning and every registered rehearsal method (the registry's `Rehearsal` family,
+//! each from its documented example) run in their steady state: GEM with 20 finished tasks of
+//! 256 memories each, A-GEM with a full 5120-sample memory and 256-sample reference batches,
+//! replay and DER (its example is DER++) with a full 500-sample reservoir. On CUDA the device is synchronised before the clock is read
 //! (`iter_custom`), so the time is the device's, not the launch queue's.
 //!
 //! ```sh
@@ -99,29 +100,32 @@ fn past_tasks(stream: &TaskStream) -> Vec<Task> {
         .collect()
 }
 
-fn method(name: &str) -> Box<dyn Method> {
-    let table = |s: &str| -> toml::Table { s.parse().unwrap() };
-    match name {
-        "naive" => Box::new(retain_method_naive::Naive),
-        "replay" => {
-            retain_method_replay::from_params(&table("buffer_size = 500\nreplay_batch_size = 10"))
-                .unwrap()
-        }
-        "der++" => retain_method_der::from_params(&table(
-            "buffer_size = 500\nreplay_batch_size = 10\nalpha = 0.3\nbeta = 1.0",
-        ))
-        .unwrap(),
-        "gem" => retain_method_gem::from_params(&table(&format!(
-            "memories_per_task = {PER_TASK}\nmargin = 0.5"
-        )))
-        .unwrap(),
-        "agem" => retain_method_agem::from_params(&table(&format!(
-            "memory_size = {}\nmemory_batch_size = 256",
-            PAST_TASKS * PER_TASK
-        )))
-        .unwrap(),
-        other => panic!("no benchmark for {other}"),
-    }
+/// The hyper-parameters that set a rehearsal method's steady state here: full memories of
+/// [`PAST_TASKS`] × [`PER_TASK`] samples (A-GEM), [`PER_TASK`] per task (GEM), 500 slots
+/// (reservoirs); every other key as in the method's documented example.
+const STEADY_STATE: [(&str, i64); 3] = [
+    ("memory_size", (PAST_TASKS * PER_TASK) as i64),
+    ("memories_per_task", PER_TASK as i64),
+    ("buffer_size", 500),
+];
+
+/// Naive fine-tuning (the reference) and every registered rehearsal method, with whether its
+/// memory is filled at task ends (a per-task or episodic memory, not a reservoir).
+fn methods() -> Vec<(&'static str, bool, Box<dyn Method>)> {
+    retain_methods::all()
+        .filter(|d| d.name == "naive" || d.family == retain_methods::Family::Rehearsal)
+        .map(|d| {
+            let mut params: toml::Table = d.example.parse().unwrap();
+            for (key, value) in STEADY_STATE {
+                if d.param(key).is_some() {
+                    params.insert(key.into(), toml::Value::Integer(value));
+                }
+            }
+            let at_task_ends =
+                d.param("memories_per_task").is_some() || d.param("memory_size").is_some();
+            (d.name, at_task_ends, d.build(&params).unwrap())
+        })
+        .collect()
 }
 
 fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
@@ -143,11 +147,11 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
     let mut group = c.benchmark_group(format!("step/{label}"));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
-    for name in ["naive", "replay", "der++", "agem", "gem"] {
+    for (name, at_task_ends, mut method) in methods() {
         let network = Network::new(&experiment, &stream);
         let mut optimizer = nn::Sgd::default().build(&network.vars, 0.01).unwrap();
-        let mut method = method(name);
-        if matches!(name, "gem" | "agem") {
+        // Memories filled at task ends see the past tasks first.
+        if at_task_ends {
             for task in &past {
                 method
                     .before_task(&task_ctx(&network, &stream, task))
@@ -168,8 +172,6 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
             let batch = stream.batch(SplitKind::Train, indices);
             let ctx = StepContext {
                 network: &network,
-                model: network.model.as_ref(),
-                vars: &network.vars,
                 stream: &stream,
                 task: current,
                 device,
@@ -179,10 +181,10 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
                 indices,
                 loss: Default::default(),
             };
-            let loss = method.loss(&ctx, &batch);
+            let loss = method.loss(&ctx, &batch).unwrap();
             optimizer.zero_grad();
             loss.backward();
-            method.after_backward(&ctx);
+            method.after_backward(&ctx).unwrap();
             optimizer.step();
         };
         // Steady state: the reservoirs are full (500 slots, 10 samples per step).
@@ -207,8 +209,6 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
 fn task_ctx<'a>(network: &'a Network, stream: &'a TaskStream, task: &'a Task) -> TaskContext<'a> {
     TaskContext {
         network,
-        model: network.model.as_ref(),
-        vars: &network.vars,
         stream,
         task,
         device: stream.device,

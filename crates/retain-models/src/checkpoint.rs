@@ -6,9 +6,13 @@
 //! and unexpected tensor names and the shape mismatches. Because the names are PyTorch's
 //! `state_dict` names, a file written by `safetensors.torch.save_file(model.state_dict(), …)`
 //! for the same architecture loads as is (`fixtures/mlp_reference.py`).
+//!
+//! Every file is written through the workspace's atomic writer ([`retain_fs`]): a reader, or a
+//! run resuming after a crash, finds the previous checkpoint or the new one, never half of one.
 
 use std::path::{Path, PathBuf};
 
+use retain_fs::AtomicError;
 use tch::{Device, Tensor, nn};
 
 /// Errors of reading or writing a checkpoint.
@@ -20,11 +24,13 @@ pub enum CheckpointError {
         #[source]
         source: tch::TchError,
     },
+    /// The file system refused a step of the atomic write (creating, flushing or renaming
+    /// the temporary file); `source` names the step and the path it failed on.
     #[error("checkpoint {}: {source}", path.display())]
-    Rename {
+    Write {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: retain_fs::WriteError,
     },
     #[error("checkpoint {} does not match the architecture: {}", path.display(), mismatch.describe())]
     Mismatch { path: PathBuf, mismatch: Mismatch },
@@ -97,23 +103,26 @@ pub fn named_variables(vars: &nn::VarStore) -> Vec<(String, Tensor)> {
     named
 }
 
-/// Writes `tensors` (copied to the host) to the safetensors file `path`, through a temporary
-/// file renamed into place, so that a reader never sees half a file.
+/// Writes `tensors` (copied to the host) to the safetensors file `path` through
+/// [`retain_fs::write_atomically_with`], so that a reader never sees half a file and a crash
+/// leaves the old file in place.
 pub fn write(tensors: &[(String, Tensor)], path: &Path) -> Result<(), CheckpointError> {
     let host: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    Tensor::write_safetensors(&host, &partial).map_err(|source| CheckpointError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    std::fs::rename(&partial, path).map_err(|source| CheckpointError::Rename {
-        path: path.to_owned(),
-        source,
+    retain_fs::write_atomically_with(path, |temporary| {
+        Tensor::write_safetensors(&host, temporary)
+    })
+    .map_err(|error| match error {
+        AtomicError::Writer(source) => CheckpointError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        AtomicError::Write(source) => CheckpointError::Write {
+            path: path.to_owned(),
+            source,
+        },
     })
 }
 

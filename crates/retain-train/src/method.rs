@@ -37,9 +37,12 @@
 //! Before any of this (and before that first evaluation) the trainer checks
 //! [`Method::supports_readout`] for every requested read-out.
 //!
-//! Between tasks (after step 5 of one task, before step 1 of the next) a method's
-//! [`Method::state`] may be read for a checkpoint, and on resuming [`Method::load_state`] is
-//! called once, before the first hook of the next task.
+//! Every hook that can fail returns a `Result`; the trainer stops the run at the first error,
+//! where it happened (a step's `loss` or `after_backward` included), and reports it.
+//!
+//! After the last evaluation, `retain run --save-checkpoint` reads [`Method::state`] into
+//! `method-state.safetensors`; [`crate::load_method_state`] gives such a file to a freshly
+//! built method's [`Method::load_state`], once, before any other hook.
 //!
 //! Helpers for what methods commonly need: [`crate::Network::frozen_copy`] (an independent,
 //! frozen copy of the model, e.g. the model after the previous task), and on a
@@ -71,12 +74,16 @@ use tch::{Device, Tensor, nn};
 
 use crate::{Network, TrainError};
 
+mod descriptor;
+pub use descriptor::{
+    Capabilities, Factory, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+
 /// What a method sees around a task boundary.
 pub struct TaskContext<'a> {
-    /// The network being trained (`model` and `vars` are its fields, repeated for brevity).
+    /// The network being trained: its model ([`Self::model`]) and variables
+    /// ([`Self::vars`]).
     pub network: &'a Network,
-    pub model: &'a dyn Backbone,
-    pub vars: &'a nn::VarStore,
     pub stream: &'a TaskStream,
     /// The task about to be trained (`before_task`, `training_indices`) or just trained
     /// (`after_task`).
@@ -89,7 +96,17 @@ pub struct TaskContext<'a> {
     pub loss: TrainingLoss,
 }
 
-impl TaskContext<'_> {
+impl<'a> TaskContext<'a> {
+    /// The network's model.
+    pub fn model(&self) -> &'a dyn Backbone {
+        self.network.model.as_ref()
+    }
+
+    /// The network's variables.
+    pub fn vars(&self) -> &'a nn::VarStore {
+        &self.network.vars
+    }
+
     /// The trainable parameters with their names, sorted by name (see
     /// [`Network::parameters`]).
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -125,10 +142,9 @@ impl TaskContext<'_> {
 
 /// What a method sees inside a training step.
 pub struct StepContext<'a> {
-    /// The network being trained (`model` and `vars` are its fields, repeated for brevity).
+    /// The network being trained: its model ([`Self::model`]) and variables
+    /// ([`Self::vars`]).
     pub network: &'a Network,
-    pub model: &'a dyn Backbone,
-    pub vars: &'a nn::VarStore,
     pub stream: &'a TaskStream,
     pub task: &'a Task,
     pub device: Device,
@@ -149,12 +165,22 @@ pub struct StepContext<'a> {
     pub loss: TrainingLoss,
 }
 
-impl StepContext<'_> {
+impl<'a> StepContext<'a> {
+    /// The network's model.
+    pub fn model(&self) -> &'a dyn Backbone {
+        self.network.model.as_ref()
+    }
+
+    /// The network's variables.
+    pub fn vars(&self) -> &'a nn::VarStore {
+        &self.network.vars
+    }
+
     /// The run's training loss of the model (in training mode) on `batch`: cross-entropy over
     /// every output, or over the batch's own task's outputs under `loss = "task_il"` (see
     /// [`training_loss`]).
     pub fn cross_entropy(&self, batch: &Batch) -> Tensor {
-        self.training_loss(&self.model.forward_t(&batch.inputs, true), &batch.labels)
+        self.training_loss(&self.model().forward_t(&batch.inputs, true), &batch.labels)
     }
 
     /// The run's training cross-entropy of `logits` at `labels` (see [`training_loss`]): what
@@ -170,14 +196,14 @@ impl StepContext<'_> {
     /// statistics then stay per batch). The outputs are the same either way, to float
     /// rounding; the single pass launches a third of the kernels for three batches.
     pub fn forward_batches(&self, inputs: &[&Tensor]) -> Vec<Tensor> {
-        if inputs.len() < 2 || !self.model.samples_independent() {
+        if inputs.len() < 2 || !self.model().samples_independent() {
             return inputs
                 .iter()
-                .map(|x| self.model.forward_t(x, true))
+                .map(|x| self.model().forward_t(x, true))
                 .collect();
         }
         let sizes: Vec<i64> = inputs.iter().map(|x| x.size()[0]).collect();
-        self.model
+        self.model()
             .forward_t(&Tensor::cat(inputs, 0), true)
             .split_with_sizes(&sizes, 0)
     }
@@ -249,13 +275,17 @@ pub trait Method {
         ctx.task.train_indices.clone()
     }
 
-    /// The loss to minimise for one batch. Default: cross-entropy on the batch.
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
-        ctx.cross_entropy(batch)
+    /// The loss to minimise for one batch. Default: cross-entropy on the batch. An error
+    /// stops the run there, with the method's message (see [`TrainError::Method`]).
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
+        Ok(ctx.cross_entropy(batch))
     }
 
-    /// Called after `backward`, before the optimiser step: gradients are in `p.grad()`.
-    fn after_backward(&mut self, _ctx: &StepContext<'_>) {}
+    /// Called after `backward`, before the optimiser step: gradients are in `p.grad()`. An
+    /// error stops the run there.
+    fn after_backward(&mut self, _ctx: &StepContext<'_>) -> Result<(), TrainError> {
+        Ok(())
+    }
 
     /// Called once after training on a task, before evaluation.
     fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {

@@ -42,8 +42,6 @@ pub fn schedule(
         .map(|task| {
             let ctx = TaskContext {
                 network,
-                model: network.model.as_ref(),
-                vars: &network.vars,
                 stream,
                 task,
                 device: stream.device,

@@ -199,8 +199,6 @@ pub fn task_context<'a>(
 ) -> TaskContext<'a> {
     TaskContext {
         network,
-        model: network.model.as_ref(),
-        vars: &network.vars,
         stream,
         task: &stream.tasks[task],
         device: stream.device,
@@ -266,8 +264,6 @@ impl MethodFixture {
     pub fn step<'a>(&'a self, task: usize, indices: &'a tch::Tensor) -> crate::StepContext<'a> {
         crate::StepContext {
             network: &self.network,
-            model: self.network.model.as_ref(),
-            vars: &self.network.vars,
             stream: &self.stream,
             task: &self.stream.tasks[task],
             device: Device::Cpu,
@@ -333,10 +329,14 @@ impl<M: Method> Method for TaskStarts<M> {
     fn training_indices(&mut self, ctx: &TaskContext<'_>) -> Vec<i64> {
         self.method.training_indices(ctx)
     }
-    fn loss(&mut self, ctx: &crate::StepContext<'_>, batch: &crate::Batch) -> tch::Tensor {
+    fn loss(
+        &mut self,
+        ctx: &crate::StepContext<'_>,
+        batch: &crate::Batch,
+    ) -> Result<tch::Tensor, TrainError> {
         self.method.loss(ctx, batch)
     }
-    fn after_backward(&mut self, ctx: &crate::StepContext<'_>) {
+    fn after_backward(&mut self, ctx: &crate::StepContext<'_>) -> Result<(), TrainError> {
         self.method.after_backward(ctx)
     }
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {

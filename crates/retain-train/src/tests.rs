@@ -1,7 +1,10 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::testkit::{seeded_network, seeded_normal, synthetic_dataset, task_context};
-use retain_config::{DatasetName, StreamConfig};
-use retain_stream::Batch;
+use retain_config::{DatasetName, Experiment, MemoryFormat, OptimizerConfig, StreamConfig};
+use retain_stream::{Batch, TaskStream};
+use tch::{Device, Kind, Tensor, nn};
 
 /// A two-layer MLP `inputs → hidden → outputs` (or a linear layer when `hidden` is empty),
 /// initialised under `seed`.
@@ -266,6 +269,22 @@ fn task_context_samples_are_seeded_subsets_of_the_task() {
 #[derive(Default)]
 struct Recorder {
     events: Vec<String>,
+    /// A step hook (`"loss"` or `"after_backward"`) that fails at (task, step).
+    fail_at: Option<(&'static str, usize, usize)>,
+}
+
+impl Recorder {
+    fn fails(&self, hook: &str, ctx: &StepContext<'_>) -> Result<(), TrainError> {
+        match self.fail_at {
+            Some((h, task, step)) if h == hook && (task, step) == (ctx.task.index, ctx.step) => {
+                Err(TrainError::Method {
+                    method: "recorder".into(),
+                    message: format!("{hook} failed at task {task} step {step}"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Method for Recorder {
@@ -282,7 +301,7 @@ impl Method for Recorder {
         // Only the first 7 samples, to check the trainer uses what this hook returns.
         ctx.task.train_indices[..7].to_vec()
     }
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
         self.events.push(format!(
             "loss {} epoch {} step {} batch {}",
             ctx.task.index,
@@ -290,9 +309,10 @@ impl Method for Recorder {
             ctx.step,
             batch.labels.size()[0]
         ));
-        ctx.cross_entropy(batch)
+        self.fails("loss", ctx)?;
+        Ok(ctx.cross_entropy(batch))
     }
-    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+    fn after_backward(&mut self, ctx: &StepContext<'_>) -> Result<(), TrainError> {
         let all_defined = ctx
             .network
             .parameters()
@@ -302,6 +322,7 @@ impl Method for Recorder {
             "after_backward {} step {} grads {all_defined}",
             ctx.task.index, ctx.step
         ));
+        self.fails("after_backward", ctx)
     }
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         self.events.push(format!("after_task {}", ctx.task.index));
@@ -356,6 +377,37 @@ name = "recorder"
             .collect::<Vec<_>>(),
         [(4, 7), (4, 7)]
     );
+}
+
+#[test]
+fn a_failing_step_hook_stops_the_run_where_it_failed() {
+    let stream = stream(2, 6, 3);
+    let experiment = Experiment::from_source(
+        "name = \"fail\"\ndevice = \"cpu\"\n[stream]\nkind = \"split\"\ndataset = \"mnist\"\n\
+         tasks = 2\nclasses_per_task = 2\n[model]\nkind = \"mlp\"\nhidden = []\n\
+         [training]\nbatch_size = 5\nepochs = 2\n[method]\nname = \"recorder\"\n",
+        "fail.toml",
+        &[],
+    )
+    .unwrap();
+    for (hook, task, step) in [("loss", 1, 2), ("after_backward", 0, 1)] {
+        let net = Network::new(&experiment, &stream);
+        let mut recorder = Recorder {
+            fail_at: Some((hook, task, step)),
+            ..Recorder::default()
+        };
+        let error = run(&experiment, &stream, &net, &mut recorder, &mut Silent)
+            .err()
+            .unwrap_or_else(|| panic!("{hook} failed, yet the run completed"));
+        assert_eq!(
+            error.to_string(),
+            format!("method `recorder` failed: {hook} failed at task {task} step {step}")
+        );
+        // Nothing ran after the failing hook.
+        let last = recorder.events.last().unwrap();
+        assert!(last.starts_with(&format!("{hook} {task} ")), "{last}");
+        assert!(last.contains(&format!("step {step}")), "{last}");
+    }
 }
 
 #[test]
@@ -666,19 +718,20 @@ impl Method for FirstStepProbe {
     fn fresh_optimizer_each_task(&self) -> bool {
         self.fresh
     }
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
         if ctx.task.index == 1 && ctx.step == 0 {
             self.before = Some(flat(ctx.network, false));
         }
         if ctx.task.index == 1 && ctx.step == 1 {
             self.after = Some(flat(ctx.network, false));
         }
-        ctx.cross_entropy(batch)
+        Ok(ctx.cross_entropy(batch))
     }
-    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+    fn after_backward(&mut self, ctx: &StepContext<'_>) -> Result<(), TrainError> {
         if ctx.task.index == 1 && ctx.step == 0 {
             self.gradient = Some(flat(ctx.network, true));
         }
+        Ok(())
     }
 }
 

@@ -56,25 +56,57 @@ use retain_models::{Backbone, Bottleneck};
 use retain_peft::{
     Banked, Fresh, TaskBank, error, freeze_backbone, invalid, nested_path, select_layers,
 };
-use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, Network, Selection, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::Tensor;
 
 const NAME: &str = "adapter";
 
-/// The adapters' hyper-parameters (see the crate docs).
+/// The registry entry of `adapter`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: NAME,
+    family: Family::ParameterEfficient,
+    summary: "Bottleneck adapters per task: residual modules and a head per task on a frozen backbone",
+    paper: "Houlsby et al., \"Parameter-Efficient Transfer Learning for NLP\", ICML 2019",
+    params: &[
+        Param {
+            name: "width",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("16"),
+            doc: "bottleneck width of every adapter (≥ 1)",
+        },
+        Param {
+            name: "target",
+            kind: ParamKind::Strings,
+            default: ParamDefault::Derived(
+                "by the model: [\"blocks.*.attn.proj\", \"blocks.*.mlp.fc2\"] on a transformer, [\"hidden.*\"] otherwise",
+            ),
+            doc: "name patterns of the linear layers whose output gets an adapter (never the head, which trains per task)",
+        },
+    ],
+    example: "width = 16\ntarget = [\"blocks.*.attn.proj\", \"blocks.*.mlp.fc2\"]",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
+/// The adapters' hyper-parameters (see the crate docs; defaults in [`DESCRIPTOR`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterParams {
-    #[serde(default = "default_width")]
     pub width: usize,
     /// `None`: by model (see [`default_target`]).
     #[serde(default)]
     pub target: Option<Vec<String>>,
-}
-
-fn default_width() -> usize {
-    16
 }
 
 /// The target patterns when none are given: Houlsby's positions in a transformer, the hidden
@@ -98,7 +130,7 @@ pub struct Adapter {
 
 /// Registry factory for `adapter`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Adapter::new(parse_params(NAME, params)?)?))
+    Ok(Box::new(Adapter::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Adapter {
@@ -129,11 +161,11 @@ impl Adapter {
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let target = match &self.target {
             Some(target) => target.clone(),
-            None => default_target(ctx.model),
+            None => default_target(ctx.model()),
         };
-        let layers = select_layers(NAME, ctx.model, &target)?;
-        freeze_backbone(ctx.vars, ctx.model.head_name());
-        let root = ctx.vars.root() / NAME;
+        let layers = select_layers(NAME, ctx.model(), &target)?;
+        freeze_backbone(ctx.vars(), ctx.model().head_name());
+        let root = ctx.vars().root() / NAME;
         for (name, [outputs, _]) in &layers {
             let path = nested_path(&root, name);
             let bound = 1.0 / (*outputs as f64).sqrt();
@@ -151,7 +183,7 @@ impl Adapter {
                     .bank
                     .variable(&path, "up_bias", &[*outputs], Fresh::Zeros),
             };
-            if !ctx.model.set_bottleneck(name, Some(adapter)) {
+            if !ctx.model().set_bottleneck(name, Some(adapter)) {
                 return Err(error(
                     NAME,
                     format!("the model refused an adapter on `{name}`"),
@@ -159,7 +191,7 @@ impl Adapter {
             }
         }
         self.layers = layers.into_iter().map(|(n, _)| n).collect();
-        self.bank.bind(ctx.vars, ctx.device, ctx.seed)
+        self.bank.bind(ctx.vars(), ctx.device, ctx.seed)
     }
 }
 

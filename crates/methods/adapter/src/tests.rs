@@ -8,7 +8,7 @@ use tch::Kind;
 
 fn adapter(toml: &str) -> Result<Adapter, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    Adapter::new(parse_params(NAME, &table)?)
+    Adapter::new(DESCRIPTOR.parse(&table)?)
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn bad_hyper_parameters_and_targets_are_refused() {
         "invalid hyper-parameters for method `adapter`: `width` must be at least 1"
     );
     assert!(message(adapter("target = []")).contains("at least one layer pattern"));
-    assert!(message(adapter("widht = 4")).contains("unknown field `widht`"));
+    assert!(message(adapter("widht = 4")).contains("unknown key `widht`"));
     let fixture = MethodFixture::new();
     let error = adapter("target = [\"blocks.*.mlp.fc2\"]")
         .unwrap()
@@ -127,4 +127,16 @@ fn bad_hyper_parameters_and_targets_are_refused() {
     assert!(error.contains("selects the head `head`"), "{error}");
     // Nothing was frozen or created by the refused binds.
     assert_eq!(fixture.network.parameters().len(), 4);
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: AdapterParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(
+        params,
+        AdapterParams {
+            width: 16,
+            target: None,
+        }
+    );
 }

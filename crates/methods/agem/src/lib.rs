@@ -65,33 +65,59 @@
 use retain_memory::ClassBalanced;
 use retain_memory::gradients::{flat_grad, flat_grad_of, flat_grad_view, write_grad};
 use retain_stream::seed::derive;
-use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, StepContext, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::Tensor;
+
+/// The registry entry of `agem`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "agem",
+    family: Family::Rehearsal,
+    summary: "Averaged GEM: one gradient constraint on the average loss of a memory batch",
+    paper: "Chaudhry, Ranzato, Rohrbach & Elhoseiny, \"Efficient Lifelong Learning with A-GEM\", ICLR 2019",
+    params: &[
+        Param {
+            name: "memory_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("500"),
+            doc: "samples in the episodic memory",
+        },
+        Param {
+            name: "memory_batch_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("256"),
+            doc: "samples drawn per step for the reference gradient",
+        },
+    ],
+    example: "memory_size = 500\nmemory_batch_size = 256",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: true,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
 
 /// The hyper-parameters of [`AGem`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default = "default_memory_size")]
     pub memory_size: usize,
-    #[serde(default = "default_memory_batch_size")]
     pub memory_batch_size: usize,
 }
 
-fn default_memory_size() -> usize {
-    500
-}
-fn default_memory_batch_size() -> usize {
-    256
-}
-
 impl Default for Params {
+    /// The schema's defaults ([`DESCRIPTOR`]).
     fn default() -> Self {
-        Self {
-            memory_size: default_memory_size(),
-            memory_batch_size: default_memory_batch_size(),
-        }
+        DESCRIPTOR
+            .parse(&toml::Table::new())
+            .expect("the schema's defaults parse")
     }
 }
 
@@ -156,7 +182,7 @@ impl AGem {
 
 /// Registry factory.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(AGem::new(parse_params("agem", params)?)?))
+    Ok(Box::new(AGem::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Method for AGem {
@@ -172,7 +198,7 @@ impl Method for AGem {
                     .map_err(memory_error)?,
             );
         }
-        self.parameters = ctx.vars.trainable_variables();
+        self.parameters = ctx.vars().trainable_variables();
         Ok(())
     }
 
@@ -182,19 +208,20 @@ impl Method for AGem {
         true
     }
 
-    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+    fn after_backward(&mut self, ctx: &StepContext<'_>) -> Result<(), TrainError> {
         let Some(memory) = &mut self.memory else {
-            return;
+            return Ok(());
         };
         let Some(replay) = memory.sample(self.params.memory_batch_size) else {
-            return;
+            return Ok(());
         };
         let old = ctx.replay_batch(&replay.indices, 0);
-        let loss = ctx.training_loss(&ctx.model.forward_t(&old.inputs, true), &old.labels);
+        let loss = ctx.training_loss(&ctx.model().forward_t(&old.inputs, true), &old.labels);
         let g_ref = flat_grad_of(&loss, &self.parameters);
         // A view of the flat optimiser's gradient buffer where it can be: no copy.
         let g = flat_grad_view(&self.parameters).unwrap_or_else(|| flat_grad(&self.parameters));
         write_grad(&self.parameters, &project(&g, &g_ref));
+        Ok(())
     }
 
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {

@@ -46,7 +46,7 @@ fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
         .cross_entropy_for_logits(&batch.labels)
         .backward();
     let before = host(&flat_grad(&params));
-    method.after_backward(&fx.step(0, &indices));
+    method.after_backward(&fx.step(0, &indices)).unwrap();
     assert_eq!(host(&flat_grad(&params)), before);
     method.after_task(&fx.task(0)).unwrap();
     assert_eq!(method.memory().unwrap().len(), 10);
@@ -81,7 +81,7 @@ fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
             let g = host(&flat_grad(&params));
             let dot: f64 = g.iter().zip(&g_ref).map(|(a, b)| a * b).sum();
             let norm: f64 = g_ref.iter().map(|x| x * x).sum();
-            method.after_backward(&fx.step(task, &indices));
+            method.after_backward(&fx.step(task, &indices)).unwrap();
             let corrected = host(&flat_grad(&params));
             if dot < 0.0 {
                 conflicts += 1;
@@ -106,13 +106,13 @@ fn hook_projects_the_trainer_gradient_against_the_memory_gradient() {
 #[test]
 fn parameters_are_checked() {
     let table = |s: &str| -> toml::Table { s.parse().unwrap() };
-    let params: Params = parse_params("agem", &table("memory_size = 100")).unwrap();
+    let params: Params = DESCRIPTOR.parse(&table("memory_size = 100")).unwrap();
     assert_eq!((params.memory_size, params.memory_batch_size), (100, 256));
     let err = from_params(&table("memories_per_task = 5"))
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("unknown field `memories_per_task`"), "{err}");
+    assert!(err.contains("unknown key `memories_per_task`"), "{err}");
     assert!(from_params(&table("memory_batch_size = 0")).is_err());
 }
 

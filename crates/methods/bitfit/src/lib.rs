@@ -34,21 +34,41 @@
 //! Transformer-based Masked Language-models", ACL 2022.
 
 use retain_models::names::matches;
-use retain_train::{
-    Method, TaskContext, TrainError, parse_params, set_trainable, trainable_variables,
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
+use retain_train::{Method, TaskContext, TrainError, set_trainable, trainable_variables};
 use serde::Deserialize;
 
-/// BitFit's hyper-parameters (see the crate docs).
+/// The registry entry of `bitfit`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "bitfit",
+    family: Family::ParameterEfficient,
+    summary: "BitFit: only the bias terms (and the head) train",
+    paper: "Ben Zaken, Ravfogel & Goldberg, \"BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based Masked Language-models\", ACL 2022",
+    params: &[Param {
+        name: "head",
+        kind: ParamKind::Bool,
+        default: ParamDefault::Value("true"),
+        doc: "also train the head's weight (the new classes need it on a class-split stream)",
+    }],
+    example: "head = true",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
+/// BitFit's hyper-parameters (see the crate docs; defaults in [`DESCRIPTOR`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BitFitParams {
-    #[serde(default = "default_head")]
     pub head: bool,
-}
-
-fn default_head() -> bool {
-    true
 }
 
 /// BitFit (see the crate docs).
@@ -59,7 +79,7 @@ pub struct BitFit {
 
 /// Registry factory for `bitfit`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(BitFit::new(parse_params("bitfit", params)?)))
+    Ok(Box::new(BitFit::new(DESCRIPTOR.parse(params)?)))
 }
 
 impl BitFit {
@@ -92,8 +112,8 @@ impl Method for BitFit {
         if self.frozen {
             return Ok(());
         }
-        let head = ctx.model.head_name();
-        set_trainable(&trainable_variables(ctx.vars), |name| {
+        let head = ctx.model().head_name();
+        set_trainable(&trainable_variables(ctx.vars()), |name| {
             self.trains(name, head)
         });
         self.frozen = true;

@@ -109,5 +109,14 @@ fn names_decide_what_trains_and_unknown_keys_are_refused() {
     assert!(!bitfit.trains("bn1.running_mean", "linear"));
     let table: toml::Table = toml::from_str("heads = false").unwrap();
     let error = from_params(&table).err().unwrap().to_string();
-    assert!(error.contains("unknown field `heads`"), "{error}");
+    assert!(error.contains("unknown key `heads`"), "{error}");
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: BitFitParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(params, BitFitParams { head: true });
+    let table: toml::Table = toml::from_str("head = 1").unwrap();
+    let error = from_params(&table).err().unwrap().to_string();
+    assert!(error.contains("`head` must be bool"), "{error}");
 }

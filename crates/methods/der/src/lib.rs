@@ -89,42 +89,73 @@
 
 use retain_memory::{MemoryError, Reservoir};
 use retain_stream::seed::derive;
-use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, StepContext, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::{Reduction, Tensor};
+
+/// The registry entry of `der`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "der",
+    family: Family::Rehearsal,
+    summary: "Dark Experience Replay: a reservoir of samples with their logits, matched by MSE (DER++ with beta > 0)",
+    paper: "Buzzega et al., \"Dark Experience for General Continual Learning: a Strong, Simple Baseline\", NeurIPS 2020",
+    params: &[
+        Param {
+            name: "buffer_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("500"),
+            doc: "reservoir capacity",
+        },
+        Param {
+            name: "replay_batch_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("10"),
+            doc: "samples per replay draw",
+        },
+        Param {
+            name: "alpha",
+            kind: ParamKind::Float,
+            default: ParamDefault::Value("0.3"),
+            doc: "weight of the logit-matching term",
+        },
+        Param {
+            name: "beta",
+            kind: ParamKind::Float,
+            default: ParamDefault::Value("0.0"),
+            doc: "weight of the replayed cross-entropy; > 0 is DER++",
+        },
+    ],
+    example: "buffer_size = 500\nalpha = 0.3\nbeta = 0.5",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: true,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
 
 /// The hyper-parameters of [`Der`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default = "default_buffer_size")]
     pub buffer_size: usize,
-    #[serde(default = "default_replay_batch_size")]
     pub replay_batch_size: usize,
-    #[serde(default = "default_alpha")]
     pub alpha: f64,
-    #[serde(default)]
     pub beta: f64,
 }
 
-fn default_buffer_size() -> usize {
-    500
-}
-fn default_replay_batch_size() -> usize {
-    10
-}
-fn default_alpha() -> f64 {
-    0.3
-}
-
 impl Default for Params {
+    /// The schema's defaults ([`DESCRIPTOR`]).
     fn default() -> Self {
-        Self {
-            buffer_size: default_buffer_size(),
-            replay_batch_size: default_replay_batch_size(),
-            alpha: default_alpha(),
-            beta: 0.0,
-        }
+        DESCRIPTOR
+            .parse(&toml::Table::new())
+            .expect("the schema's defaults parse")
     }
 }
 
@@ -183,7 +214,7 @@ impl Der {
 
 /// Registry factory.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Der::new(parse_params("der", params)?)?))
+    Ok(Box::new(Der::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Method for Der {
@@ -224,11 +255,18 @@ impl Method for Der {
         Ok(())
     }
 
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_stream::Batch) -> Tensor {
-        let reservoir = self
-            .reservoir
-            .as_mut()
-            .expect("before_task creates the reservoir before any step");
+    fn loss(
+        &mut self,
+        ctx: &StepContext<'_>,
+        batch: &retain_stream::Batch,
+    ) -> Result<Tensor, TrainError> {
+        let failed = |message: String| TrainError::Method {
+            method: "der".into(),
+            message,
+        };
+        let reservoir = self.reservoir.as_mut().ok_or_else(|| {
+            failed("a step ran before `before_task` created the reservoir".into())
+        })?;
         let draws = if self.params.beta > 0.0 { 2 } else { 1 };
         let mut replays = Vec::with_capacity(draws);
         for draw in 0..draws {
@@ -245,10 +283,9 @@ impl Method for Der {
         let mut loss = ctx.training_loss(logits, &batch.labels);
         for (draw, ((replay, old), outputs)) in replays.iter().zip(&outputs[1..]).enumerate() {
             loss = if draw == 0 {
-                let stored = replay
-                    .logits
-                    .as_ref()
-                    .expect("the DER reservoir keeps logits");
+                let stored = replay.logits.as_ref().ok_or_else(|| {
+                    failed("the reservoir returned samples without logits".into())
+                })?;
                 loss + logit_term(self.params.alpha, outputs, stored)
             } else {
                 loss + ctx.training_loss(outputs, &old.labels) * self.params.beta
@@ -256,8 +293,8 @@ impl Method for Der {
         }
         reservoir
             .add(ctx.indices, Some(logits))
-            .expect("batch indices and logits come from the same batch");
-        loss
+            .map_err(|e| failed(format!("cannot store the batch and its logits: {e}")))?;
+        Ok(loss)
     }
 }
 

@@ -24,7 +24,7 @@ fn hook_adds_logit_and_label_terms_for_stored_samples() {
     method.before_task(&fx.task(0)).unwrap();
     // Empty reservoir: plain cross-entropy; the batch and its logits are stored.
     let (first_indices, first) = fx.batch(0, 6);
-    let loss = method.loss(&fx.step(0, &first_indices), &first);
+    let loss = method.loss(&fx.step(0, &first_indices), &first).unwrap();
     let plain = fx
         .network
         .model
@@ -39,7 +39,7 @@ fn hook_adds_logit_and_label_terms_for_stored_samples() {
         let _ = bias.g_add_scalar_(1.0);
     }
     let (indices, batch) = fx.batch(1, 10);
-    let loss = scalar(&method.loss(&fx.step(1, &indices), &batch));
+    let loss = scalar(&method.loss(&fx.step(1, &indices), &batch).unwrap());
     let current = fx
         .network
         .model
@@ -58,7 +58,7 @@ fn hook_adds_logit_and_label_terms_for_stored_samples() {
 #[test]
 fn parameters_are_checked() {
     let table = |s: &str| -> toml::Table { s.parse().unwrap() };
-    let params: Params = parse_params("der", &table("alpha = 0.2\nbeta = 1.0")).unwrap();
+    let params: Params = DESCRIPTOR.parse(&table("alpha = 0.2\nbeta = 1.0")).unwrap();
     assert_eq!(
         (params.alpha, params.beta, params.buffer_size),
         (0.2, 1.0, 500)
@@ -67,7 +67,7 @@ fn parameters_are_checked() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("unknown field `gamma`"), "{err}");
+    assert!(err.contains("unknown key `gamma`"), "{err}");
     let err = from_params(&table("alpha = -1.0"))
         .err()
         .unwrap()

@@ -124,11 +124,88 @@
 //! Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017.
 //! Schwarz et al., "Progress & Compress: A scalable framework for continual learning", ICML 2018.
 
-use retain_train::{
-    Batch, Method, StepContext, TaskContext, TrainError, TrainingLoss, gradients, parse_params,
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
+use retain_train::{Batch, Method, StepContext, TaskContext, TrainError, TrainingLoss, gradients};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
+
+/// The hyper-parameters of `ewc` and `online-ewc` (see the crate docs), `mode`'s default
+/// being the variant's.
+const fn params(mode: &'static str) -> [Param; 6] {
+    [
+        Param {
+            name: "lambda",
+            kind: ParamKind::Float,
+            default: ParamDefault::Value("100.0"),
+            doc: "penalty strength λ (≥ 0)",
+        },
+        Param {
+            name: "mode",
+            kind: ParamKind::Choice(&["separate", "online"]),
+            default: ParamDefault::Value(mode),
+            doc: "one penalty per task, or one running penalty",
+        },
+        Param {
+            name: "gamma",
+            kind: ParamKind::Float,
+            default: ParamDefault::Derived("1.0 online; refused with separate penalties"),
+            doc: "online decay γ ∈ [0, 1] of the running Fisher",
+        },
+        Param {
+            name: "fisher",
+            kind: ParamKind::Choice(&["per_sample", "per_batch"]),
+            default: ParamDefault::Value("\"per_sample\""),
+            doc: "the empirical Fisher's estimator",
+        },
+        Param {
+            name: "fisher_samples",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("1000"),
+            doc: "samples of the finished task the Fisher is estimated on (all when fewer)",
+        },
+        Param {
+            name: "fisher_batch_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("10"),
+            doc: "batch size of the per_batch estimator",
+        },
+    ]
+}
+
+const CAPABILITIES: Capabilities = Capabilities {
+    capturable: true,
+    keeps_samples: false,
+    joint_reference: false,
+};
+
+/// The registry entry of `ewc`: one penalty per finished task.
+pub const EWC: MethodDescriptor = MethodDescriptor {
+    name: "ewc",
+    family: Family::Regularisation,
+    summary: "Elastic weight consolidation: a diagonal-Fisher penalty per finished task",
+    paper: "Kirkpatrick et al., \"Overcoming catastrophic forgetting in neural networks\", PNAS 2017",
+    params: &params("\"separate\""),
+    example: "lambda = 100.0\nfisher = \"per_sample\"\nfisher_samples = 1000",
+    capabilities: CAPABILITIES,
+    factory: from_params,
+};
+
+/// The registry entry of `online-ewc`: one running penalty.
+pub const ONLINE_EWC: MethodDescriptor = MethodDescriptor {
+    name: "online-ewc",
+    family: Family::Regularisation,
+    summary: "Online EWC: one running Fisher penalty, decayed by γ after each task",
+    paper: "Schwarz et al., \"Progress & Compress: A scalable framework for continual learning\", ICML 2018",
+    params: &params("\"online\""),
+    example: "lambda = 180.0\ngamma = 1.0",
+    capabilities: CAPABILITIES,
+    factory: from_params_online,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[EWC, ONLINE_EWC];
 
 /// Samples per pass of the Fisher estimate: one batched forward/backward where the model
 /// computes squared group gradients itself (`Backbone::squared_group_gradients`; the
@@ -160,32 +237,15 @@ pub enum FisherEstimator {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EwcParams {
-    #[serde(default = "default_lambda")]
     pub lambda: f64,
     #[serde(default)]
     pub mode: Option<Mode>,
     /// Only meaningful online; `None` means 1.
     #[serde(default)]
     pub gamma: Option<f64>,
-    #[serde(default = "default_fisher")]
     pub fisher: FisherEstimator,
-    #[serde(default = "default_fisher_samples")]
     pub fisher_samples: usize,
-    #[serde(default = "default_fisher_batch_size")]
     pub fisher_batch_size: usize,
-}
-
-fn default_lambda() -> f64 {
-    100.0
-}
-fn default_fisher() -> FisherEstimator {
-    FisherEstimator::PerSample
-}
-fn default_fisher_samples() -> usize {
-    1000
-}
-fn default_fisher_batch_size() -> usize {
-    10
 }
 
 /// A Fisher diagonal and the parameters it is anchored at, each one flat tensor: the
@@ -258,14 +318,14 @@ pub struct Ewc {
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
     Ok(Box::new(Ewc::new(
         "ewc",
-        parse_params("ewc", params)?,
+        EWC.parse(params)?,
         Mode::Separate,
     )?))
 }
 
 /// Registry factory for `online-ewc`: EWC whose `mode` defaults to `"online"`.
 pub fn from_params_online(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    let parsed = parse_params("online-ewc", params)?;
+    let parsed = ONLINE_EWC.parse(params)?;
     Ok(Box::new(Ewc::new("online-ewc", parsed, Mode::Online)?))
 }
 
@@ -367,7 +427,7 @@ impl Ewc {
             let batch = ctx.train_batch(part);
             let allowed = (ctx.loss == TrainingLoss::TaskIl)
                 .then(|| ctx.stream.own_task_classes(&batch.labels));
-            if let Some(squares) = ctx.model.squared_group_gradients(
+            if let Some(squares) = ctx.model().squared_group_gradients(
                 &batch.inputs,
                 &batch.labels,
                 group as i64,
@@ -387,7 +447,7 @@ impl Ewc {
                 let labels = batch.labels.narrow(0, start as i64, len as i64);
                 // Negative log-likelihood at the true label; its square equals the
                 // log-likelihood's.
-                let loss = ctx.training_loss(&ctx.model.forward_t(&inputs, false), &labels);
+                let loss = ctx.training_loss(&ctx.model().forward_t(&inputs, false), &labels);
                 let weight = len as f64 / total;
                 for (f, g) in fisher.iter_mut().zip(gradients(&loss, params)?) {
                     let _ = f.g_add_(&(g.square() * weight));
@@ -472,10 +532,10 @@ impl Method for Ewc {
     /// per step for all parameters together, where differentiating the penalty through
     /// autograd costs about ten per parameter (at batch 10 on the CPU, 2.8× the step time of
     /// naive fine-tuning).
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
         let ce = ctx.cross_entropy(batch);
         if self.consolidations.is_empty() {
-            return ce;
+            return Ok(ce);
         }
         let theta = flatten(&self.params).detach();
         let mut gradient: Option<Tensor> = None;
@@ -494,18 +554,18 @@ impl Method for Ewc {
             });
         }
         self.pending_gradient = gradient.map(|g| g * self.lambda);
-        match value {
+        Ok(match value {
             Some(v) => ce + v * (self.lambda / 2.0),
             None => ce,
-        }
+        })
     }
 
     /// Adds the penalty's gradient computed by `loss`. A parameter whose `grad()` is still
     /// undefined has never received a gradient from the model's loss, so its Fisher entries,
     /// estimated through the same forward pass, are zero and so is its penalty gradient.
-    fn after_backward(&mut self, _ctx: &StepContext<'_>) {
+    fn after_backward(&mut self, _ctx: &StepContext<'_>) -> Result<(), TrainError> {
         let Some(gradient) = self.pending_gradient.take() else {
-            return;
+            return Ok(());
         };
         for (param, slot) in self.params.iter().zip(&self.layout) {
             let mut grad = param.grad();
@@ -513,6 +573,7 @@ impl Method for Ewc {
                 let _ = grad.g_add_(&unflatten(&gradient, slot));
             }
         }
+        Ok(())
     }
 
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {

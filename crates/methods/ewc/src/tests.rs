@@ -33,7 +33,7 @@ fn host(t: &Tensor) -> Vec<f64> {
 
 fn ewc(toml: &str) -> Ewc {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    Ewc::new("ewc", parse_params("ewc", &table).unwrap(), Mode::Separate).unwrap()
+    Ewc::new("ewc", EWC.parse(&table).unwrap(), Mode::Separate).unwrap()
 }
 
 fn assert_close(actual: &[f64], expected: &[f64], what: &str) {
@@ -264,8 +264,6 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
     let key = Tensor::zeros([], (Kind::Int64, Device::Cpu));
     let step = StepContext {
         network: &net,
-        model: net.model.as_ref(),
-        vars: &net.vars,
         stream: &stream,
         task: &stream.tasks[1],
         device: Device::Cpu,
@@ -277,9 +275,9 @@ fn training_step_adds_lambda_f_delta_to_the_gradients_and_the_penalty_to_the_los
     };
     let batch = stream.batch(SplitKind::Train, &indices);
     let ce = step.cross_entropy(&batch).double_value(&[]);
-    let loss = method.loss(&step, &batch);
+    let loss = method.loss(&step, &batch).unwrap();
     loss.backward();
-    method.after_backward(&step);
+    method.after_backward(&step).unwrap();
 
     let params = params_of(&net);
     let deltas: Vec<Vec<f64>> = params
@@ -503,6 +501,9 @@ fn invalid_hyper_parameters_are_rejected_with_the_reason() {
         error("online-ewc", "mode = \"separate\""),
         "invalid hyper-parameters for method `online-ewc`: `mode` must be \"online\" under the name `online-ewc` (use `ewc` for separate penalties)"
     );
-    assert!(error("ewc", "lamda = 1.0").contains("unknown field `lamda`"));
-    assert!(error("ewc", "fisher = \"full\"").contains("unknown variant `full`"));
+    assert!(error("ewc", "lamda = 1.0").contains("unknown key `lamda`"));
+    assert!(
+        error("ewc", "fisher = \"full\"")
+            .contains("`fisher` must be \"per_sample\" | \"per_batch\" (found string `\"full\"`)")
+    );
 }

@@ -91,38 +91,64 @@
 
 use retain_memory::EpisodicMemory;
 use retain_memory::gradients::{flat_grad, flat_grad_of, write_grad};
-use retain_qp::{QpError, gem_correction};
+use retain_qp::gem_correction;
 use retain_stream::seed::derive;
-use retain_train::{Method, StepContext, TaskContext, TrainError, TrainingLoss, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, StepContext, TaskContext, TrainError, TrainingLoss};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 /// Ridge added to the memory Gram matrix, as GEM's code does (`eps = 1e-3`).
 pub const RIDGE: f64 = 1e-3;
 
+/// The registry entry of `gem`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "gem",
+    family: Family::Rehearsal,
+    summary: "Gradient Episodic Memory: projects the gradient so no finished task's memory loss rises",
+    paper: "Lopez-Paz & Ranzato, \"Gradient Episodic Memory for Continual Learning\", NeurIPS 2017",
+    params: &[
+        Param {
+            name: "memories_per_task",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("256"),
+            doc: "samples kept per finished task",
+        },
+        Param {
+            name: "margin",
+            kind: ParamKind::Float,
+            default: ParamDefault::Value("0.5"),
+            doc: "the dual QP's lower bound γ (≥ 0)",
+        },
+    ],
+    example: "memories_per_task = 256\nmargin = 0.5",
+    capabilities: Capabilities {
+        capturable: false,
+        keeps_samples: true,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
 /// The hyper-parameters of [`Gem`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default = "default_memories_per_task")]
     pub memories_per_task: usize,
-    #[serde(default = "default_margin")]
     pub margin: f64,
 }
 
-fn default_memories_per_task() -> usize {
-    256
-}
-fn default_margin() -> f64 {
-    0.5
-}
-
 impl Default for Params {
+    /// The schema's defaults ([`DESCRIPTOR`]).
     fn default() -> Self {
-        Self {
-            memories_per_task: default_memories_per_task(),
-            margin: default_margin(),
-        }
+        DESCRIPTOR
+            .parse(&toml::Table::new())
+            .expect("the schema's defaults parse")
     }
 }
 
@@ -134,8 +160,6 @@ pub struct Gem {
     parameters: Vec<Tensor>,
     /// Steps whose gradient was projected, for diagnostics.
     projected: usize,
-    /// A QP failure inside a step (hooks there cannot fail); reported at the task's end.
-    failure: Option<QpError>,
 }
 
 impl std::fmt::Debug for Gem {
@@ -170,7 +194,6 @@ impl Gem {
             memory: None,
             parameters: Vec::new(),
             projected: 0,
-            failure: None,
         })
     }
 
@@ -187,7 +210,7 @@ impl Gem {
 
 /// Registry factory.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Gem::new(parse_params("gem", params)?)?))
+    Ok(Box::new(Gem::new(DESCRIPTOR.parse(params)?)?))
 }
 
 /// The gradient of every earlier task's memory loss, `[t, P]` in the flat layout of
@@ -202,7 +225,7 @@ fn memory_gradients(
     let old = ctx.replay_batch(&Tensor::cat(memory.tasks(), 0), 0);
     let allowed =
         (ctx.loss == TrainingLoss::TaskIl).then(|| ctx.stream.own_task_classes(&old.labels));
-    if let Some(rows) = ctx.model.per_group_gradients(
+    if let Some(rows) = ctx.model().per_group_gradients(
         &old.inputs,
         &old.labels,
         &sizes,
@@ -215,7 +238,7 @@ fn memory_gradients(
     let rows: Vec<Tensor> = sizes
         .iter()
         .map(|&m| {
-            let logits = ctx.model.forward_t(&old.inputs.narrow(0, start, m), true);
+            let logits = ctx.model().forward_t(&old.inputs.narrow(0, start, m), true);
             let loss = ctx.training_loss(&logits, &old.labels.narrow(0, start, m));
             start += m;
             flat_grad_of(&loss, parameters)
@@ -241,13 +264,15 @@ impl Method for Gem {
                 )?,
             );
         }
-        self.parameters = ctx.vars.trainable_variables();
+        self.parameters = ctx.vars().trainable_variables();
         Ok(())
     }
 
-    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+    /// Projects the gradient; a failing QP stops the run at this step, with the task and
+    /// the solver's reason.
+    fn after_backward(&mut self, ctx: &StepContext<'_>) -> Result<(), TrainError> {
         let Some(memory) = self.memory.as_ref().filter(|m| !m.is_empty()) else {
-            return;
+            return Ok(());
         };
         let tasks = memory.len();
         let rows = memory_gradients(ctx, memory, &self.parameters);
@@ -260,30 +285,27 @@ impl Method for Gem {
             .to_device(Device::Cpu)
             .flatten(0, -1);
         let gram = Vec::<f64>::try_from(&gram).expect("a double tensor converts to Vec<f64>");
-        match gem_correction(&gram, tasks, self.params.margin, RIDGE) {
-            Ok(None) => {}
-            Ok(Some(weights)) => {
-                let weights = Tensor::from_slice(&weights)
-                    .to_kind(stacked.kind())
-                    .to_device(ctx.device);
-                let corrected = g + weights.matmul(&stacked.narrow(0, 0, tasks as i64));
-                write_grad(&self.parameters, &corrected);
-                self.projected += 1;
+        let correction = gem_correction(&gram, tasks, self.params.margin, RIDGE).map_err(|e| {
+            TrainError::Method {
+                method: "gem".into(),
+                message: format!(
+                    "projection QP failed in task {}, step {}: {e}",
+                    ctx.task.index, ctx.step
+                ),
             }
-            Err(error) => {
-                // Leave the gradient as it is; the task ends with this error.
-                self.failure.get_or_insert(error);
-            }
+        })?;
+        if let Some(weights) = correction {
+            let weights = Tensor::from_slice(&weights)
+                .to_kind(stacked.kind())
+                .to_device(ctx.device);
+            let corrected = g + weights.matmul(&stacked.narrow(0, 0, tasks as i64));
+            write_grad(&self.parameters, &corrected);
+            self.projected += 1;
         }
+        Ok(())
     }
 
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        if let Some(error) = self.failure.take() {
-            return Err(TrainError::Method {
-                method: "gem".into(),
-                message: format!("projection QP failed in task {}: {error}", ctx.task.index),
-            });
-        }
         if let Some(memory) = &mut self.memory {
             memory.add_task(&ctx.task.train_indices);
         }

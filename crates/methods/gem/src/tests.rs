@@ -57,7 +57,7 @@ fn projection_on_the_device_matches_the_host_reference() {
     let g = backward(&fx, &params, &batch);
     assert!(memories.iter().any(|m| retain_qp::dot(m, &g) < 0.0));
     let expected = retain_qp::gem_project(&memories, &g, 0.5, RIDGE).unwrap();
-    method.after_backward(&fx.step(2, &indices));
+    method.after_backward(&fx.step(2, &indices)).unwrap();
     assert_eq!(method.projected_steps(), 1);
     let corrected = host(&flat_grad(&params));
     let scale = expected.iter().fold(0.0f64, |a, x| a.max(x.abs()));
@@ -87,7 +87,7 @@ fn a_gradient_that_agrees_with_every_memory_is_untouched() {
     let indices = method.memory().unwrap().tasks()[0].shallow_clone();
     let batch = fx.stream.batch(SplitKind::Train, &indices);
     let g = backward(&fx, &params, &batch);
-    method.after_backward(&fx.step(1, &indices));
+    method.after_backward(&fx.step(1, &indices)).unwrap();
     assert_eq!(method.projected_steps(), 0);
     assert_eq!(host(&flat_grad(&params)), g, "bit-for-bit unchanged");
 }
@@ -100,21 +100,21 @@ fn no_memory_no_change() {
     method.before_task(&fx.task(0)).unwrap();
     let (indices, batch) = fx.batch(0, 10);
     let g = backward(&fx, &params, &batch);
-    method.after_backward(&fx.step(0, &indices));
+    method.after_backward(&fx.step(0, &indices)).unwrap();
     assert_eq!(host(&flat_grad(&params)), g);
 }
 
 #[test]
 fn parameters_are_checked() {
     let table = |s: &str| -> toml::Table { s.parse().unwrap() };
-    let params: Params = parse_params("gem", &table("")).unwrap();
+    let params: Params = DESCRIPTOR.parse(&table("")).unwrap();
     assert_eq!(params, Params::default());
     assert_eq!((params.memories_per_task, params.margin), (256, 0.5));
     let err = from_params(&table("memory_strength = 1.0"))
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("unknown field `memory_strength`"), "{err}");
+    assert!(err.contains("unknown key `memory_strength`"), "{err}");
     let err = from_params(&table("margin = -0.5"))
         .err()
         .unwrap()
@@ -160,7 +160,7 @@ fn batched_memory_gradients_match_one_pass_per_task() {
     let ctx = fx.step(3, &indices);
     // The fixture's MLP batches the memories' gradients ...
     let batched = ctx
-        .model
+        .model()
         .per_group_gradients(
             &Tensor::zeros([8, 4], (Kind::Float, Device::Cpu)),
             &Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
@@ -180,8 +180,8 @@ fn batched_memory_gradients_match_one_pass_per_task() {
         b: Tensor::zeros([6, 1], (Kind::Float, Device::Cpu)),
         scale: 1.0,
     };
-    assert!(ctx.model.set_adapter("hidden.0", Some(adapter)));
-    let none = ctx.model.per_group_gradients(
+    assert!(ctx.model().set_adapter("hidden.0", Some(adapter)));
+    let none = ctx.model().per_group_gradients(
         &Tensor::zeros([8, 4], (Kind::Float, Device::Cpu)),
         &Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
         &[8],

@@ -60,9 +60,61 @@
 //! name = "joint"
 //! ```
 
-use retain_train::{Method, TaskContext, TrainError, parse_params};
+use retain_train::method::{Capabilities, Family, MethodDescriptor};
+use retain_train::{Method, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::Tensor;
+
+/// The registry entry of `joint`.
+pub const JOINT: MethodDescriptor = MethodDescriptor {
+    name: "joint",
+    family: Family::Baseline,
+    summary: "Joint training from the initial weights on tasks 1..=k after task k: the upper bound",
+    paper: "the joint-training upper bound (intransigence: Chaudhry et al., \"Riemannian Walk for Incremental Learning\", ECCV 2018)",
+    params: &[],
+    example: "",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: true,
+        joint_reference: true,
+    },
+    factory: from_params,
+};
+
+/// The registry entry of `joint-offline`.
+pub const JOINT_OFFLINE: MethodDescriptor = MethodDescriptor {
+    name: "joint-offline",
+    family: Family::Baseline,
+    summary: "One model trained on the whole stream during the last task",
+    paper: "the offline joint-training upper bound",
+    params: &[],
+    example: "",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: true,
+        joint_reference: false,
+    },
+    factory: from_params_offline,
+};
+
+/// The registry entry of `joint-cumulative`.
+pub const JOINT_CUMULATIVE: MethodDescriptor = MethodDescriptor {
+    name: "joint-cumulative",
+    family: Family::Baseline,
+    summary: "Warm-started joint training: continues on tasks 1..=k from the model after task k-1",
+    paper: "cumulative joint training, warm-started",
+    params: &[],
+    example: "",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: true,
+        joint_reference: false,
+    },
+    factory: from_params_cumulative,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[JOINT, JOINT_OFFLINE, JOINT_CUMULATIVE];
 
 /// Which joint model (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +134,15 @@ impl Variant {
             Variant::FromScratch => "joint",
             Variant::Offline => "joint-offline",
             Variant::Cumulative => "joint-cumulative",
+        }
+    }
+
+    /// The registry entry.
+    pub fn descriptor(self) -> &'static MethodDescriptor {
+        match self {
+            Variant::FromScratch => &JOINT,
+            Variant::Offline => &JOINT_OFFLINE,
+            Variant::Cumulative => &JOINT_CUMULATIVE,
         }
     }
 }
@@ -109,7 +170,7 @@ impl Joint {
 struct Params {}
 
 fn factory(variant: Variant, params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    let Params {} = parse_params(variant.name(), params)?;
+    let Params {} = variant.descriptor().parse(params)?;
     Ok(Box::new(Joint::new(variant)))
 }
 
@@ -149,7 +210,7 @@ impl Method for Joint {
         if self.variant != Variant::FromScratch {
             return Ok(());
         }
-        let mut variables: Vec<(String, Tensor)> = ctx.vars.variables().into_iter().collect();
+        let mut variables: Vec<(String, Tensor)> = ctx.vars().variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         if self.initial.is_empty() {
             self.initial = variables
@@ -327,7 +388,7 @@ mod tests {
         let error = from_params(&table).err().unwrap().to_string();
         assert!(
             error
-                .starts_with("invalid hyper-parameters for method `joint`: unknown field `epochs`"),
+                .starts_with("invalid hyper-parameters for method `joint`: unknown key `epochs`: `joint` takes no hyper-parameters"),
             "{error}"
         );
     }

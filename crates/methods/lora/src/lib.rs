@@ -61,7 +61,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `rank` | `8` | rank `r` of every adapter (≥ 1) |
-//! | `alpha` | `rank` | scale numerator: the update is `(α/r) · B A` |
+//! | `alpha` | `rank` | scale numerator: the update is `(α/r) · B A` (> 0) |
 //! | `target` | by the model: `["blocks.*"]` on a transformer, `["hidden.*"]` otherwise | name patterns of the linear layers to adapt (`*` matches any characters, see [`retain_models::names::matches()`]); see [`retain_models::Backbone::adaptable_layers`]. The head is never a target: it trains fully per task |
 //!
 //! # Example
@@ -91,17 +91,63 @@ use retain_models::init::{Draw, fill};
 use retain_models::{Backbone, LowRank};
 use retain_peft::{freeze_backbone, nested_path, select_layers};
 use retain_seed::derive;
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
 use retain_train::{
-    Method, Network, Readout, Selection, TaskContext, TrainError, named_parameters, parse_params,
+    Method, Network, Readout, Selection, TaskContext, TrainError, named_parameters,
 };
 use serde::Deserialize;
 use tch::{Kind, Tensor, nn};
 
-/// LoRA's hyper-parameters (see the crate docs).
+/// LoRA's hyper-parameters in the schema (see the crate docs); public so that methods built
+/// on LoRA's adapters (`qlora`) declare the same keys and defaults.
+pub const PARAMS: [Param; 3] = [
+    Param {
+        name: "rank",
+        kind: ParamKind::Count,
+        default: ParamDefault::Value("8"),
+        doc: "rank r of every adapter (≥ 1)",
+    },
+    Param {
+        name: "alpha",
+        kind: ParamKind::Float,
+        default: ParamDefault::Derived("rank, so scale 1"),
+        doc: "scale numerator: the update is (α/r) · B A (> 0)",
+    },
+    Param {
+        name: "target",
+        kind: ParamKind::Strings,
+        default: ParamDefault::Derived(
+            "by the model: [\"blocks.*\"] on a transformer, [\"hidden.*\"] otherwise",
+        ),
+        doc: "name patterns of the linear layers to adapt (never the head, which trains per task)",
+    },
+];
+
+/// The registry entry of `lora`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "lora",
+    family: Family::ParameterEfficient,
+    summary: "LoRA per task: low-rank adapters and a head per task on a frozen backbone",
+    paper: "Hu et al., \"LoRA: Low-Rank Adaptation of Large Language Models\", ICLR 2022",
+    params: &PARAMS,
+    example: "rank = 8\nalpha = 16.0\ntarget = [\"hidden.*\"]",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
+/// LoRA's hyper-parameters (see the crate docs; defaults in [`PARAMS`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraParams {
-    #[serde(default = "default_rank")]
     pub rank: usize,
     /// `None` means `rank` (scale 1).
     #[serde(default)]
@@ -111,9 +157,6 @@ pub struct LoraParams {
     pub target: Option<Vec<String>>,
 }
 
-fn default_rank() -> usize {
-    8
-}
 /// The layers adapted when `target` is not given: every linear layer of a transformer's
 /// blocks (`blocks.*`: attention `qkv` and `proj`, MLP `fc1` and `fc2`), an MLP's hidden
 /// layers (`hidden.*`) otherwise.
@@ -190,7 +233,7 @@ pub struct Lora {
 
 /// Registry factory for `lora`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Lora::new(parse_params("lora", params)?)?))
+    Ok(Box::new(Lora::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Lora {
@@ -236,16 +279,16 @@ impl Lora {
 
     /// Freezes the backbone, creates the adapters and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let head = ctx.model.head_name();
+        let head = ctx.model().head_name();
         let target = self
             .target
             .clone()
-            .unwrap_or_else(|| default_target(ctx.model));
-        let selected = select_layers("lora", ctx.model, &target)?;
-        freeze_backbone(ctx.vars, head);
-        let variables = ctx.vars.variables();
+            .unwrap_or_else(|| default_target(ctx.model()));
+        let selected = select_layers("lora", ctx.model(), &target)?;
+        freeze_backbone(ctx.vars(), head);
+        let variables = ctx.vars().variables();
         for (name, [outputs, inputs]) in &selected {
-            let path = nested_path(&ctx.vars.root(), &format!("lora.{name}"));
+            let path = nested_path(&ctx.vars().root(), &format!("lora.{name}"));
             let bound = 1.0 / (*inputs as f64).sqrt();
             // Drawn by `reset_adapters` below, from the experiment seed.
             let a = path.var("a", &[self.rank, *inputs], nn::Init::Const(0.0));
@@ -261,12 +304,15 @@ impl Lora {
                     .get(&format!("{name}.weight"))
                     .map(Tensor::shallow_clone),
             };
-            if !ctx.model.set_adapter(name, Some(layer.adapter(self.scale))) {
+            if !ctx
+                .model()
+                .set_adapter(name, Some(layer.adapter(self.scale)))
+            {
                 return Err(error(format!("the model refused an adapter on `{name}`")));
             }
             self.layers.push(layer);
         }
-        self.live = named_parameters(ctx.vars);
+        self.live = named_parameters(ctx.vars());
         let position = |name: &str| self.live.iter().position(|(n, _)| n == name);
         for layer in &mut self.layers {
             let index = |part: &str| {
@@ -332,7 +378,7 @@ impl Lora {
         let mut sums: Option<(Tensor, Tensor)> = None;
         for chunk in indices.chunks(PROTOTYPE_BATCH) {
             let batch = ctx.train_batch(chunk);
-            let features = self.base_features(ctx.model, &batch.inputs);
+            let features = self.base_features(ctx.model(), &batch.inputs);
             let one_hot = batch.labels.one_hot(num_classes).to_kind(features.kind());
             let (sum, count) = (
                 one_hot.tr().matmul(&features),
@@ -352,7 +398,7 @@ impl Lora {
             // A task without training samples: prototypes of zero similarity to anything.
             None => {
                 let probe = ctx.train_batch(&ctx.task.train_indices[..0]);
-                let width = self.base_features(ctx.model, &probe.inputs).size()[1];
+                let width = self.base_features(ctx.model(), &probe.inputs).size()[1];
                 Tensor::zeros(
                     [ctx.task.classes.len() as i64, width],
                     (Kind::Float, ctx.device),
@@ -511,7 +557,7 @@ impl Method for Lora {
     }
 
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        self.unmerge(ctx.model);
+        self.unmerge(ctx.model());
         self.restore();
         if self.live.is_empty() {
             self.bind(ctx)?;

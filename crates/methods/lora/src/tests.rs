@@ -27,7 +27,7 @@ fn network(seed: u64) -> Network {
 
 fn lora(toml: &str) -> Result<Lora, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    Lora::new(parse_params("lora", &table)?)
+    Lora::new(DESCRIPTOR.parse(&table)?)
 }
 
 /// A LoRA method built from `toml`, trained on [`stream`] over [`network`]`(seed)` with
@@ -279,7 +279,7 @@ fn bad_hyper_parameters_and_targets_are_refused() {
         "invalid hyper-parameters for method `lora`: `rank` must be at least 1"
     );
     assert!(message(lora("alpha = -1.0")).contains("`alpha` must be finite and > 0"));
-    assert!(message(lora("rnak = 4")).contains("unknown field `rnak`"));
+    assert!(message(lora("rnak = 4")).contains("unknown key `rnak`"));
     let stream = stream();
     let net = network(7);
     let error = lora("target = [\"conv*\"]")
@@ -560,4 +560,20 @@ fn the_default_target_follows_the_model() {
         .filter(|n| n.ends_with(".a"))
         .collect();
     assert_eq!(adapted, ["lora.hidden.0.a", "lora.hidden.1.a"]);
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: LoraParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(
+        params,
+        LoraParams {
+            rank: 8,
+            alpha: None,
+            target: None,
+        }
+    );
+    assert_eq!(lora("").unwrap().scale(), 1.0);
+    let error = lora("rank = -1").err().unwrap().to_string();
+    assert!(error.contains("`rank` must be integer ≥ 0"), "{error}");
 }

@@ -89,25 +89,51 @@
 //!
 //! Li & Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2017.
 
-use retain_train::{Batch, Method, Network, StepContext, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Batch, Method, Network, StepContext, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
+
+/// The registry entry of `lwf`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "lwf",
+    family: Family::Distillation,
+    summary: "Learning without Forgetting: distils the previous model's outputs on the current data",
+    paper: "Li & Hoiem, \"Learning without Forgetting\", ECCV 2016 / TPAMI 2017",
+    params: &[
+        Param {
+            name: "alpha",
+            kind: ParamKind::Float,
+            default: ParamDefault::Value("1.0"),
+            doc: "weight α of the distillation term (≥ 0; the paper's λ_o)",
+        },
+        Param {
+            name: "temperature",
+            kind: ParamKind::Float,
+            default: ParamDefault::Value("2.0"),
+            doc: "softening temperature T (> 0)",
+        },
+    ],
+    example: "alpha = 1.0\ntemperature = 2.0",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
 
 /// LwF's hyper-parameters (see the crate docs).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LwfParams {
-    #[serde(default = "default_alpha")]
     pub alpha: f64,
-    #[serde(default = "default_temperature")]
     pub temperature: f64,
-}
-
-fn default_alpha() -> f64 {
-    1.0
-}
-fn default_temperature() -> f64 {
-    2.0
 }
 
 /// Learning without Forgetting (see the crate docs).
@@ -121,7 +147,7 @@ pub struct Lwf {
 
 /// Registry factory.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Lwf::new(parse_params("lwf", params)?)?))
+    Ok(Box::new(Lwf::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Lwf {
@@ -191,11 +217,11 @@ impl Method for Lwf {
         Ok(())
     }
 
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
-        let logits = ctx.model.forward_t(&batch.inputs, true);
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
+        let logits = ctx.model().forward_t(&batch.inputs, true);
         let ce = ctx.training_loss(&logits, &batch.labels);
         let Some((teacher, old_classes)) = &self.teacher else {
-            return ce;
+            return Ok(ce);
         };
         let old = {
             let _no_grad = tch::no_grad_guard();
@@ -205,7 +231,7 @@ impl Method for Lwf {
                 .index_select(1, old_classes)
         };
         let new = logits.index_select(1, old_classes);
-        ce + distillation_loss(&new, &old, self.temperature) * self.alpha
+        Ok(ce + distillation_loss(&new, &old, self.temperature) * self.alpha)
     }
 }
 

@@ -17,7 +17,7 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 
 fn lwf(toml: &str) -> Lwf {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    Lwf::new(parse_params("lwf", &table).unwrap()).unwrap()
+    Lwf::new(DESCRIPTOR.parse(&table).unwrap()).unwrap()
 }
 
 /// Softmax of `z / t` in f64.
@@ -99,8 +99,6 @@ fn step_context<'a>(
 ) -> StepContext<'a> {
     StepContext {
         network: net,
-        model: net.model.as_ref(),
-        vars: &net.vars,
         stream,
         task: &stream.tasks[task],
         device: Device::Cpu,
@@ -127,12 +125,22 @@ fn loss_adds_alpha_times_distillation_on_old_classes_to_cross_entropy() {
     method.before_task(&task_context(&net, &stream, 0)).unwrap();
     assert!(method.teacher().is_none());
     let ctx = step_context(&net, &stream, 0, &indices);
-    assert!(method.loss(&ctx, &batch).equal(&ctx.cross_entropy(&batch)));
+    assert!(
+        method
+            .loss(&ctx, &batch)
+            .unwrap()
+            .equal(&ctx.cross_entropy(&batch))
+    );
 
     // Second task: the teacher is the model as it is now, so the distillation term is 0.
     method.before_task(&task_context(&net, &stream, 1)).unwrap();
     let ctx = step_context(&net, &stream, 1, &indices);
-    assert!(method.loss(&ctx, &batch).equal(&ctx.cross_entropy(&batch)));
+    assert!(
+        method
+            .loss(&ctx, &batch)
+            .unwrap()
+            .equal(&ctx.cross_entropy(&batch))
+    );
 
     // Move the live model; the teacher stays, and the term is α·T²·KL over classes 0 and 1.
     let old_logits = host(&net.model.forward_t(&batch.inputs, false));
@@ -157,7 +165,7 @@ fn loss_adds_alpha_times_distillation_on_old_classes_to_cross_entropy() {
     let expected_kd = hand_distillation(&rows(&new_logits), &rows(&old_logits), 2.5);
     assert!(expected_kd > 1e-4, "the models differ: {expected_kd}");
     let ce = ctx.cross_entropy(&batch).double_value(&[]);
-    let loss = method.loss(&ctx, &batch).double_value(&[]);
+    let loss = method.loss(&ctx, &batch).unwrap().double_value(&[]);
     assert_close(loss, ce + 0.7 * expected_kd, "LwF loss");
     assert!(method.state().is_empty());
 }
@@ -179,5 +187,5 @@ fn invalid_hyper_parameters_are_rejected_with_the_reason() {
         error("alpha = -0.5"),
         "invalid hyper-parameters for method `lwf`: `alpha` must be finite and ≥ 0, got -0.5"
     );
-    assert!(error("beta = 1.0").contains("unknown field `beta`"));
+    assert!(error("beta = 1.0").contains("unknown key `beta`"));
 }

@@ -22,8 +22,28 @@
 //! `avalanche/training/templates/observation_type/batch_observation.py`); here one optimiser
 //! serves the whole run, as in Avalanche. With plain SGD without momentum all three agree.
 
-use retain_train::{Method, TrainError, parse_params};
+use retain_train::method::{Capabilities, Family, MethodDescriptor};
+use retain_train::{Method, TrainError};
 use serde::Deserialize;
+
+/// The registry entry of `naive`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "naive",
+    family: Family::Baseline,
+    summary: "Fine-tuning on each task in turn (SFT): the lower bound of every comparison",
+    paper: "the fine-tuning baseline of every continual-learning comparison",
+    params: &[],
+    example: "",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
 
 /// Naive fine-tuning. Takes no hyper-parameters.
 #[derive(Debug, Default)]
@@ -35,7 +55,7 @@ struct Params {}
 
 /// Registry factory: rejects any hyper-parameter, since naive fine-tuning has none.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    let Params {} = parse_params("naive", params)?;
+    let Params {} = DESCRIPTOR.parse(params)?;
     Ok(Box::new(Naive))
 }
 

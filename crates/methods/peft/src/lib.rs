@@ -48,20 +48,53 @@
 //! methods); BitFit is Ben Zaken, Ravfogel & Goldberg, ACL 2022.
 
 use retain_models::names::{abbreviated, matches, matches_any};
-use retain_train::{
-    Method, TaskContext, TrainError, parse_params, set_trainable, trainable_variables,
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
+use retain_train::{Method, TaskContext, TrainError, set_trainable, trainable_variables};
 use serde::Deserialize;
+
+/// The registry entry of `peft`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "peft",
+    family: Family::ParameterEfficient,
+    summary: "Selective fine-tuning: only the variables matching name patterns train",
+    paper: "Lialin, Deshpande & Rumshisky, \"Scaling Down to Scale Up: A Guide to Parameter-Efficient Fine-Tuning\", arXiv:2303.15647, 2023 (selective methods)",
+    params: &[
+        Param {
+            name: "trainable",
+            kind: ParamKind::Strings,
+            default: ParamDefault::Required,
+            doc: "name patterns of the variables that train (at least one; each must match a variable)",
+        },
+        Param {
+            name: "frozen",
+            kind: ParamKind::Strings,
+            default: ParamDefault::Value("[]"),
+            doc: "name patterns of variables to freeze among those `trainable` selects (each must match a variable)",
+        },
+    ],
+    example: "trainable = [\"hidden.1.*\", \"head.*\"]\nfrozen = [\"hidden.1.bias\"]",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
 
 /// How many variable names an error lists before cutting the list short.
 const LISTED_NAMES: usize = 24;
 
-/// The hyper-parameters: the `[method]` table without `name`. Unknown keys are rejected.
+/// The hyper-parameters: the `[method]` table without `name` (defaults in [`DESCRIPTOR`]).
+/// Unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeftParams {
     pub trainable: Vec<String>,
-    #[serde(default)]
     pub frozen: Vec<String>,
 }
 
@@ -74,9 +107,9 @@ pub struct Peft {
     selected: Vec<String>,
 }
 
-/// Registry factory (registered under `peft` in `src/registry.rs`).
+/// Registry factory for `peft`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Peft::new(parse_params("peft", params)?)?))
+    Ok(Box::new(Peft::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Peft {
@@ -144,7 +177,7 @@ impl Method for Peft {
         if !self.selected.is_empty() {
             return Ok(());
         }
-        let variables = trainable_variables(ctx.vars);
+        let variables = trainable_variables(ctx.vars());
         let names: Vec<String> = variables.iter().map(|(n, _)| n.clone()).collect();
         self.selected = self
             .selection(&names)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tch::{Device, Tensor};
 
 fn peft(toml: &str) -> Result<Peft, TrainError> {
-    Peft::new(parse_params("peft", &toml::from_str(toml).unwrap())?)
+    Peft::new(DESCRIPTOR.parse(&toml::from_str(toml).unwrap())?)
 }
 
 fn snapshot(net: &Network) -> BTreeMap<String, Tensor> {
@@ -151,14 +151,31 @@ fn bad_hyper_parameters_are_rejected() {
         "invalid hyper-parameters for method `peft`: `trainable` must list at least one name pattern"
     );
     let error = peft("frozen = [\"head.*\"]").unwrap_err().to_string();
-    assert!(error.contains("missing field `trainable`"), "{error}");
+    assert!(error.contains("missing key `trainable`"), "{error}");
     let error = peft("trainable = [\"head.*\"]\nfreeze = []")
         .unwrap_err()
         .to_string();
-    assert!(error.contains("unknown field `freeze`"), "{error}");
+    assert!(error.contains("unknown key `freeze`"), "{error}");
     let error = from_params(&toml::from_str("trainable = \"head.*\"").unwrap())
         .err()
         .unwrap()
         .to_string();
-    assert!(error.contains("expected a sequence"), "{error}");
+    assert!(
+        error.contains("`trainable` must be [string] (found string `\"head.*\"`)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: PeftParams = DESCRIPTOR
+        .parse(&toml::from_str("trainable = [\"head.*\"]").unwrap())
+        .unwrap();
+    assert_eq!(
+        params,
+        PeftParams {
+            trainable: vec!["head.*".into()],
+            frozen: Vec::new(),
+        }
+    );
 }

@@ -56,7 +56,10 @@
 //! Li & Liang, "Prefix-Tuning: Optimizing Continuous Prompts for Generation", ACL 2021.
 
 use retain_peft::{Banked, Fresh, TaskBank, error, freeze_backbone, invalid};
-use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, Network, Selection, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::Tensor;
 
@@ -65,19 +68,46 @@ const NAME: &str = "prefix";
 /// Standard deviation of the keys' and values' initial draw.
 pub const INIT_STD: f64 = 0.02;
 
-/// Prefix tuning's hyper-parameters (see the crate docs).
+/// The registry entry of `prefix`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: NAME,
+    family: Family::ParameterEfficient,
+    summary: "Prefix tuning per task: learned attention keys and values and a head per task in a frozen transformer",
+    paper: "Li & Liang, \"Prefix-Tuning: Optimizing Continuous Prompts for Generation\", ACL 2021",
+    params: &[
+        Param {
+            name: "length",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("5"),
+            doc: "number of prefix keys and values per block (≥ 1)",
+        },
+        Param {
+            name: "blocks",
+            kind: ParamKind::Counts,
+            default: ParamDefault::Derived("every block"),
+            doc: "indices of the blocks that get a prefix (0-based, each below the model's depth, no repeats)",
+        },
+    ],
+    example: "length = 5\nblocks = [0, 1, 2, 3]",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
+/// Prefix tuning's hyper-parameters (see the crate docs; defaults in [`DESCRIPTOR`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrefixParams {
-    #[serde(default = "default_length")]
     pub length: usize,
     /// `None`: every block.
     #[serde(default)]
     pub blocks: Option<Vec<usize>>,
-}
-
-fn default_length() -> usize {
-    5
 }
 
 /// Prefix tuning per task (see the crate docs).
@@ -91,7 +121,7 @@ pub struct Prefix {
 
 /// Registry factory for `prefix`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Prefix::new(parse_params(NAME, params)?)?))
+    Ok(Box::new(Prefix::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Prefix {
@@ -133,7 +163,7 @@ impl Prefix {
 
     /// Freezes the backbone, creates the prefixes and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let Some((width, depth)) = ctx.model.transformer_shape() else {
+        let Some((width, depth)) = ctx.model().transformer_shape() else {
             return Err(error(
                 NAME,
                 "prefix tuning needs a transformer, whose attention takes the prefix: \
@@ -154,15 +184,15 @@ impl Prefix {
                 ),
             ));
         }
-        freeze_backbone(ctx.vars, ctx.model.head_name());
-        let root = ctx.vars.root() / NAME;
+        freeze_backbone(ctx.vars(), ctx.model().head_name());
+        let root = ctx.vars().root() / NAME;
         let fresh = Fresh::Normal { std: INIT_STD };
         for &block in &blocks {
             let path = &root / block;
             let shape = [self.length, width];
             let key = self.bank.variable(&path, "key", &shape, fresh);
             let value = self.bank.variable(&path, "value", &shape, fresh);
-            if !ctx.model.set_prefix(block, Some((key, value))) {
+            if !ctx.model().set_prefix(block, Some((key, value))) {
                 return Err(error(
                     NAME,
                     format!("the model refused a prefix on block {block}"),
@@ -170,7 +200,7 @@ impl Prefix {
             }
         }
         self.bound_blocks = blocks;
-        self.bank.bind(ctx.vars, ctx.device, ctx.seed)
+        self.bank.bind(ctx.vars(), ctx.device, ctx.seed)
     }
 }
 

@@ -8,7 +8,7 @@ use tch::Kind;
 
 fn prefix(toml: &str) -> Result<Prefix, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    Prefix::new(parse_params(NAME, &table)?)
+    Prefix::new(DESCRIPTOR.parse(&table)?)
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn bad_hyper_parameters_blocks_and_models_are_refused() {
     );
     assert!(message(prefix("blocks = []")).contains("`blocks` must name at least one block"));
     assert!(message(prefix("blocks = [1, 0, 1]")).contains("`blocks` names block 1 twice"));
-    assert!(message(prefix("lenght = 4")).contains("unknown field `lenght`"));
+    assert!(message(prefix("lenght = 4")).contains("unknown key `lenght`"));
     let experiment = small_vit_split_mnist(2, 20, 1, "name = \"prefix\"");
     let (stream, net) = stream_and_network(&experiment, &mnist());
     let error = prefix("blocks = [0, 2]")
@@ -115,4 +115,18 @@ fn bad_hyper_parameters_blocks_and_models_are_refused() {
             .keys()
             .all(|n| !n.starts_with("prefix."))
     );
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: PrefixParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(
+        params,
+        PrefixParams {
+            length: 5,
+            blocks: None,
+        }
+    );
+    let error = prefix("blocks = [-1]").err().unwrap().to_string();
+    assert!(error.contains("`blocks` must be [integer ≥ 0]"), "{error}");
 }

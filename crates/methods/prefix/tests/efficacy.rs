@@ -7,15 +7,14 @@
 //! task-IL accuracy on a finished task never changes, while naive fine-tuning's shared
 //! weights drift and the first task's accuracy drops.
 
-use retain_method_prefix::Prefix;
+use retain_method_prefix::{DESCRIPTOR, Prefix};
 use retain_peft::conformance::assert_per_task_contract;
-use retain_train::parse_params;
 use retain_train::testkit::small_vit_split_mnist;
 
 #[test]
 fn training_changes_only_the_prefixes_and_head_and_task_il_never_forgets_where_naive_does() {
     let experiment = small_vit_split_mnist(3, 1000, 5, "name = \"prefix\"\nlength = 5");
-    let params = parse_params("prefix", &experiment.method.params).unwrap();
+    let params = DESCRIPTOR.parse(&experiment.method.params).unwrap();
     let mut naive = retain_method_naive::from_params(&toml::Table::new()).unwrap();
     let (added, accuracy) = assert_per_task_contract(
         &experiment,

@@ -52,7 +52,10 @@
 //! EMNLP 2021. Jia et al., "Visual Prompt Tuning", ECCV 2022.
 
 use retain_peft::{Banked, Fresh, TaskBank, error, freeze_backbone, invalid};
-use retain_train::{Method, Network, Selection, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, Network, Selection, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::Tensor;
 
@@ -61,16 +64,35 @@ const NAME: &str = "prompt";
 /// Standard deviation of the prompt's initial draw.
 pub const INIT_STD: f64 = 0.02;
 
-/// Prompt tuning's hyper-parameters (see the crate docs).
+/// The registry entry of `prompt`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: NAME,
+    family: Family::ParameterEfficient,
+    summary: "Prompt tuning per task: learned input tokens and a head per task in a frozen transformer",
+    paper: "Lester, Al-Rfou & Constant, \"The Power of Scale for Parameter-Efficient Prompt Tuning\", EMNLP 2021; Jia et al., \"Visual Prompt Tuning\", ECCV 2022",
+    params: &[Param {
+        name: "length",
+        kind: ParamKind::Count,
+        default: ParamDefault::Value("8"),
+        doc: "number of prompt tokens (≥ 1)",
+    }],
+    example: "length = 8",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
+/// Prompt tuning's hyper-parameters (see the crate docs; defaults in [`DESCRIPTOR`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptParams {
-    #[serde(default = "default_length")]
     pub length: usize,
-}
-
-fn default_length() -> usize {
-    8
 }
 
 /// Prompt tuning per task (see the crate docs).
@@ -81,7 +103,7 @@ pub struct Prompt {
 
 /// Registry factory for `prompt`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Prompt::new(parse_params(NAME, params)?)?))
+    Ok(Box::new(Prompt::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Prompt {
@@ -97,7 +119,7 @@ impl Prompt {
 
     /// Freezes the backbone, creates the prompt and attaches it (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let Some((width, _)) = ctx.model.transformer_shape() else {
+        let Some((width, _)) = ctx.model().transformer_shape() else {
             return Err(error(
                 NAME,
                 "prompt tuning needs a transformer, whose input sequence takes the prompt: \
@@ -105,17 +127,17 @@ impl Prompt {
                     .into(),
             ));
         };
-        freeze_backbone(ctx.vars, ctx.model.head_name());
+        freeze_backbone(ctx.vars(), ctx.model().head_name());
         let tokens = self.bank.variable(
-            &(ctx.vars.root() / NAME),
+            &(ctx.vars().root() / NAME),
             "tokens",
             &[self.length, width],
             Fresh::Normal { std: INIT_STD },
         );
-        if !ctx.model.set_prompt(Some(tokens)) {
+        if !ctx.model().set_prompt(Some(tokens)) {
             return Err(error(NAME, "the model refused a prompt".into()));
         }
-        self.bank.bind(ctx.vars, ctx.device, ctx.seed)
+        self.bank.bind(ctx.vars(), ctx.device, ctx.seed)
     }
 }
 

@@ -8,7 +8,7 @@ use tch::Kind;
 
 fn prompt(toml: &str) -> Result<Prompt, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    Prompt::new(parse_params(NAME, &table)?)
+    Prompt::new(DESCRIPTOR.parse(&table)?)
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn bad_hyper_parameters_and_models_are_refused() {
         message(prompt("length = 0")),
         "invalid hyper-parameters for method `prompt`: `length` must be at least 1"
     );
-    assert!(message(prompt("lenght = 4")).contains("unknown field `lenght`"));
+    assert!(message(prompt("lenght = 4")).contains("unknown key `lenght`"));
     let fixture = MethodFixture::new();
     let error = prompt("")
         .unwrap()
@@ -78,4 +78,10 @@ fn bad_hyper_parameters_and_models_are_refused() {
     );
     // Nothing was frozen or created.
     assert_eq!(fixture.network.parameters().len(), 4);
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: PromptParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(params, PromptParams { length: 8 });
 }

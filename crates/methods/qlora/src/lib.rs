@@ -19,9 +19,11 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `rank`, `alpha`, `target` | as `lora` | the adapters (see [`retain_method_lora`]) |
+//! | `rank` | `8` | rank `r` of every adapter (≥ 1), as in [`retain_method_lora`] |
+//! | `alpha` | `rank` | scale numerator: the update is `(α/r) · B A` (> 0), as in `lora` |
+//! | `target` | by the model, as in `lora` | name patterns of the linear layers to adapt, as in `lora` |
 //! | `quant` | `"nf4"` | `"nf4"` (block-wise 4-bit NormalFloat) or `"int8"` (per output channel) |
-//! | `block` | `64` | NF4 block size (weights per scale) |
+//! | `block` | `64` | NF4 block size (weights per scale, ≥ 1); unused with `"int8"` |
 //!
 //! # Example
 //!
@@ -44,11 +46,48 @@
 
 use retain_method_lora::{Lora, LoraParams};
 use retain_models::QuantFormat;
-use retain_train::{
-    Method, Network, Readout, Selection, StepContext, TaskContext, TrainError, parse_params,
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
+use retain_train::{Method, Network, Readout, Selection, StepContext, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::Tensor;
+
+/// The registry entry of `qlora`: LoRA's keys and defaults ([`retain_method_lora::PARAMS`]),
+/// then the quantisation's.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "qlora",
+    family: Family::ParameterEfficient,
+    summary: "QLoRA: LoRA per task on a frozen base kept in 4-bit NormalFloat or int8 form",
+    paper: "Dettmers, Pagnoni, Holtzman & Zettlemoyer, \"QLoRA: Efficient Finetuning of Quantized LLMs\", NeurIPS 2023",
+    params: &[
+        retain_method_lora::PARAMS[0],
+        retain_method_lora::PARAMS[1],
+        retain_method_lora::PARAMS[2],
+        Param {
+            name: "quant",
+            kind: ParamKind::Choice(&["nf4", "int8"]),
+            default: ParamDefault::Value("\"nf4\""),
+            doc: "how the frozen base is stored: block-wise 4-bit NormalFloat, or int8 per output channel",
+        },
+        Param {
+            name: "block",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("64"),
+            doc: "NF4 block size: weights per scale (≥ 1; unused with int8)",
+        },
+    ],
+    example: "rank = 8\nalpha = 16.0\nquant = \"nf4\"\nblock = 64",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
 
 /// How the frozen base is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -58,31 +97,19 @@ pub enum Quant {
     Int8,
 }
 
-/// QLoRA's hyper-parameters (see the crate docs).
+/// QLoRA's hyper-parameters (see the crate docs; defaults in [`DESCRIPTOR`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QLoraParams {
-    #[serde(default = "default_rank")]
     pub rank: usize,
+    /// `None` means `rank` (scale 1).
     #[serde(default)]
     pub alpha: Option<f64>,
     /// `None`: LoRA's default for the model.
     #[serde(default)]
     pub target: Option<Vec<String>>,
-    #[serde(default = "default_quant")]
     pub quant: Quant,
-    #[serde(default = "default_block")]
     pub block: usize,
-}
-
-fn default_rank() -> usize {
-    8
-}
-fn default_quant() -> Quant {
-    Quant::Nf4
-}
-fn default_block() -> usize {
-    64
 }
 
 /// QLoRA (see the crate docs).
@@ -95,7 +122,7 @@ pub struct QLora {
 
 /// Registry factory for `qlora`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(QLora::new(parse_params("qlora", params)?)?))
+    Ok(Box::new(QLora::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl QLora {
@@ -143,14 +170,14 @@ impl QLora {
 
     /// Quantises every adaptable layer but the head.
     fn quantize_base(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let head = ctx.model.head_name();
+        let head = ctx.model().head_name();
         let mut bytes = 0;
-        for (name, _) in ctx.model.adaptable_layers() {
+        for (name, _) in ctx.model().adaptable_layers() {
             if name == head {
                 continue;
             }
             bytes += ctx
-                .model
+                .model()
                 .quantize(&name, Some(self.format))
                 .ok_or_else(|| TrainError::Method {
                     method: "qlora".into(),
@@ -189,11 +216,15 @@ impl Method for QLora {
         self.lora.training_indices(ctx)
     }
 
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_train::Batch) -> Tensor {
+    fn loss(
+        &mut self,
+        ctx: &StepContext<'_>,
+        batch: &retain_train::Batch,
+    ) -> Result<Tensor, TrainError> {
         self.lora.loss(ctx, batch)
     }
 
-    fn after_backward(&mut self, ctx: &StepContext<'_>) {
+    fn after_backward(&mut self, ctx: &StepContext<'_>) -> Result<(), TrainError> {
         self.lora.after_backward(ctx)
     }
 

@@ -6,7 +6,7 @@ use tch::{Device, Kind};
 
 fn qlora(toml: &str) -> Result<QLora, TrainError> {
     let table: toml::Table = toml::from_str(toml).unwrap();
-    QLora::new(parse_params("qlora", &table)?)
+    QLora::new(DESCRIPTOR.parse(&table)?)
 }
 
 #[test]
@@ -126,8 +126,11 @@ fn bad_hyper_parameters_are_refused() {
         message(qlora("rank = 0")),
         "invalid hyper-parameters for method `qlora`: `rank` must be at least 1"
     );
-    assert!(message(qlora("quant = \"fp8\"")).contains("unknown variant `fp8`"));
-    assert!(message(qlora("bits = 4")).contains("unknown field `bits`"));
+    assert!(
+        message(qlora("quant = \"fp8\""))
+            .contains("`quant` must be \"nf4\" | \"int8\" (found string `\"fp8\"`)")
+    );
+    assert!(message(qlora("bits = 4")).contains("unknown key `bits`"));
 }
 
 /// The task-id read-outs come from LoRA; merging into quantised weights is refused.
@@ -143,4 +146,23 @@ fn read_outs_are_loras_except_merged() {
         assert!(method.supports_readout(readout), "{readout:?}");
     }
     assert!(!method.supports_readout(Readout::Merged));
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: QLoraParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(
+        params,
+        QLoraParams {
+            rank: 8,
+            alpha: None,
+            target: None,
+            quant: Quant::Nf4,
+            block: 64,
+        }
+    );
+    // LoRA's keys are LoRA's own schema entries.
+    for (ours, lora) in DESCRIPTOR.params.iter().zip(&retain_method_lora::PARAMS) {
+        assert_eq!((ours.name, ours.default), (lora.name, lora.default));
+    }
 }

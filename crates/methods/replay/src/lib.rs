@@ -67,7 +67,10 @@
 
 use retain_memory::{ClassBalanced, MemoryError, Reservoir};
 use retain_stream::seed::derive;
-use retain_train::{Method, StepContext, TaskContext, TrainError, parse_params};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
+use retain_train::{Method, StepContext, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::{Device, Tensor};
 
@@ -79,35 +82,59 @@ pub enum BufferKind {
     ClassBalanced,
 }
 
+/// The registry entry of `replay`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "replay",
+    family: Family::Rehearsal,
+    summary: "Experience replay: the current batch with a batch drawn from a memory of past samples",
+    paper: "Chaudhry et al., \"On Tiny Episodic Memories in Continual Learning\", 2019; Rolnick et al., \"Experience Replay for Continual Learning\", NeurIPS 2019",
+    params: &[
+        Param {
+            name: "buffer_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("500"),
+            doc: "samples the memory holds",
+        },
+        Param {
+            name: "replay_batch_size",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("10"),
+            doc: "samples replayed per step (fewer while the memory holds fewer)",
+        },
+        Param {
+            name: "buffer",
+            kind: ParamKind::Choice(&["reservoir", "class_balanced"]),
+            default: ParamDefault::Value("\"reservoir\""),
+            doc: "reservoir sampling over every sample seen, or a class-balanced memory",
+        },
+    ],
+    example: "buffer_size = 500\nreplay_batch_size = 10",
+    capabilities: Capabilities {
+        capturable: true,
+        keeps_samples: true,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
 /// The hyper-parameters of [`Replay`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default = "default_buffer_size")]
     pub buffer_size: usize,
-    #[serde(default = "default_replay_batch_size")]
     pub replay_batch_size: usize,
-    #[serde(default = "default_buffer")]
     pub buffer: BufferKind,
 }
 
-fn default_buffer_size() -> usize {
-    500
-}
-fn default_replay_batch_size() -> usize {
-    10
-}
-fn default_buffer() -> BufferKind {
-    BufferKind::Reservoir
-}
-
 impl Default for Params {
+    /// The schema's defaults ([`DESCRIPTOR`]).
     fn default() -> Self {
-        Self {
-            buffer_size: default_buffer_size(),
-            replay_batch_size: default_replay_batch_size(),
-            buffer: default_buffer(),
-        }
+        DESCRIPTOR
+            .parse(&toml::Table::new())
+            .expect("the schema's defaults parse")
     }
 }
 
@@ -182,7 +209,7 @@ impl Replay {
 
 /// Registry factory.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Replay::new(parse_params("replay", params)?)?))
+    Ok(Box::new(Replay::new(DESCRIPTOR.parse(params)?)?))
 }
 
 impl Method for Replay {
@@ -221,7 +248,11 @@ impl Method for Replay {
         }
     }
 
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &retain_stream::Batch) -> Tensor {
+    fn loss(
+        &mut self,
+        ctx: &StepContext<'_>,
+        batch: &retain_stream::Batch,
+    ) -> Result<Tensor, TrainError> {
         let memory = self
             .memory
             .as_mut()
@@ -236,15 +267,17 @@ impl Method for Replay {
                 let old = ctx.replay_batch(&replay.indices, 0);
                 let inputs = Tensor::cat(&[&batch.inputs, &old.inputs], 0);
                 let labels = Tensor::cat(&[&batch.labels, &old.labels], 0);
-                ctx.training_loss(&ctx.model.forward_t(&inputs, true), &labels)
+                ctx.training_loss(&ctx.model().forward_t(&inputs, true), &labels)
             }
         };
         // The replay batch was drawn before this batch entered the memory.
         if let Memory::Reservoir(r) = memory {
-            r.add(ctx.indices, None)
-                .expect("the trainer's batch indices are a 1-D index tensor");
+            r.add(ctx.indices, None).map_err(|e| TrainError::Method {
+                method: "replay".into(),
+                message: format!("cannot store the batch in the reservoir: {e}"),
+            })?;
         }
-        loss
+        Ok(loss)
     }
 
     fn after_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {

@@ -83,9 +83,11 @@
 use std::cmp::Ordering;
 
 use retain_models::names::{abbreviated, matches};
+use retain_train::method::{
+    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+};
 use retain_train::{
-    Batch, Method, StepContext, TaskContext, TrainError, parse_params, set_trainable,
-    trainable_variables,
+    Batch, Method, StepContext, TaskContext, TrainError, set_trainable, trainable_variables,
 };
 use serde::Deserialize;
 use tch::Tensor;
@@ -93,32 +95,74 @@ use tch::Tensor;
 /// How many variable names an error lists before cutting the list short.
 const LISTED_NAMES: usize = 24;
 
+/// The registry entry of `unfreeze`.
+pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
+    name: "unfreeze",
+    family: Family::Architectural,
+    summary: "Gradual unfreezing: layer groups start training one at a time, from the head down",
+    paper: "Howard & Ruder, \"Universal Language Model Fine-tuning for Text Classification\", ACL 2018",
+    params: &[
+        Param {
+            name: "groups",
+            kind: ParamKind::Strings,
+            default: ParamDefault::Derived(
+                "one group per layer, from the variable names: the head first, then down the network",
+            ),
+            doc: "name patterns, top group first (each must select a variable no earlier pattern took)",
+        },
+        Param {
+            name: "unit",
+            kind: ParamKind::Choice(&["step", "epoch", "task"]),
+            default: ParamDefault::Value("\"epoch\""),
+            doc: "what the schedule counts",
+        },
+        Param {
+            name: "every",
+            kind: ParamKind::Count,
+            default: ParamDefault::Value("1"),
+            doc: "units between two unfreezings (≥ 1)",
+        },
+        Param {
+            name: "restart_each_task",
+            kind: ParamKind::Bool,
+            default: ParamDefault::Value("false"),
+            doc: "start every task again from the top group alone",
+        },
+    ],
+    example: "groups = [\"head.*\", \"hidden.1.*\", \"hidden.0.*\"]\nunit = \"step\"\nevery = 200\nrestart_each_task = false",
+    capabilities: Capabilities {
+        // `Method::capturable`'s default: the step toggles `requires_grad` at step and epoch
+        // boundaries within a task, so no one captured step could be replayed for the task.
+        capturable: false,
+        keeps_samples: false,
+        joint_reference: false,
+    },
+    factory: from_params,
+};
+
+/// Every method this crate registers.
+pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+
 /// What the schedule counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unit {
     Step,
-    #[default]
     Epoch,
     Task,
 }
 
-/// The hyper-parameters: the `[method]` table without `name`. Unknown keys are rejected.
+/// The hyper-parameters: the `[method]` table without `name` (defaults in [`DESCRIPTOR`]).
+/// Unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnfreezeParams {
+    /// `None`: the default grouping ([`default_groups`]).
     #[serde(default)]
     pub groups: Option<Vec<String>>,
-    #[serde(default)]
     pub unit: Unit,
-    #[serde(default = "default_every")]
     pub every: usize,
-    #[serde(default)]
     pub restart_each_task: bool,
-}
-
-fn default_every() -> usize {
-    1
 }
 
 /// A group of variables that unfreeze together.
@@ -143,9 +187,9 @@ pub struct Unfreeze {
     unfrozen: usize,
 }
 
-/// Registry factory (registered under `unfreeze` in `src/registry.rs`).
+/// Registry factory for `unfreeze`.
 pub fn from_params(params: &toml::Table) -> Result<Box<dyn Method>, TrainError> {
-    Ok(Box::new(Unfreeze::new(parse_params("unfreeze", params)?)?))
+    Ok(Box::new(Unfreeze::new(DESCRIPTOR.parse(params)?)?))
 }
 
 fn invalid(message: impl Into<String>) -> TrainError {
@@ -209,14 +253,14 @@ impl Unfreeze {
 
     /// Groups the first task binds: explicit patterns or the default grouping.
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let variables = trainable_variables(ctx.vars);
+        let variables = trainable_variables(ctx.vars());
         if variables.is_empty() {
             return Err(error("the model has no trainable variables".into()));
         }
         let groups: Vec<(String, Vec<String>)> = match &self.patterns {
             None => default_groups(
                 variables.iter().map(|(n, _)| n.as_str()),
-                ctx.model.head_name(),
+                ctx.model().head_name(),
             ),
             Some(patterns) => explicit_groups(
                 patterns,
@@ -287,7 +331,7 @@ impl Method for Unfreeze {
     }
 
     /// Unfreezes on schedule before the forward pass, then cross-entropy.
-    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Tensor {
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
         let in_task = match self.unit {
             Unit::Step => Some(ctx.step),
             Unit::Epoch => Some(ctx.epoch),
@@ -297,7 +341,7 @@ impl Method for Unfreeze {
             self.apply(self.scheduled(self.position(in_task)));
             self.in_task = self.in_task.max(in_task + 1);
         }
-        ctx.cross_entropy(batch)
+        Ok(ctx.cross_entropy(batch))
     }
 
     fn after_task(&mut self, _ctx: &TaskContext<'_>) -> Result<(), TrainError> {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tch::Device;
 
 fn unfreeze(toml: &str) -> Result<Unfreeze, TrainError> {
-    Unfreeze::new(parse_params("unfreeze", &toml::from_str(toml).unwrap())?)
+    Unfreeze::new(DESCRIPTOR.parse(&toml::from_str(toml).unwrap())?)
 }
 
 /// Records, after every step and every task, which layers of the MLP (`head`, `hidden.1`,
@@ -416,7 +416,7 @@ fn bad_hyper_parameters_are_rejected() {
     );
     let error = message("unit = \"batch\"");
     assert!(
-        error.contains("unknown variant `batch`, expected one of `step`, `epoch`, `task`"),
+        error.contains("`unit` must be \"step\" | \"epoch\" | \"task\" (found string `\"batch\"`)"),
         "{error}"
     );
     assert!(message("groups = []").contains("`groups` must list at least one name pattern"));
@@ -424,8 +424,8 @@ fn bad_hyper_parameters_are_rejected() {
         message("unit = \"task\"\nrestart_each_task = true")
             .contains("would never unfreeze more than the top group")
     );
-    assert!(message("every = -1").contains("invalid value"));
-    assert!(message("evry = 2").contains("unknown field `evry`"));
+    assert!(message("every = -1").contains("`every` must be integer ≥ 0 (found integer `-1`)"));
+    assert!(message("evry = 2").contains("unknown key `evry`"));
     assert_eq!(
         bind_error("groups = [\"head.*\", \"hidden.1.*\"]"),
         "method `unfreeze` failed: `groups` pattern `hidden.1.*` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
@@ -467,4 +467,18 @@ fn the_run_loop_sees_the_unfrozen_groups_as_its_trainable_parameters() {
     let count: i64 = net.parameters().iter().map(|(_, t)| t.numel() as i64).sum();
     // head 10·100 + 10 and hidden.1 100·100 + 100; hidden.0 never unfroze (2 tasks).
     assert_eq!(count, 1010 + 10100);
+}
+
+#[test]
+fn the_schema_fills_in_the_documented_defaults() {
+    let params: UnfreezeParams = DESCRIPTOR.parse(&toml::Table::new()).unwrap();
+    assert_eq!(
+        params,
+        UnfreezeParams {
+            groups: None,
+            unit: Unit::Epoch,
+            every: 1,
+            restart_each_task: false,
+        }
+    );
 }

@@ -136,3 +136,42 @@ fn a_pytorch_state_dict_loads_and_matches_pytorch_outputs() {
     // The reference is not trivially small.
     assert!(expected.abs().max().double_value(&[]) > 0.1);
 }
+
+/// A checkpoint is written beside its destination and moved into place: overwriting one
+/// leaves the new contents and no temporary file, and when the move fails (the destination
+/// is a directory) the error names the checkpoint and the failed step, and the temporary
+/// file is gone.
+#[test]
+fn checkpoints_are_written_atomically_and_a_failed_write_names_the_step() {
+    let dir = temp_path("atomic");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("weights.safetensors");
+    let one = |value: f32| vec![("w".to_owned(), Tensor::from_slice(&[value]))];
+    write(&one(1.0), &path).unwrap();
+    write(&one(2.0), &path).unwrap();
+    assert!(
+        read(&path).unwrap()[0]
+            .1
+            .equal(&Tensor::from_slice(&[2.0f32]))
+    );
+    let listing = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(), ["weights.safetensors"]);
+
+    let occupied = dir.join("occupied.safetensors");
+    std::fs::create_dir(&occupied).unwrap();
+    let err = write(&one(3.0), &occupied).unwrap_err();
+    assert!(matches!(err, CheckpointError::Write { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("occupied.safetensors"), "{message}");
+    assert!(message.contains("cannot move into place"), "{message}");
+    assert_eq!(listing(), ["occupied.safetensors", "weights.safetensors"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

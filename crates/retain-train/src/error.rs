@@ -1,0 +1,57 @@
+//! The crate's one error type, [`TrainError`].
+
+use retain_config::Readout;
+use retain_metrics::MetricsError;
+use retain_models::checkpoint::CheckpointError;
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "training diverged: mean loss {loss} in task {task}, epoch {epoch} (lower the learning rate?)"
+    )]
+    Diverged {
+        task: usize,
+        epoch: usize,
+        loss: f64,
+    },
+    #[error(
+        "pretrain stage diverged: mean loss {loss} in epoch {epoch} (lower pretrain.optimizer.lr?)"
+    )]
+    StageDiverged { epoch: usize, loss: f64 },
+    #[error("pretrain stage: {message}")]
+    Stage { message: String },
+    #[error("invalid hyper-parameters for method `{method}`: {message}")]
+    MethodParams { method: String, message: String },
+    #[error("method `{method}` failed: {message}")]
+    Method { method: String, message: String },
+    #[error("training.{key} = \"{value}\" is not available in this build: {reason}")]
+    Unavailable {
+        key: &'static str,
+        value: &'static str,
+        reason: String,
+    },
+    #[error(
+        "read-out `{}` is not available with method `{method}`: {}",
+        readout.as_str(),
+        needs(*readout)
+    )]
+    UnsupportedReadout { readout: Readout, method: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// What `readout` needs from a method: the reason in [`TrainError::UnsupportedReadout`].
+fn needs(readout: Readout) -> &'static str {
+    match readout {
+        Readout::TaskInferred | Readout::TaskInference => {
+            "it needs a method that infers each test sample's task from its inputs"
+        }
+        Readout::Merged => "it needs a method with per-task weights that it can merge",
+        Readout::ClassIl | Readout::TaskIl | Readout::DomainIl => "every method provides it",
+    }
+}

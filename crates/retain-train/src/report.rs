@@ -1,0 +1,117 @@
+//! What a run reports: progress to an [`Observer`] while it trains, counts and timings
+//! ([`RunOutcome`]) when it ends.
+
+use std::collections::BTreeMap;
+
+use retain_config::Readout;
+use retain_metrics::{AccuracyMatrix, MetricsError};
+
+use crate::evaluate::Evaluation;
+use crate::graph_step;
+
+/// Receives progress from [`run`](crate::run). Every method is called on the training thread
+/// and must be cheap: `step` is called once per batch.
+pub trait Observer {
+    fn task_started(&mut self, _task: usize, _steps: usize) {}
+    fn step(&mut self) {}
+    fn task_finished(&mut self, _task: usize, _report: &TaskReport) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Correct and total counts of one read-out: rows `0..=T` (0 = untrained), columns = tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountMatrix {
+    pub tasks: usize,
+    pub correct: Vec<u64>,
+    pub samples: Vec<u64>,
+}
+
+impl CountMatrix {
+    pub(crate) fn new(tasks: usize) -> Self {
+        Self {
+            tasks,
+            correct: vec![0; (tasks + 1) * tasks],
+            samples: vec![0; (tasks + 1) * tasks],
+        }
+    }
+
+    /// Counts after `trained` tasks (0 = untrained) on task `task` (0-based).
+    pub fn cell(&self, trained: usize, task: usize) -> (u64, u64) {
+        let i = trained * self.tasks + task;
+        (self.correct[i], self.samples[i])
+    }
+
+    /// The accuracy matrix these counts define.
+    pub fn accuracy(&self) -> Result<AccuracyMatrix, MetricsError> {
+        let rows: Vec<Vec<f64>> = (0..=self.tasks)
+            .map(|row| {
+                (0..self.tasks)
+                    .map(|task| {
+                        let (correct, samples) = self.cell(row, task);
+                        correct as f64 / samples.max(1) as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        AccuracyMatrix::from_rows(&rows)
+    }
+}
+
+/// Writes `evaluation` (made after `row` tasks) into row `row` of each read-out's matrix.
+pub(crate) fn record_evaluation(
+    counts: &mut BTreeMap<Readout, CountMatrix>,
+    row: usize,
+    evaluation: Evaluation,
+) {
+    for (readout, per_task) in evaluation {
+        let matrix = counts
+            .get_mut(&readout)
+            .expect("every read-out has a matrix");
+        for (task, (correct, samples)) in per_task.into_iter().enumerate() {
+            let i = row * matrix.tasks + task;
+            matrix.correct[i] = correct;
+            matrix.samples[i] = samples;
+        }
+    }
+}
+
+/// What happened while training one task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskReport {
+    pub task: usize,
+    pub steps: usize,
+    pub samples: usize,
+    /// Mean training loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+}
+
+/// The outcome of a run: counts per read-out and timings.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub counts: BTreeMap<Readout, CountMatrix>,
+    pub tasks: Vec<TaskReport>,
+    /// How the training steps ran: replayed from CUDA graphs or eagerly, and why.
+    pub execution: graph_step::StepExecution,
+    /// Evaluation of the untrained model (row 0), in seconds.
+    pub initial_eval_seconds: f64,
+    pub total_seconds: f64,
+}
+
+impl RunOutcome {
+    /// Total optimiser steps over the run.
+    pub fn steps(&self) -> usize {
+        self.tasks.iter().map(|t| t.steps).sum()
+    }
+
+    /// Mean wall time of one training step (data, forward, backward, update), in seconds.
+    pub fn seconds_per_step(&self) -> f64 {
+        let train: f64 = self.tasks.iter().map(|t| t.train_seconds).sum();
+        train / self.steps().max(1) as f64
+    }
+}

@@ -1,0 +1,287 @@
+//! The training loop ([`run`]): tasks, epochs and batches, the method's hooks in the order
+//! documented in [`method`](crate::method), and an evaluation before training and after
+//! each task.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use retain_config::{Experiment, Precision, Readout, TrainingConfig};
+use retain_stream::TaskStream;
+use tch::{Kind, Tensor};
+
+use crate::evaluate::check_readouts;
+use crate::report::record_evaluation;
+use crate::{
+    CountMatrix, Method, Network, Observer, RunOutcome, StepContext, TaskContext, TaskReport,
+    TrainError, TrainOptimizer, evaluate_with, graph_step, schedule,
+};
+
+/// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
+/// before training and after each task.
+pub fn run(
+    experiment: &Experiment,
+    stream: &TaskStream,
+    network: &Network,
+    method: &mut dyn Method,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, TrainError> {
+    let started = Instant::now();
+    let training = &experiment.training;
+    let readouts = &experiment.stream.readouts;
+    let tasks = stream.tasks.len();
+    check_readouts(readouts, Some(&*method))?;
+    check_training(training)?;
+    network.set_memory_format(training.memory_format);
+    let mut optimizer = TrainOptimizer::new(training, &network.vars)?;
+    let mut counts: BTreeMap<Readout, CountMatrix> = readouts
+        .iter()
+        .map(|&r| (r, CountMatrix::new(tasks)))
+        .collect();
+
+    let clock = Instant::now();
+    record_evaluation(
+        &mut counts,
+        0,
+        evaluate_with(
+            network,
+            stream,
+            readouts,
+            training.eval_batch_size,
+            0,
+            method,
+        )?,
+    );
+    let initial_eval_seconds = clock.elapsed().as_secs_f64();
+
+    let mut reports = Vec::with_capacity(tasks);
+    let mut execution = graph_step::StepExecution {
+        eager_reason: graph_step::eager_reason(training, stream.device, &*method),
+        ..Default::default()
+    };
+    for task in &stream.tasks {
+        let task_ctx = TaskContext {
+            network,
+            stream,
+            task,
+            device: stream.device,
+            seed: experiment.seed,
+            loss: training.loss,
+        };
+        if task.index > 0 && method.fresh_optimizer_each_task() {
+            // Per-task parameters start afresh: no moment estimates from the previous task's.
+            optimizer = TrainOptimizer::new(training, &network.vars)?;
+        }
+        method.before_task(&task_ctx)?;
+        let indices = method.training_indices(&task_ctx);
+        let batch_size = training.batch_size;
+        let steps_per_epoch = schedule::steps_per_epoch(indices.len(), batch_size);
+        observer.task_started(task.index, steps_per_epoch * training.epochs);
+
+        let clock = Instant::now();
+        let mut epoch_losses = Vec::with_capacity(training.epochs);
+        let mut step = 0;
+        // A new graph per task: what the step reads (anchors, teachers, the trainable set) may
+        // have changed at the boundary.
+        let mut graphed = match (&execution.eager_reason, &mut optimizer) {
+            (None, TrainOptimizer::Flat(flat)) if !indices.is_empty() => {
+                match graph_step::GraphedStep::new(stream.device, batch_size) {
+                    Ok(g) => {
+                        flat.prepare_capture();
+                        Some(g)
+                    }
+                    Err(e) => {
+                        execution.eager_reason = Some(e.to_string());
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        // A method may train nothing on a task (`joint-offline` before the last one).
+        let epochs = if indices.is_empty() {
+            0
+        } else {
+            training.epochs
+        };
+        // The augmentation key of an eager step's batch, on the device (`StepContext::key`).
+        let mut eager_key = Tensor::zeros([], (Kind::Int64, stream.device));
+        for epoch in 0..epochs {
+            let order = stream.epoch_order(&indices, experiment.seed, task.index, epoch);
+            let mut own_loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
+            if let Some(g) = graphed.as_mut() {
+                let _ = g.loss_sum.zero_();
+            }
+            for start in (0..indices.len()).step_by(batch_size) {
+                let len = batch_size.min(indices.len() - start);
+                let batch_indices = order.narrow(0, start as i64, len as i64);
+                let draw = TaskStream::draw(task.index, step);
+                let key = stream.augment_key(draw);
+                if let Some(g) = graphed.as_mut().filter(|g| g.batch() == len) {
+                    let mut method_failure = None;
+                    let outcome = g.step(
+                        &batch_indices,
+                        key,
+                        method.capture_ready(),
+                        |indices, key, loss_sum| {
+                            let batch = stream.training_batch_keyed(indices, key);
+                            let ctx = StepContext {
+                                network,
+                                stream,
+                                task,
+                                device: stream.device,
+                                step,
+                                epoch,
+                                key,
+                                indices,
+                                loss: training.loss,
+                            };
+                            match train_step(
+                                method,
+                                &ctx,
+                                &batch,
+                                &mut optimizer,
+                                training.precision,
+                            ) {
+                                Ok(loss) => {
+                                    let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
+                                }
+                                Err(e) => method_failure = Some(e),
+                            }
+                        },
+                    );
+                    // A method's failure ends the run, however the step ran.
+                    if let Some(e) = method_failure.take() {
+                        return Err(e);
+                    }
+                    match outcome {
+                        Ok(ran) => {
+                            if ran == graph_step::Ran::Replayed
+                                && let TrainOptimizer::Flat(flat) = &mut optimizer
+                            {
+                                flat.count_replayed_step();
+                            }
+                            if ran == graph_step::Ran::WarmUp {
+                                execution.eager_steps += 1;
+                            } else {
+                                execution.graphed_steps += 1;
+                            }
+                            step += 1;
+                            observer.step();
+                            continue;
+                        }
+                        Err(e) => {
+                            // The step did not run: it runs eagerly below, and so does the
+                            // rest of the run.
+                            execution.eager_reason =
+                                Some(format!("capture failed on task {}: {e}", task.index + 1));
+                            own_loss_sum.copy_(&g.loss_sum);
+                            graphed = None;
+                        }
+                    }
+                }
+                let batch = stream.training_batch(&batch_indices, draw);
+                let _ = eager_key.fill_(i64::from(key));
+                let ctx = StepContext {
+                    network,
+                    stream,
+                    task,
+                    device: stream.device,
+                    step,
+                    epoch,
+                    key: &eager_key,
+                    indices: &batch_indices,
+                    loss: training.loss,
+                };
+                let loss = train_step(method, &ctx, &batch, &mut optimizer, training.precision)?;
+                // In place, on the device: no host synchronisation per step.
+                let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
+                let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
+                execution.eager_steps += 1;
+                step += 1;
+                observer.step();
+            }
+            // The one host read of the epoch.
+            let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
+            let mean_loss = loss_sum.double_value(&[]) / steps_per_epoch as f64;
+            if !mean_loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    task: task.index,
+                    epoch,
+                    loss: mean_loss,
+                });
+            }
+            epoch_losses.push(mean_loss);
+        }
+        let train_seconds = clock.elapsed().as_secs_f64();
+
+        method.after_task(&task_ctx)?;
+        let clock = Instant::now();
+        record_evaluation(
+            &mut counts,
+            task.index + 1,
+            evaluate_with(
+                network,
+                stream,
+                readouts,
+                training.eval_batch_size,
+                task.index + 1,
+                method,
+            )?,
+        );
+        let report = TaskReport {
+            task: task.index,
+            steps: step,
+            samples: indices.len(),
+            epoch_losses,
+            train_seconds,
+            eval_seconds: clock.elapsed().as_secs_f64(),
+        };
+        observer.task_finished(task.index, &report);
+        reports.push(report);
+    }
+    Ok(RunOutcome {
+        counts,
+        tasks: reports,
+        execution,
+        initial_eval_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One optimisation step of `method` on `batch`: its loss, `zero_grad`, `backward`, its
+/// `after_backward`, the optimiser's `step` (the order documented in
+/// [`method`](crate::method)). Returns the loss, still on the device: nothing here reads a
+/// tensor back to the host; or the method's error, where its hook failed. Under `precision = bf16` the loss (the method's forward passes)
+/// runs in a bf16 autocast region; `backward`, `after_backward` (gradient surgery wants
+/// float32) and the update do not.
+pub fn train_step(
+    method: &mut dyn Method,
+    ctx: &StepContext<'_>,
+    batch: &retain_stream::Batch,
+    optimizer: &mut TrainOptimizer,
+    precision: Precision,
+) -> Result<Tensor, TrainError> {
+    let loss = match precision {
+        Precision::Fp32 => method.loss(ctx, batch)?,
+        Precision::Bf16 => retain_graph::with_bf16_autocast(ctx.device, || method.loss(ctx, batch))
+            .expect("bf16 autocast is available (check_training runs before training)")?,
+    };
+    optimizer.zero_grad();
+    loss.backward();
+    method.after_backward(ctx)?;
+    optimizer.step();
+    Ok(loss)
+}
+
+/// Fails when `[training]` asks for what this build cannot do (bf16 autocast without its
+/// shim). The CLI calls it before any data loads, the trainer again before training.
+pub fn check_training(training: &TrainingConfig) -> Result<(), TrainError> {
+    if training.precision == Precision::Bf16 {
+        retain_graph::autocast_availability().map_err(|e| TrainError::Unavailable {
+            key: "precision",
+            value: training.precision.as_str(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}

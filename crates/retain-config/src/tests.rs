@@ -1,6 +1,8 @@
 use super::*;
 use std::path::Path;
 
+mod plan;
+
 const SPLIT_MNIST: &str = include_str!("../../../experiments/split-mnist.toml");
 
 fn load(text: &str) -> Result<Experiment, ConfigError> {

@@ -300,4 +300,14 @@ impl DataError {
             source,
         }
     }
+
+    /// A failed atomic write (`retain-fs`), as the I/O error it is: the path it was writing
+    /// (the temporary or the destination) and the step that failed.
+    pub(crate) fn write(e: retain_fs::WriteError) -> Self {
+        DataError::Io {
+            path: e.path,
+            action: e.action,
+            source: e.source,
+        }
+    }
 }

@@ -25,24 +25,27 @@
 
 mod archive;
 pub mod cifar;
+mod command;
 mod error;
 mod fetch;
 pub mod idx;
 mod load;
 mod manifest;
 mod spec;
+mod status;
 #[cfg(test)]
 mod testutil;
+mod verify;
 
+pub use command::fetch_command;
 pub use error::{DataError, SourceAttempt};
 pub use fetch::{FetchOptions, FetchReport, FetchedFile, FileOrigin, fetch};
-pub use load::{
-    FileStatus, ImageDataset, NOT_VERIFIED_NO_MANIFEST, Split, fetch_command, file_md5, load,
-    md5_hex, status,
-};
+pub use load::{ImageDataset, Split, load};
 pub use manifest::MANIFEST_FILE;
 pub use spec::{
     ArchiveSpec, CIFAR10, CIFAR10_ARCHIVE, CIFAR100, CIFAR100_ARCHIVE, CIFAR100_COARSE,
     ClassCounts, DATASETS, DatasetRef, DatasetSpec, FASHION_MNIST, FASHION_MNIST_DEB_URL, FileRole,
     FileSpec, Format, MNIST, Source,
 };
+pub use status::{FileStatus, NOT_VERIFIED_NO_MANIFEST, status};
+pub use verify::{file_md5, md5_hex};

@@ -7,10 +7,8 @@
 //! The format is `md5sum`'s (`<md5>  <name>`, `#` comments), so
 //! `md5sum -c CHECKSUMS.md5` inside the folder checks the same thing.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::DataError;
 
@@ -95,10 +93,8 @@ impl Manifest {
     }
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `<dir>/CHECKSUMS.md5` atomically (temp file, sync, rename), so a
-/// reader sees either the old manifest, none, or the complete new one.
+/// Writes `<dir>/CHECKSUMS.md5` atomically and durably (through `retain-fs`), so a reader
+/// sees either the old manifest, none, or the complete new one.
 pub(crate) fn write_manifest(
     dir: &Path,
     entries: Vec<(String, String)>,
@@ -110,23 +106,7 @@ pub(crate) fn write_manifest(
         entries,
     }
     .render(comment);
-    let tmp = dir.join(format!(
-        ".{MANIFEST_FILE}.part-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = File::create_new(&tmp).map_err(|e| DataError::io(&tmp, "creating", e))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| DataError::io(&tmp, "writing", e))?;
-        f.sync_all()
-            .map_err(|e| DataError::io(&tmp, "syncing", e))?;
-        fs::rename(&tmp, &path).map_err(|e| DataError::io(&path, "renaming temp file to", e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    retain_fs::write_atomically(&path, text.as_bytes()).map_err(DataError::write)
 }
 
 /// Removes `<dir>/CHECKSUMS.md5` if present, before files it described are

@@ -14,7 +14,7 @@ use flate2::write::GzEncoder;
 
 use crate::cifar::{Cifar100Labels, CifarLayout};
 use crate::idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, encode};
-use crate::load::md5_hex;
+use crate::verify::md5_hex;
 use crate::{ArchiveSpec, DatasetSpec, FileRole, FileSpec, Format};
 
 pub(crate) fn tempdir() -> tempfile::TempDir {

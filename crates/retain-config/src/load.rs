@@ -1,0 +1,84 @@
+//! Reading an experiment: the file, then `--set` overrides, each validated into a plan.
+//!
+//! The file is parsed and validated on its own first, so an error in the file points at its
+//! line; then the overrides are applied to its TOML tree and the result is validated again,
+//! so an error caused by an override names the override.
+
+use std::path::Path;
+
+use crate::overrides::apply_override;
+use crate::{ConfigError, Experiment, ExperimentPlan};
+
+impl ExperimentPlan {
+    /// Reads, parses and validates an experiment file, then applies `overrides`
+    /// (`KEY=VALUE`, the value in TOML syntax or a bare string).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_source(&source, &path.display().to_string(), overrides)
+    }
+
+    /// As [`ExperimentPlan::load`], from text; `origin` names the text in errors.
+    pub fn from_source(
+        source: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let from_file: Experiment =
+            toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        let plan = from_file.validate(origin, source)?;
+        if overrides.is_empty() {
+            return Ok(plan);
+        }
+        let mut tree: toml::Table =
+            toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        for raw in overrides {
+            apply_override(&mut tree, raw)?;
+        }
+        let origin = format!("{origin} with overrides [{}]", overrides.join(", "));
+        let merged: Experiment = toml::Table::try_into(tree).map_err(|e| ConfigError::Parse {
+            origin: origin.clone(),
+            message: e.message().to_owned(),
+        })?;
+        merged.validate(&origin, "")
+    }
+}
+
+impl Experiment {
+    /// [`ExperimentPlan::load`], keeping only the validated experiment (its read-outs
+    /// resolved).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        ExperimentPlan::load(path, overrides).map(ExperimentPlan::into_experiment)
+    }
+
+    /// [`ExperimentPlan::from_source`], keeping only the validated experiment.
+    pub fn from_source(
+        source: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        ExperimentPlan::from_source(source, origin, overrides).map(ExperimentPlan::into_experiment)
+    }
+
+    /// The experiment as TOML, defaults filled in: written next to results so a run can be
+    /// repeated from its own folder.
+    pub fn to_resolved_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("an Experiment always serialises")
+    }
+}
+
+fn parse_error(origin: &str, source: &str, error: &toml::de::Error) -> ConfigError {
+    let origin = match error.span() {
+        Some(span) => format!(
+            "{origin}:{}",
+            1 + source[..span.start].matches('\n').count()
+        ),
+        None => origin.to_owned(),
+    };
+    ConfigError::Parse {
+        origin,
+        message: error.message().to_owned(),
+    }
+}

@@ -1,0 +1,257 @@
+//! `[stream]`: the task sequence, and the enums its keys take (kinds, read-outs, class
+//! orders, angles).
+
+use serde::{Deserialize, Serialize};
+
+use crate::DatasetName;
+
+/// How the dataset is cut into tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamKind {
+    /// Disjoint groups of classes, one group per task (Split-MNIST and kin): class- and
+    /// task-incremental.
+    Split,
+    /// Every task is the whole dataset under its own seeded pixel permutation
+    /// (Permuted-MNIST): domain-incremental, one label space.
+    Permuted,
+    /// Every task is the whole dataset rotated by its own angle (Rotated-MNIST):
+    /// domain-incremental, one label space.
+    Rotated,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Permuted => "permuted",
+            Self::Rotated => "rotated",
+        }
+    }
+
+    /// Whether every task shares the dataset's whole label space.
+    pub fn is_domain_incremental(self) -> bool {
+        matches!(self, Self::Permuted | Self::Rotated)
+    }
+
+    /// The read-outs evaluated when none are listed, in their default order.
+    pub fn readouts(self) -> &'static [Readout] {
+        match self {
+            Self::Split => &[Readout::ClassIl, Readout::TaskIl],
+            Self::Permuted | Self::Rotated => &[Readout::DomainIl],
+        }
+    }
+
+    /// Whether `readout` means something for this kind of stream: the kind's defaults and
+    /// the opt-in read-outs ([`Readout::is_opt_in`]), which need a method's hooks rather than
+    /// a kind of label space.
+    pub fn accepts(self, readout: Readout) -> bool {
+        self.readouts().contains(&readout) || readout.is_opt_in()
+    }
+}
+
+/// How a trained model is read out at evaluation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readout {
+    /// One head over every class seen; no task identity at test time.
+    ClassIl,
+    /// The task identity is given: logits outside the task's classes are masked.
+    TaskIl,
+    /// Every task has the same label space (permuted, rotated): one head over all classes,
+    /// no task identity.
+    DomainIl,
+    /// The method infers each test sample's task from the sample itself, then reads it out
+    /// as task-IL with the inferred task's weights and class mask: task-IL without the oracle.
+    /// Opt-in; needs a method that infers task ids.
+    TaskInferred,
+    /// Not a classification accuracy: cell (i, j) of its matrix is the fraction of task j's
+    /// test samples whose task the method infers correctly after training i tasks (the
+    /// inference chooses among the tasks trained so far, so cells with j ≥ i, untrained
+    /// tasks, and row 0 are 0). ACC is then the mean task-inference accuracy at the end,
+    /// BWT how much adding tasks confuses inference. Opt-in; needs a method that infers task
+    /// ids.
+    TaskInference,
+    /// Every task's weights merged into one network (e.g. the sum of all tasks' low-rank
+    /// updates, and each class's head row from the task that learned it), read out with the
+    /// arg-max over all classes, no task identity. Opt-in; needs a method with per-task
+    /// weights that can merge them.
+    Merged,
+}
+
+impl Readout {
+    /// Every read-out, in the order of the enum (and of result files).
+    pub const ALL: [Readout; 6] = [
+        Self::ClassIl,
+        Self::TaskIl,
+        Self::DomainIl,
+        Self::TaskInferred,
+        Self::TaskInference,
+        Self::Merged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClassIl => "class_il",
+            Self::TaskIl => "task_il",
+            Self::DomainIl => "domain_il",
+            Self::TaskInferred => "task_inferred",
+            Self::TaskInference => "task_inference",
+            Self::Merged => "merged",
+        }
+    }
+
+    /// Read-outs that no kind of stream evaluates by default: they need hooks only some
+    /// methods implement, so a run lists them in `stream.readouts` to get them.
+    pub fn is_opt_in(self) -> bool {
+        matches!(
+            self,
+            Self::TaskInferred | Self::TaskInference | Self::Merged
+        )
+    }
+}
+
+/// Class order of a split stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassOrder {
+    /// `"natural"` (0, 1, 2, …) or `"seeded"` (a permutation derived from the seed).
+    Named(ClassOrderName),
+    /// An explicit order, e.g. `[3, 1, 4, 0, 2, 9, 8, 7, 6, 5]`.
+    Explicit(Vec<u32>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassOrderName {
+    Natural,
+    Seeded,
+}
+
+/// Angles of a rotated stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Angles {
+    /// `"even"`: task `t` of `T` is rotated by `lo + t·(hi − lo)/T` degrees (the GEM paper's
+    /// Rotated-MNIST); `"seeded"`: uniform in `[lo, hi)`, drawn from the seed.
+    Named(AnglesName),
+    /// One angle in degrees (counter-clockwise) per task, e.g. `[0, 45, 90, 135, 180]`.
+    Explicit(Vec<f64>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnglesName {
+    Even,
+    Seeded,
+}
+
+/// Which samples the after-task evaluation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvaluateOn {
+    /// The dataset's test split.
+    #[default]
+    Test,
+    /// The validation samples carved from the training split (`validation_fraction`), so
+    /// hyper-parameters can be tuned without touching the test set.
+    Validation,
+}
+
+/// `[stream.augment]`: training-batch augmentation, applied on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Random crop of the original size after zero padding by this many pixels on every
+    /// side (4 for CIFAR in the DER paper); 0 = no crop.
+    #[serde(default)]
+    pub crop_padding: usize,
+    /// Horizontal flip with probability ½.
+    #[serde(default)]
+    pub flip: bool,
+}
+
+impl AugmentConfig {
+    /// Whether the augmentation changes anything.
+    pub fn is_active(&self) -> bool {
+        self.crop_padding > 0 || self.flip
+    }
+}
+
+/// `[stream]`: the task sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub kind: StreamKind,
+    pub dataset: DatasetName,
+    pub tasks: usize,
+    /// Classes per task of a split stream (required there; not allowed for other kinds,
+    /// whose tasks all use every class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes_per_task: Option<usize>,
+    /// Class order of a split stream; `"natural"` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_order: Option<ClassOrder>,
+    /// Permuted streams: leave the first task's pixels in place (as in van de Ven et al.'s
+    /// and some Avalanche set-ups); every task is permuted when false (the GEM paper).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_task_unpermuted: bool,
+    /// Rotated streams: the angle of each task; `"even"` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angles: Option<Angles>,
+    /// Rotated streams: `[lo, hi]` degrees for `"even"` and `"seeded"` angles; `[0, 180]`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angle_range: Option<[f64; 2]>,
+    /// Keep at most this many training samples per task (seeded choice); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_samples_per_task: Option<usize>,
+    /// Keep at most this many evaluation (test or validation) samples per task (seeded
+    /// choice); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_samples_per_task: Option<usize>,
+    /// Fraction of the training split held out as validation data (seeded, the same samples
+    /// for every task and method); none when absent. Held-out samples are never trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
+    /// Evaluate on the test split or on the validation samples.
+    #[serde(default)]
+    pub evaluate_on: EvaluateOn,
+    /// Augmentation of training batches; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentConfig>,
+    /// Read-outs evaluated after every task; when absent or empty, those of the stream's
+    /// kind ([`StreamKind::readouts`]). The opt-in read-outs (`task_inferred`,
+    /// `task_inference`, `merged`) apply to every kind, given a method that provides them.
+    #[serde(default)]
+    pub readouts: Vec<Readout>,
+}
+
+impl StreamConfig {
+    /// A split stream (`tasks` × `classes_per_task`, natural class order, every sample) with
+    /// the given read-outs and every other setting at its default: what tests and library
+    /// users start from before adjusting fields.
+    pub fn split(
+        dataset: DatasetName,
+        tasks: usize,
+        classes_per_task: usize,
+        readouts: Vec<Readout>,
+    ) -> Self {
+        Self {
+            kind: StreamKind::Split,
+            dataset,
+            tasks,
+            classes_per_task: Some(classes_per_task),
+            class_order: None,
+            first_task_unpermuted: false,
+            angles: None,
+            angle_range: None,
+            train_samples_per_task: None,
+            test_samples_per_task: None,
+            validation_fraction: None,
+            evaluate_on: EvaluateOn::default(),
+            augment: None,
+            readouts,
+        }
+    }
+}

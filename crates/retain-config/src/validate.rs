@@ -1,0 +1,501 @@
+//! Validation: checks the raw experiment's values against each other and against the
+//! dataset, and turns it into an [`ExperimentPlan`].
+//!
+//! Every error names the offending key and, when the experiment came from text, its line
+//! (a missing key points at its table's header). The checks run in file order, `[stream]`
+//! before `[model]`, `[training]` and `[pretrain]`, so the first problem reported is the
+//! first in the file.
+
+use crate::{
+    Angles, ClassOrder, ConfigError, EvaluateOn, Experiment, ExperimentPlan, MemoryFormat,
+    ModelConfig, OptimizerConfig, Scenario, StreamConfig, StreamKind, StreamPlan, TrainingLoss,
+    line_of_key, line_of_table,
+};
+
+impl Experiment {
+    /// Checks values against each other and resolves every default: the plan a run follows.
+    /// `origin` names the experiment in errors; `source` (may be empty) is the text it was
+    /// parsed from, used to point errors at lines.
+    pub fn validate(&self, origin: &str, source: &str) -> Result<ExperimentPlan, ConfigError> {
+        let invalid = error_at(origin, source);
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(invalid(
+                "name",
+                format!(
+                    "`{}` must be a non-empty folder name without slashes",
+                    self.name
+                ),
+            ));
+        }
+        let stream = validate_stream(&self.stream, &invalid)?;
+        validate_model(&self.model, "model", stream.image_shape(), &invalid)?;
+        let t = &self.training;
+        for (key, value) in [
+            ("training.epochs", t.epochs),
+            ("training.batch_size", t.batch_size),
+            ("training.eval_batch_size", t.eval_batch_size),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        validate_optimizer(&t.optimizer, "training.optimizer", &invalid)?;
+        if t.loss == TrainingLoss::TaskIl && self.stream.kind.is_domain_incremental() {
+            return Err(invalid(
+                "training.loss",
+                format!(
+                    "`task_il` needs tasks with classes of their own (a `split` stream); every task of a `{}` stream has all the classes, so the loss would be the class-IL one",
+                    self.stream.kind.as_str()
+                ),
+            ));
+        }
+        if t.memory_format == MemoryFormat::ChannelsLast
+            && !matches!(self.model, ModelConfig::Resnet18 { .. })
+        {
+            return Err(invalid(
+                "training.memory_format",
+                format!(
+                    "`channels_last` lays out convolution weights; the `{}` model has none (use it with `kind = \"resnet18\"`)",
+                    self.model.kind_name()
+                ),
+            ));
+        }
+        validate_pretrain(self, &invalid)?;
+        Ok(ExperimentPlan::new(self.clone(), stream))
+    }
+
+    /// [`Experiment::validate`] of an experiment built or changed in code, without source
+    /// text: errors name the key but no line.
+    pub fn plan(&self) -> Result<ExperimentPlan, ConfigError> {
+        self.validate(&format!("experiment `{}`", self.name), "")
+    }
+}
+
+impl StreamConfig {
+    /// Checks the `[stream]` table on its own and resolves its defaults: the plan a task
+    /// stream is built from. Errors name the key, from origin `[stream]`.
+    pub fn plan(&self) -> Result<StreamPlan, ConfigError> {
+        validate_stream(self, &error_at("[stream]", ""))
+    }
+}
+
+/// The error builder of one validation: an [`ConfigError::Invalid`] for `key`, its origin
+/// pointing at the key's line in `source` where it can be found.
+fn error_at<'a>(origin: &'a str, source: &'a str) -> impl Fn(&str, String) -> ConfigError + 'a {
+    move |key: &str, message: String| {
+        // A missing key (`pretrain.teacher.checkpoint`) points at its table's header.
+        let line = line_of_key(source, key).or_else(|| {
+            let (table, _) = key.rsplit_once('.')?;
+            line_of_table(source, table)
+        });
+        let origin = match line {
+            Some(line) => format!("{origin}:{line}"),
+            None => origin.to_owned(),
+        };
+        ConfigError::Invalid {
+            origin,
+            key: key.to_owned(),
+            message,
+        }
+    }
+}
+
+/// Checks the `[stream]` table and resolves it: the kind-specific keys into a [`Scenario`],
+/// the rest into a [`StreamPlan`].
+fn validate_stream(
+    s: &StreamConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<StreamPlan, ConfigError> {
+    let kind = s.kind.as_str();
+    let dataset = s.dataset.as_str();
+    let classes = s.dataset.classes();
+    let only_for = |key: &str, wanted: &str| {
+        invalid(
+            key,
+            format!("applies to {wanted} streams only, this stream is `{kind}`"),
+        )
+    };
+    if s.tasks == 0 {
+        return Err(invalid("stream.tasks", "must be at least 1".into()));
+    }
+    let scenario = if s.kind == StreamKind::Split {
+        let Some(per_task) = s.classes_per_task else {
+            return Err(invalid(
+                "stream.classes_per_task",
+                "a split stream needs it (how many classes each task has)".into(),
+            ));
+        };
+        if per_task == 0 {
+            return Err(invalid(
+                "stream.classes_per_task",
+                "must be at least 1".into(),
+            ));
+        }
+        let needed = s.tasks * per_task;
+        if needed > classes {
+            return Err(invalid(
+                "stream.tasks",
+                format!(
+                    "{} tasks × {per_task} classes per task need {needed} classes, but {dataset} has {classes}",
+                    s.tasks
+                ),
+            ));
+        }
+        if let Some(ClassOrder::Explicit(order)) = &s.class_order {
+            let mut seen = vec![false; classes];
+            for &class in order {
+                let slot = seen.get_mut(class as usize).ok_or_else(|| {
+                    invalid(
+                        "stream.class_order",
+                        format!("class {class} does not exist ({dataset} has {classes})"),
+                    )
+                })?;
+                if std::mem::replace(slot, true) {
+                    return Err(invalid(
+                        "stream.class_order",
+                        format!("class {class} is listed twice"),
+                    ));
+                }
+            }
+            if order.len() < needed {
+                return Err(invalid(
+                    "stream.class_order",
+                    format!("lists {} classes, the stream needs {needed}", order.len()),
+                ));
+            }
+        }
+        Scenario::Split {
+            classes_per_task: per_task,
+            class_order: s.class_order(),
+        }
+    } else {
+        if s.classes_per_task.is_some() {
+            return Err(invalid(
+                "stream.classes_per_task",
+                format!("a `{kind}` stream uses every class in every task; remove the key"),
+            ));
+        }
+        if s.class_order.is_some() {
+            return Err(only_for("stream.class_order", "split"));
+        }
+        if s.kind == StreamKind::Permuted {
+            Scenario::Permuted {
+                first_task_unpermuted: s.first_task_unpermuted,
+            }
+        } else {
+            Scenario::Rotated {
+                angles: s.angles(),
+                angle_range: s.angle_range(),
+            }
+        }
+    };
+    if s.first_task_unpermuted && s.kind != StreamKind::Permuted {
+        return Err(only_for("stream.first_task_unpermuted", "permuted"));
+    }
+    if s.kind == StreamKind::Rotated {
+        if let Some(Angles::Explicit(angles)) = &s.angles {
+            if angles.len() != s.tasks {
+                return Err(invalid(
+                    "stream.angles",
+                    format!("lists {} angles for {} tasks", angles.len(), s.tasks),
+                ));
+            }
+            if let Some(bad) = angles.iter().find(|a| !a.is_finite()) {
+                return Err(invalid(
+                    "stream.angles",
+                    format!("{bad} is not a finite angle"),
+                ));
+            }
+        }
+        if let Some([lo, hi]) = s.angle_range
+            && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+        {
+            return Err(invalid(
+                "stream.angle_range",
+                format!("[{lo}, {hi}] must be finite with lo ≤ hi"),
+            ));
+        }
+    } else {
+        if s.angles.is_some() {
+            return Err(only_for("stream.angles", "rotated"));
+        }
+        if s.angle_range.is_some() {
+            return Err(only_for("stream.angle_range", "rotated"));
+        }
+    }
+    for (key, limit) in [
+        ("stream.train_samples_per_task", s.train_samples_per_task),
+        ("stream.test_samples_per_task", s.test_samples_per_task),
+    ] {
+        if limit == Some(0) {
+            return Err(invalid(key, "must be at least 1 when given".into()));
+        }
+    }
+    if let Some(fraction) = s.validation_fraction
+        && !(fraction > 0.0 && fraction < 1.0)
+    {
+        return Err(invalid(
+            "stream.validation_fraction",
+            format!("{fraction} is outside (0, 1)"),
+        ));
+    }
+    if s.evaluate_on == EvaluateOn::Validation && s.validation_fraction.is_none() {
+        return Err(invalid(
+            "stream.evaluate_on",
+            "\"validation\" needs `stream.validation_fraction` (the share of the training split to hold out)".into(),
+        ));
+    }
+    if let Some(augment) = s.augment {
+        let [_, height, width] = s.dataset.image_shape();
+        if augment.crop_padding >= height.min(width) {
+            return Err(invalid(
+                "stream.augment.crop_padding",
+                format!(
+                    "{} pixels of padding is not smaller than the {height}×{width} images of {dataset}",
+                    augment.crop_padding
+                ),
+            ));
+        }
+    }
+    let plan = StreamPlan::new(s, scenario);
+    if let Some(bad) = plan.readouts().iter().find(|&&r| !s.kind.accepts(r)) {
+        let names: Vec<&str> = s.kind.readouts().iter().map(|r| r.as_str()).collect();
+        return Err(invalid(
+            "stream.readouts",
+            format!(
+                "`{}` does not apply to a `{kind}` stream (use {})",
+                bad.as_str(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(plan)
+}
+fn validate_pretrain(
+    experiment: &Experiment,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let Some(p) = &experiment.pretrain else {
+        return Ok(());
+    };
+    let stream_dataset = experiment.stream.dataset;
+    let dataset = p.dataset_for(stream_dataset);
+    if dataset.image_shape() != stream_dataset.image_shape() {
+        let [c, h, w] = dataset.image_shape();
+        let [sc, sh, sw] = stream_dataset.image_shape();
+        return Err(invalid(
+            "pretrain.dataset",
+            format!(
+                "{} has {c}×{h}×{w} images but the stream's {} has {sc}×{sh}×{sw}; the model is built for the stream's",
+                dataset.as_str(),
+                stream_dataset.as_str()
+            ),
+        ));
+    }
+    let head = stream_dataset.classes();
+    let available = dataset.classes();
+    if let Some(classes) = &p.classes {
+        if classes.is_empty() {
+            return Err(invalid(
+                "pretrain.classes",
+                "list at least one class".into(),
+            ));
+        }
+        let mut seen = vec![false; available];
+        for &class in classes {
+            let Some(slot) = seen.get_mut(class as usize) else {
+                return Err(invalid(
+                    "pretrain.classes",
+                    format!(
+                        "class {class} does not exist ({} has {available})",
+                        dataset.as_str()
+                    ),
+                ));
+            };
+            if std::mem::replace(slot, true) {
+                return Err(invalid(
+                    "pretrain.classes",
+                    format!("class {class} is listed twice"),
+                ));
+            }
+        }
+    }
+    let largest = p
+        .classes
+        .as_ref()
+        .and_then(|c| c.iter().max().map(|&m| m as usize + 1))
+        .unwrap_or(available);
+    if largest > head {
+        return Err(invalid(
+            if p.classes.is_some() {
+                "pretrain.classes"
+            } else {
+                "pretrain.dataset"
+            },
+            format!(
+                "labels up to {} do not fit the model's head of {head} outputs (the classes of the stream's {})",
+                largest - 1,
+                stream_dataset.as_str()
+            ),
+        ));
+    }
+    for (key, value) in [
+        ("pretrain.epochs", p.epochs),
+        ("pretrain.batch_size", p.batch_size),
+    ] {
+        if value == Some(0) {
+            return Err(invalid(key, "must be at least 1".into()));
+        }
+    }
+    if let Some(optimizer) = &p.optimizer {
+        validate_optimizer(optimizer, "pretrain.optimizer", invalid)?;
+    }
+    match &p.teacher {
+        None => {
+            for (key, given) in [
+                ("pretrain.temperature", p.temperature.is_some()),
+                ("pretrain.hard_weight", p.hard_weight.is_some()),
+            ] {
+                if given {
+                    return Err(invalid(
+                        key,
+                        "applies to distillation only; add a `[pretrain.teacher]` table or remove the key".into(),
+                    ));
+                }
+            }
+        }
+        Some(teacher) => {
+            validate_model(
+                teacher,
+                "pretrain.teacher",
+                stream_dataset.image_shape(),
+                invalid,
+            )?;
+            if teacher.checkpoint().is_none() {
+                return Err(invalid(
+                    "pretrain.teacher.checkpoint",
+                    "a teacher needs its trained weights: `checkpoint = \"teacher.safetensors\"` (e.g. written by `retain pretrain`)".into(),
+                ));
+            }
+            if let Some(t) = p.temperature
+                && !(t.is_finite() && t > 0.0)
+            {
+                return Err(invalid(
+                    "pretrain.temperature",
+                    format!("{t} must be a positive number"),
+                ));
+            }
+            if let Some(w) = p.hard_weight
+                && !(0.0..=1.0).contains(&w)
+            {
+                return Err(invalid(
+                    "pretrain.hard_weight",
+                    format!("{w} is outside [0, 1]"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a model table for images of shape `image` (`[C, H, W]`); `prefix` is its key
+/// (`model`, `pretrain.teacher`).
+fn validate_model(
+    model: &ModelConfig,
+    prefix: &str,
+    image: [usize; 3],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    match model {
+        ModelConfig::Mlp { hidden, .. } => {
+            if hidden.contains(&0) {
+                return Err(invalid(
+                    &format!("{prefix}.hidden"),
+                    "layer widths must be positive".into(),
+                ));
+            }
+        }
+        ModelConfig::Resnet18 { nf, .. } => {
+            if *nf == 0 {
+                return Err(invalid(
+                    &format!("{prefix}.nf"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        ModelConfig::Vit {
+            patch,
+            dim,
+            depth,
+            heads,
+            mlp_dim,
+            ..
+        } => {
+            for (key, value) in [
+                ("patch", patch),
+                ("dim", dim),
+                ("depth", depth),
+                ("heads", heads),
+                ("mlp_dim", mlp_dim),
+            ] {
+                if *value == 0 {
+                    return Err(invalid(
+                        &format!("{prefix}.{key}"),
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
+            if dim % heads != 0 {
+                return Err(invalid(
+                    &format!("{prefix}.dim"),
+                    format!("{dim} is not a multiple of `heads` = {heads}"),
+                ));
+            }
+            let [_, height, width] = image;
+            if height % patch != 0 || width % patch != 0 {
+                return Err(invalid(
+                    &format!("{prefix}.patch"),
+                    format!("{patch} does not divide the {height}×{width} images"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks an optimiser table; `prefix` is its key (`training.optimizer`, `pretrain.optimizer`).
+fn validate_optimizer(
+    optimizer: &OptimizerConfig,
+    prefix: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let (lr, weight_decay) = match *optimizer {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => {
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(invalid(
+                    &format!("{prefix}.momentum"),
+                    format!("{momentum} is outside [0, 1)"),
+                ));
+            }
+            (lr, weight_decay)
+        }
+        OptimizerConfig::Adam { lr, weight_decay } => (lr, weight_decay),
+    };
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(invalid(
+            &format!("{prefix}.lr"),
+            format!("{lr} must be a positive number"),
+        ));
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(invalid(
+            &format!("{prefix}.weight_decay"),
+            format!("{weight_decay} must be zero or positive"),
+        ));
+    }
+    Ok(())
+}

@@ -38,18 +38,28 @@
 //! cells: the first axis varies slowest.
 //!
 //! This crate is pure: no tch, no polars. It also holds the resume bookkeeping (a cell's
-//! status from its `manifest.json`), device slots, grouping over seeds and baseline checks.
+//! status from its `manifest.json`), device slots, the aggregation of `grid collect`
+//! ([`collect()`]: intransigence against joint partners, grouping over seeds, the plots to
+//! draw) and baseline checks.
 
+mod axes;
 mod baseline;
+pub mod collect;
+mod published;
 mod status;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use retain_config::{DeviceSpec, Experiment};
 
+use axes::{expand, flatten_axis, name_axes, toml_inline};
+use published::parse_published;
+
+pub use axes::{Axis, Cell, display_value};
 pub use baseline::{BaselineEntry, Comparison, METRICS, compare, parse_baseline};
-pub use status::{CellStatus, CostsSummary, ManifestSummary, read_manifest};
+pub use collect::{CellResults, CollectError, Collection, Readout, collect};
+pub use published::Published;
+pub use status::{CellStatus, cell_manifest};
 
 /// Errors of grid files, cells and baselines: each names the file and the key, cell or row.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +111,9 @@ pub enum GridError {
     /// The experiment part of the file is invalid (the message has the file and line).
     #[error(transparent)]
     Experiment(#[from] retain_config::ConfigError),
+    /// A cell's manifest is of a newer schema than this build reads.
+    #[error(transparent)]
+    Manifest(#[from] retain_manifest::ManifestError),
 }
 
 /// Config keys that cannot be axes: the runner owns them.
@@ -163,77 +176,6 @@ impl std::str::FromStr for DeviceList {
                 .collect::<Result<Vec<_>, _>>()
                 .map(Self::List),
         }
-    }
-}
-
-/// One axis: a config key and the values it takes, in file order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Axis {
-    pub key: String,
-    pub values: Vec<toml::Value>,
-    /// The key as it appears in cell ids.
-    pub short: String,
-}
-
-/// One point of the grid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cell {
-    /// Position in the expansion order.
-    pub index: usize,
-    /// Stable, readable id: `key=value` pairs joined by `,`.
-    pub id: String,
-    /// `(axis key, value)` for every axis, in axis order.
-    pub assignments: Vec<(String, toml::Value)>,
-}
-
-impl Cell {
-    /// The assignments as `KEY=VALUE` overrides, the value in TOML syntax.
-    pub fn overrides(&self) -> Vec<String> {
-        self.assignments
-            .iter()
-            .map(|(k, v)| format!("{k}={}", toml_inline(v)))
-            .collect()
-    }
-
-    /// The value of an axis as a readable string (strings unquoted), if the cell has it.
-    pub fn value_of(&self, key: &str) -> Option<String> {
-        self.assignments
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| display_value(v))
-    }
-
-    /// The id without the `seed` axis: cells that differ only in their seed share it, so it
-    /// labels one configuration in tables and plots aggregated over seeds.
-    pub fn config_label(&self, axes: &[Axis]) -> String {
-        let parts: Vec<String> = axes
-            .iter()
-            .zip(&self.assignments)
-            .filter(|(axis, _)| axis.key != "seed")
-            .map(|(axis, (_, v))| format!("{}={}", axis.short, id_value(v)))
-            .collect();
-        if parts.is_empty() {
-            "all".to_owned()
-        } else {
-            parts.join(",")
-        }
-    }
-}
-
-/// Published reference numbers from `[published]`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Published {
-    pub citation: Option<String>,
-    /// `(method, scenario, metric)` → value in percent.
-    pub values: BTreeMap<(String, String, String), f64>,
-}
-
-impl Published {
-    /// The published value for a method, read-out and metric, in percent.
-    pub fn get(&self, method: &str, scenario: &str, metric: &str) -> Option<f64> {
-        self.values
-            .get(&(method.to_owned(), scenario.to_owned(), metric.to_owned()))
-            .copied()
     }
 }
 
@@ -461,117 +403,6 @@ pub fn slots(devices: &[String], runs_per_device: usize) -> Vec<String> {
         .collect()
 }
 
-/// Expands axes into cells, first axis slowest.
-fn expand(origin: &str, axes: &[Axis]) -> Result<Vec<Cell>, GridError> {
-    let total: usize = axes.iter().map(|a| a.values.len()).product();
-    let mut cells = Vec::with_capacity(total);
-    let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
-    for index in 0..total {
-        let mut rest = index;
-        let mut picks = vec![0; axes.len()];
-        for (a, axis) in axes.iter().enumerate().rev() {
-            picks[a] = rest % axis.values.len();
-            rest /= axis.values.len();
-        }
-        let assignments: Vec<(String, toml::Value)> = axes
-            .iter()
-            .zip(&picks)
-            .map(|(axis, &p)| (axis.key.clone(), axis.values[p].clone()))
-            .collect();
-        let id = if axes.is_empty() {
-            "default".to_owned()
-        } else {
-            axes.iter()
-                .zip(&assignments)
-                .map(|(axis, (_, v))| format!("{}={}", axis.short, id_value(v)))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let cell = Cell {
-            index,
-            id: id.clone(),
-            assignments,
-        };
-        if let Some(&first) = by_id.get(&id) {
-            let describe = |c: &Cell| c.overrides().join(" ");
-            return Err(GridError::IdCollision {
-                origin: origin.to_owned(),
-                first: describe(&cells[first]),
-                second: describe(&cell),
-                id,
-            });
-        }
-        by_id.insert(id, index);
-        cells.push(cell);
-    }
-    Ok(cells)
-}
-
-/// Collects axes from `[grid]`, accepting both `"a.b" = [...]` and nested `a.b = [...]`.
-fn flatten_axis(
-    origin: &str,
-    key: String,
-    value: toml::Value,
-    out: &mut Vec<(String, Vec<toml::Value>)>,
-) -> Result<(), GridError> {
-    match value {
-        toml::Value::Array(values) if values.is_empty() => Err(GridError::Axis {
-            origin: origin.to_owned(),
-            key,
-            message: "has no values".into(),
-        }),
-        toml::Value::Array(values) => {
-            out.push((key, values));
-            Ok(())
-        }
-        toml::Value::Table(table) => {
-            for (sub, v) in table {
-                flatten_axis(origin, format!("{key}.{sub}"), v, out)?;
-            }
-            Ok(())
-        }
-        other => Err(GridError::Axis {
-            origin: origin.to_owned(),
-            message: format!(
-                "an axis needs a list of values, e.g. \"{key}\" = [{}]",
-                toml_inline(&other)
-            ),
-            key,
-        }),
-    }
-}
-
-/// Short names for ids: the last key segment (`method.name` reads `method`), the whole key
-/// where two axes would share one.
-fn name_axes(flat: Vec<(String, Vec<toml::Value>)>) -> Vec<Axis> {
-    let short_of = |key: &str| -> String {
-        if key == "method.name" {
-            "method".to_owned()
-        } else {
-            key.rsplit('.').next().unwrap_or(key).to_owned()
-        }
-    };
-    let shorts: Vec<String> = flat.iter().map(|(k, _)| short_of(k)).collect();
-    flat.into_iter()
-        .enumerate()
-        .map(|(i, (key, values))| {
-            let clash = shorts
-                .iter()
-                .enumerate()
-                .any(|(j, s)| j != i && *s == shorts[i]);
-            Axis {
-                short: if clash {
-                    key.clone()
-                } else {
-                    shorts[i].clone()
-                },
-                key,
-                values,
-            }
-        })
-        .collect()
-}
-
 fn parse_devices(value: &toml::Value) -> Result<DeviceList, String> {
     match value {
         toml::Value::String(s) => s.parse(),
@@ -585,50 +416,6 @@ fn parse_devices(value: &toml::Value) -> Result<DeviceList, String> {
         }
         _ => Err("use \"auto\", \"cpu\" or a list like [\"cuda:0\", \"cuda:1\"]".into()),
     }
-}
-
-fn parse_published(origin: &str, table: toml::Table) -> Result<Published, GridError> {
-    let mut published = Published::default();
-    for (key, value) in table {
-        let fail = |message: String| GridError::Published {
-            origin: origin.to_owned(),
-            key: key.clone(),
-            message,
-        };
-        if key == "citation" {
-            published.citation = Some(
-                value
-                    .as_str()
-                    .ok_or_else(|| fail("must be a string".into()))?
-                    .to_owned(),
-            );
-            continue;
-        }
-        let number = value
-            .as_float()
-            .or_else(|| value.as_integer().map(|i| i as f64))
-            .ok_or_else(|| fail(format!("`{value}` is not a number (percent)")))?;
-        let mut parts = key.rsplitn(3, '.');
-        let (metric, scenario, method) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(m), Some(s), Some(me)) if !me.is_empty() => (m, s, me),
-            _ => {
-                return Err(fail(
-                    "name it \"<method>.<read-out>.<metric>\", e.g. \"naive.class_il.acc\"".into(),
-                ));
-            }
-        };
-        if !METRICS.contains(&metric) {
-            return Err(fail(format!(
-                "unknown metric `{metric}` (known: {})",
-                METRICS.join(", ")
-            )));
-        }
-        published.values.insert(
-            (method.to_owned(), scenario.to_owned(), metric.to_owned()),
-            number,
-        );
-    }
-    Ok(published)
 }
 
 /// The source with the `[grid]` and `[published]` tables blanked line for line, so errors in
@@ -675,69 +462,6 @@ fn strip_origin(message: &str, origin: &str) -> String {
         return m.to_owned();
     }
     message.to_owned()
-}
-
-/// A value in TOML syntax (`"naive"`, `0.01`, `[1, 2]`).
-fn toml_inline(value: &toml::Value) -> String {
-    match value {
-        // Debug keeps a decimal point or exponent, so `1e30` stays a float when re-parsed.
-        toml::Value::Float(f) if f.is_finite() => format!("{f:?}"),
-        other => other.to_string(),
-    }
-}
-
-/// A value for tables and Parquet: strings without quotes, numbers as written.
-pub fn display_value(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Float(f) => format!("{f:?}"),
-        toml::Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(display_value)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// A value as it appears in an id: file-name safe, lists joined by `-`.
-fn id_value(value: &toml::Value) -> String {
-    let raw = match value {
-        toml::Value::Array(items) => items.iter().map(id_value).collect::<Vec<_>>().join("-"),
-        // A whole table (e.g. a `method` axis of `{ name = "lora", rank = 8 }`): its `name`
-        // first, then `key-value` for each other entry, joined by `+` (`lora+rank-8`).
-        toml::Value::Table(table) => table
-            .get("name")
-            .map(id_value)
-            .into_iter()
-            .chain(
-                table
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "name")
-                    .map(|(k, v)| format!("{k}-{}", id_value(v))),
-            )
-            .collect::<Vec<_>>()
-            .join("+"),
-        other => display_value(other),
-    };
-    let safe: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if safe.is_empty() {
-        "empty".to_owned()
-    } else {
-        safe
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! Resume bookkeeping: what a cell's `manifest.json` says about it.
 //!
-//! A run writes its manifest last and atomically, so the manifest alone decides whether a
-//! cell is done: `"complete"` means every result file is in place, `"failed"` carries the
-//! reason, and anything else (no manifest, an unreadable one) means the cell never finished
-//! and must run again.
+//! A run writes its manifest last and atomically ([`retain_manifest`]), so the manifest alone
+//! decides whether a cell is done: `complete` means every result file is in place, `failed`
+//! carries the reason, and anything else (no manifest, one that does not parse) means the cell
+//! never finished and must run again. A manifest of a newer schema than this build reads is an
+//! error instead: rerunning the cell would overwrite a newer retain's results.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use retain_manifest::{Manifest, ManifestError, RunStatus};
 
 /// Where a cell stands, from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +23,23 @@ pub enum CellStatus {
 
 impl CellStatus {
     /// Of a run folder.
-    pub fn of(dir: &Path) -> Self {
-        match read_manifest(dir) {
-            Some(m) if m.status == "complete" => Self::Complete,
-            Some(m) if m.status == "failed" => Self::Failed {
-                error: m.error.unwrap_or_else(|| "no reason recorded".into()),
+    pub fn of(dir: &Path) -> Result<Self, ManifestError> {
+        Ok(Self::from_manifest(cell_manifest(dir)?.as_ref()))
+    }
+
+    /// Of a manifest, `None` for none.
+    pub fn from_manifest(manifest: Option<&Manifest>) -> Self {
+        match manifest {
+            Some(m) => match m.status {
+                RunStatus::Complete => Self::Complete,
+                RunStatus::Failed => Self::Failed {
+                    error: m
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "no reason recorded".into()),
+                },
             },
-            _ => Self::Unfinished,
+            None => Self::Unfinished,
         }
     }
 
@@ -42,68 +53,14 @@ impl CellStatus {
     }
 }
 
-/// The manifest fields the grid uses; every field is optional so a manifest written by the
-/// runner for a cell that crashed before its own manifest (status and error only) reads too.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct ManifestSummary {
-    pub status: String,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub seed: Option<u64>,
-    #[serde(default)]
-    pub device: Option<String>,
-    #[serde(default)]
-    pub started_at_unix: Option<u64>,
-    #[serde(default)]
-    pub finished_at_unix: Option<u64>,
-    /// Wall time of the whole run process, loading included.
-    #[serde(default)]
-    pub wall_seconds: Option<f64>,
-    #[serde(default)]
-    pub trainable_parameters: Option<u64>,
-    #[serde(default)]
-    pub peak_host_memory_bytes: Option<u64>,
-    #[serde(default)]
-    pub peak_device_memory_bytes: Option<u64>,
-    #[serde(default)]
-    pub timings: Option<TimingsSummary>,
-    #[serde(default)]
-    pub costs: Option<CostsSummary>,
-}
-
-/// The `costs` object of a manifest: what the run's method costs beside what it retains.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct CostsSummary {
-    #[serde(default)]
-    pub trainable_parameters: Option<u64>,
-    #[serde(default)]
-    pub method_state_bytes: Option<u64>,
-    #[serde(default)]
-    pub state_bytes_per_task: Option<f64>,
-    #[serde(default)]
-    pub frozen_base_bytes: Option<u64>,
-    #[serde(default)]
-    pub seconds_per_step: Option<f64>,
-}
-
-/// The timing fields of a manifest the grid uses.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct TimingsSummary {
-    #[serde(default)]
-    pub steps: Option<u64>,
-    #[serde(default)]
-    pub seconds_per_step: Option<f64>,
-    #[serde(default)]
-    pub total_seconds: Option<f64>,
-}
-
-/// The manifest of a run folder, if there is a readable one.
-pub fn read_manifest(dir: &Path) -> Option<ManifestSummary> {
-    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
-    serde_json::from_str(&text).ok()
+/// The manifest of a run folder as the bookkeeping sees it: `None` when there is none or it
+/// cannot be read or parsed (the cell did not finish); an error only for a newer schema.
+pub fn cell_manifest(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+    match Manifest::read(dir) {
+        Ok(manifest) => Ok(manifest),
+        Err(error @ ManifestError::NewerSchema { .. }) => Err(error),
+        Err(_) => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -113,21 +70,24 @@ mod tests {
     #[test]
     fn status_follows_the_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(CellStatus::of(dir.path()), CellStatus::Unfinished);
+        let of = |dir: &Path| CellStatus::of(dir).unwrap();
+        assert_eq!(of(dir.path()), CellStatus::Unfinished);
         let manifest = dir.path().join("manifest.json");
         std::fs::write(&manifest, "{\"status\": \"comp").unwrap();
         assert_eq!(
-            CellStatus::of(dir.path()),
+            of(dir.path()),
             CellStatus::Unfinished,
             "a truncated manifest"
         );
+        std::fs::write(&manifest, r#"{"status": "running"}"#).unwrap();
+        assert_eq!(of(dir.path()), CellStatus::Unfinished, "an unknown status");
         std::fs::write(
             &manifest,
             r#"{"status": "failed", "error": "training diverged", "seed": 3}"#,
         )
         .unwrap();
         assert_eq!(
-            CellStatus::of(dir.path()),
+            of(dir.path()),
             CellStatus::Failed {
                 error: "training diverged".into()
             }
@@ -138,10 +98,22 @@ mod tests {
                 "timings": {"steps": 150, "seconds_per_step": 0.001, "per_task": []}}"#,
         )
         .unwrap();
-        assert_eq!(CellStatus::of(dir.path()), CellStatus::Complete);
-        let m = read_manifest(dir.path()).unwrap();
+        assert_eq!(of(dir.path()), CellStatus::Complete);
+        let m = cell_manifest(dir.path()).unwrap().unwrap();
         assert_eq!(m.seed, Some(3));
-        assert_eq!(m.timings.unwrap().steps, Some(150));
+        assert_eq!(m.timings.unwrap().steps, 150);
         assert_eq!(m.trainable_parameters, None);
+    }
+
+    #[test]
+    fn a_manifest_of_a_newer_schema_is_an_error_not_an_unfinished_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"{"schema_version": 99, "status": "complete"}"#,
+        )
+        .unwrap();
+        let err = CellStatus::of(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
     }
 }

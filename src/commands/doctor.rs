@@ -1,10 +1,12 @@
 //! `retain doctor`: what libtorch this binary runs on and what it can see.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::Cuda;
 
-pub fn run() -> anyhow::Result<()> {
+use crate::provenance::{TCH_VERSION, libtorch_version, loaded_libtorch};
+
+pub fn execute() -> anyhow::Result<()> {
     let (library, version) = match loaded_libtorch() {
         Some(path) => {
             let version = libtorch_version(&path).unwrap_or_else(|| "unknown".into());
@@ -18,7 +20,7 @@ pub fn run() -> anyhow::Result<()> {
     let cuda = Cuda::is_available();
     let rows: Vec<(&str, String)> = vec![
         ("retain", env!("CARGO_PKG_VERSION").to_owned()),
-        ("tch", "0.24.0".to_owned()),
+        ("tch", TCH_VERSION.to_owned()),
         ("libtorch version", version),
         ("libtorch found at", library),
         ("CUDA available", yes_no(cuda)),
@@ -71,27 +73,4 @@ fn yes_no(value: bool) -> String {
 fn cuda_version(encoded: i64) -> String {
     // CUDA encodes versions as major·1000 + minor·10.
     format!("{}.{}", encoded / 1000, (encoded % 1000) / 10)
-}
-
-/// Path of the `libtorch_cpu.so` actually mapped into this process: the truth about which
-/// libtorch runs, whatever the build used.
-pub fn loaded_libtorch() -> Option<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.ends_with("/libtorch_cpu.so"))
-        .map(PathBuf::from)
-}
-
-/// Version of the libtorch at `library`: from PyTorch's `version.py` when it is PyTorch's
-/// bundled libtorch, else from a standalone distribution's `build-version` file.
-pub fn libtorch_version(library: &Path) -> Option<String> {
-    let root = library.parent()?.parent()?;
-    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
-        let line = text.lines().find(|l| l.starts_with("__version__"))?;
-        return Some(line.split(['\'', '"']).nth(1)?.to_owned());
-    }
-    std::fs::read_to_string(root.join("build-version"))
-        .ok()
-        .map(|v| v.trim().to_owned())
 }

@@ -9,9 +9,9 @@ use retain_data::{DATASETS, DatasetSpec, FetchOptions, FileOrigin, Source};
 use retain_grid::GridSpec;
 use serde::Deserialize;
 
-use crate::UsageError;
 use crate::cli::DataCommand;
-use crate::report::print_table;
+use crate::tables::print_table;
+use crate::usage::UsageError;
 
 pub fn execute(command: &DataCommand) -> Result<()> {
     match command {

@@ -22,11 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow};
+use retain_fs::write_atomically;
 use retain_grid::CellStatus;
 
-use crate::UsageError;
+use super::setup::{self, Loaded};
 use crate::cli::{GridArgs, GridSubmitArgs};
-use crate::grid::{self, Loaded};
+use crate::provenance::unix_seconds;
+use crate::usage::UsageError;
 
 /// Submits the grid's cells (all, or with `--resume` only the missing and failed ones).
 pub fn submit(args: &GridSubmitArgs) -> Result<()> {
@@ -36,9 +38,9 @@ pub fn submit(args: &GridSubmitArgs) -> Result<()> {
         )
         .into());
     }
-    let loaded = grid::load(&args.grid)?;
-    grid::check_methods(&loaded)?;
-    grid::check_datasets(&loaded)?;
+    let loaded = setup::load(&args.grid)?;
+    setup::check_methods(&loaded)?;
+    setup::check_datasets(&loaded)?;
     let sbatch = if args.dry_run {
         None
     } else {
@@ -51,19 +53,12 @@ pub fn submit(args: &GridSubmitArgs) -> Result<()> {
     let slurm_dir = results.join("slurm");
     ensure_writable(&slurm_dir.join("logs"))?;
 
-    let cells: Vec<&str> = loaded
-        .spec
-        .cells
-        .iter()
-        .filter(|cell| {
-            !args.resume
-                || !matches!(
-                    CellStatus::of(&loaded.spec.cell_dir(cell)),
-                    CellStatus::Complete
-                )
-        })
-        .map(|cell| cell.id.as_str())
-        .collect();
+    let mut cells: Vec<&str> = Vec::new();
+    for cell in &loaded.spec.cells {
+        if !args.resume || CellStatus::of(&loaded.spec.cell_dir(cell))? != CellStatus::Complete {
+            cells.push(cell.id.as_str());
+        }
+    }
     if cells.is_empty() {
         println!("every cell is complete; nothing to submit");
         return Ok(());
@@ -72,9 +67,9 @@ pub fn submit(args: &GridSubmitArgs) -> Result<()> {
     let stamp = unique_stamp(&slurm_dir);
     let cells_file = slurm_dir.join(format!("cells-{stamp}.txt"));
     let script_file = slurm_dir.join(format!("submit-{stamp}.sbatch"));
-    crate::run::write_atomically(&cells_file, (cells.join("\n") + "\n").as_bytes())?;
+    write_atomically(&cells_file, (cells.join("\n") + "\n").as_bytes())?;
     let script = sbatch_script(&loaded, args, &cells, &cells_file, &slurm_dir)?;
-    crate::run::write_atomically(&script_file, script.as_bytes())?;
+    write_atomically(&script_file, script.as_bytes())?;
     println!("wrote {} ({} cells)", script_file.display(), cells.len());
 
     let Some(sbatch) = sbatch else {
@@ -104,7 +99,7 @@ pub fn submit(args: &GridSubmitArgs) -> Result<()> {
         .to_owned();
     let mut jobs = std::fs::read_to_string(slurm_dir.join("jobs.tsv")).unwrap_or_default();
     writeln!(jobs, "{job}\t{}", cells_file.display())?;
-    crate::run::write_atomically(&slurm_dir.join("jobs.tsv"), jobs.as_bytes())?;
+    write_atomically(&slurm_dir.join("jobs.tsv"), jobs.as_bytes())?;
     println!("submitted job {job}");
     Ok(())
 }
@@ -193,13 +188,13 @@ fn sbatch_script(
 /// Cells by state: complete and failed from their manifests, running or pending from `squeue`,
 /// the rest missing.
 pub fn status(args: &GridArgs) -> Result<()> {
-    let loaded = grid::load(args)?;
+    let loaded = setup::load(args)?;
     let slurm_dir = loaded.spec.results_dir().join("slurm");
     let queued = queued_cells(&slurm_dir);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut lines = Vec::new();
     for cell in &loaded.spec.cells {
-        let (state, detail) = match CellStatus::of(&loaded.spec.cell_dir(cell)) {
+        let (state, detail) = match CellStatus::of(&loaded.spec.cell_dir(cell))? {
             CellStatus::Complete => ("done", String::new()),
             CellStatus::Failed { error } => ("failed", error),
             CellStatus::Unfinished => match queued.get(&cell.id) {
@@ -311,10 +306,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 fn unique_stamp(dir: &Path) -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let seconds = unix_seconds();
     (0..)
         .map(|n| {
             if n == 0 {

@@ -17,8 +17,10 @@ use retain_train::{Network, RunOutcome, TaskSchedule};
 use tch::Device;
 
 use crate::cli::{PlanArgs, RunArgs};
-use crate::report::print_table;
-use crate::{registry, run, stage};
+use crate::provenance::device_name;
+use crate::run::plan::build_method;
+use crate::run::{Plan, stage};
+use crate::tables::print_table;
 
 pub fn execute(args: &PlanArgs) -> Result<()> {
     let run_args = RunArgs {
@@ -32,7 +34,7 @@ pub fn execute(args: &PlanArgs) -> Result<()> {
         quiet: true,
         save_checkpoint: false,
     };
-    let plan = run::plan(&run_args)?;
+    let plan = Plan::from_args(&run_args)?;
     let experiment = &plan.experiment;
 
     println!("# {} resolved\n", args.experiment.display());
@@ -51,9 +53,7 @@ pub fn execute(args: &PlanArgs) -> Result<()> {
         stream.num_classes,
         plan.device,
     );
-    let factory = registry::factory(&experiment.method.name).expect("checked by run::plan");
-    let mut method =
-        factory(&experiment.method.params).map_err(|e| crate::UsageError::new(e.to_string()))?;
+    let mut method = build_method(experiment)?;
     let schedule = retain_train::schedule(experiment, &stream, &network, method.as_mut());
 
     let parameters: usize = network.parameters().iter().map(|(_, t)| t.numel()).sum();
@@ -88,7 +88,7 @@ pub fn execute(args: &PlanArgs) -> Result<()> {
                 experiment.training.loss.as_str()
             ),
         ),
-        ("device", run::device_name(plan.device)),
+        ("device", device_name(plan.device)),
         ("data", data_note),
         ("pretrain", pretrain_note(experiment)),
         ("results", plan.run_dir.display().to_string()),
@@ -154,7 +154,7 @@ pub fn execute(args: &PlanArgs) -> Result<()> {
     println!(
         "\nestimate from a warm-up of {} step(s) on {}: {:.3} ms per step, {:.3} ms per evaluated sample",
         warmup.steps(),
-        run::device_name(plan.device),
+        device_name(plan.device),
         estimate.seconds_per_step * 1e3,
         estimate.seconds_per_eval_sample * 1e3
     );
@@ -237,7 +237,7 @@ fn pretrain_note(experiment: &Experiment) -> String {
 /// one-task stream), `--warmup-steps` batches each, one epoch, a small evaluation, on a
 /// stand-in of the dataset (zero images, the same shapes) on `device`.
 fn warm_up(args: &PlanArgs, run_args: &RunArgs, device: Device) -> Result<RunOutcome> {
-    let base = run::plan(run_args)?.experiment;
+    let base = Plan::from_args(run_args)?.experiment;
     let training = &base.training;
     let tasks = base.stream.tasks.min(2);
     let mut overrides = run_args.overrides.clone();
@@ -253,7 +253,7 @@ fn warm_up(args: &PlanArgs, run_args: &RunArgs, device: Device) -> Result<RunOut
         ),
         "training.epochs=1".into(),
     ]);
-    let short = run::plan(&RunArgs {
+    let short = Plan::from_args(&RunArgs {
         overrides,
         ..run_args.clone()
     })
@@ -268,9 +268,7 @@ fn warm_up(args: &PlanArgs, run_args: &RunArgs, device: Device) -> Result<RunOut
         .context("building the warm-up stream")?;
     drop(dataset);
     let network = Network::for_shape(&short, stream.image_shape, stream.num_classes, device);
-    let factory = registry::factory(&short.method.name).expect("checked by run::plan");
-    let mut method =
-        factory(&short.method.params).map_err(|e| crate::UsageError::new(e.to_string()))?;
+    let mut method = build_method(&short)?;
     retain_train::run(
         &short,
         &stream,

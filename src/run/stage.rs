@@ -1,5 +1,5 @@
-//! The `[pretrain]` stage of a run, and `retain pretrain`: train (or reuse) the stage's
-//! weights before the task stream starts.
+//! The `[pretrain]` stage of a run: train (or reuse) the stage's weights before the task
+//! stream starts.
 //!
 //! A stage's result is cached under `<output>/<experiment>/stages/pretrain-<hash>/`:
 //!
@@ -15,8 +15,8 @@
 //! trained on a GPU serves CPU runs too (the weights differ only by floating-point order).
 //! The runs of one experiment, and every cell of a grid (which share `<output>/<grid>/`),
 //! therefore train a stage once; cells that start it at the same moment may each train it,
-//! and each write is a temporary file renamed into place, `stage.json` last, so a reader sees
-//! either a whole stage or none.
+//! and each write is atomic (`retain_fs`), `stage.json` last, so a reader sees either a whole
+//! stage or none.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,28 +24,18 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use md5::{Digest, Md5};
 use retain_config::{Experiment, ModelConfig, PretrainPlan};
+use retain_fs::write_atomically;
 use retain_stream::TaskStream;
 use retain_train::Network;
 use retain_train::stage::{self, StageOutcome};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::UsageError;
-use crate::run::write_atomically;
+use crate::provenance::device_name;
+use crate::usage::UsageError;
 
 /// What a run records about its stage in `manifest.json` (`pretrain`).
-#[derive(Debug, Clone, Serialize)]
-pub struct StageSummary {
-    /// The stage's `model.safetensors`.
-    pub checkpoint: PathBuf,
-    /// True when an earlier run's stage was loaded instead of training.
-    pub reused: bool,
-    pub hash: String,
-    pub accuracy: f64,
-    pub teacher_accuracy: Option<f64>,
-    /// Training time of the stage (when reused, that of the run that trained it).
-    pub seconds: f64,
-}
+pub type StageSummary = retain_manifest::Pretrain;
 
 /// `stage.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,7 +189,7 @@ pub fn apply(
         epoch_losses: outcome.epoch_losses,
         student_parameters: stage::parameter_count(network),
         teacher_parameters: teacher.as_ref().map(stage::parameter_count),
-        device: crate::run::device_name(device),
+        device: device_name(device),
     };
     write_atomically(
         &record_path,
@@ -228,70 +218,12 @@ fn read_record(path: &Path) -> Option<StageRecord> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// `retain pretrain exp.toml [--out FILE]`: runs (or reuses) only the stage, and copies its
-/// checkpoint to `FILE` with `stage.json` beside it.
-pub fn execute(args: &crate::cli::PretrainArgs) -> Result<()> {
-    let run_args = crate::cli::RunArgs {
-        experiment: args.experiment.clone(),
-        overrides: args.overrides.clone(),
-        device: args.device.clone(),
-        seed: args.seed,
-        run_name: None,
-        output: args.output.clone(),
-        data_root: args.data_root.clone(),
-        quiet: args.quiet,
-        save_checkpoint: false,
-    };
-    let plan = crate::run::plan(&run_args)?;
-    let experiment = &plan.experiment;
-    if experiment.pretrain.is_none() {
-        return Err(UsageError::new(format!(
-            "{}: no `[pretrain]` table, so there is no stage to run",
-            args.experiment.display()
-        ))
-        .into());
-    }
-    // The model is built for the stream's images and classes, as in a run; only the
-    // stream's shape is needed, not its data.
-    let stream_shape = retain_config::dataset_shape(experiment.stream.dataset);
-    let outputs = retain_config::dataset_classes(experiment.stream.dataset);
-    let network = crate::run::build_network(experiment, stream_shape, outputs, plan.device)?;
-    let quiet = args.quiet;
-    let mut say = |line: String| {
-        if !quiet {
-            eprintln!("{line}");
-        }
-    };
-    let summary = apply(experiment, &network, plan.device, &mut say)?.expect("checked above");
-    let source_dir = summary
-        .checkpoint
-        .parent()
-        .expect("a checkpoint sits in its stage folder")
-        .to_owned();
-    let written = match &args.out {
-        Some(out) => {
-            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
-            }
-            let bytes = std::fs::read(&summary.checkpoint)?;
-            write_atomically(out, &bytes)?;
-            let record = std::fs::read(source_dir.join("stage.json"))?;
-            write_atomically(&out.with_file_name("stage.json"), &record)?;
-            out.clone()
-        }
-        None => summary.checkpoint.clone(),
-    };
-    println!("{}", written.display());
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn experiment(overrides: &[&str]) -> Experiment {
-        let text = include_str!("../experiments/pretrain-fashion-half.toml");
+        let text = include_str!("../../experiments/pretrain-fashion-half.toml");
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         Experiment::from_source(text, "exp.toml", &overrides).unwrap()
     }

@@ -1,0 +1,182 @@
+//! The run itself: load, train, write every result file and the manifest.
+
+use anyhow::{Context, Result};
+use retain_stream::TaskStream;
+
+use super::plan::{Plan, build_method, build_network};
+use super::record::{self, RunCosts};
+use super::{stage, summary};
+use crate::device_memory::DeviceMemoryProbe;
+use crate::progress::{Progress, ProgressLines};
+use crate::provenance::{device_name, peak_host_memory_bytes, unix_seconds};
+
+/// How a run shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// Bars, tables and a summary on the terminal.
+    Interactive,
+    /// Errors only.
+    Quiet,
+    /// Machine-readable progress lines on stdout for a parent process (`retain grid run`);
+    /// see [`crate::progress::ProgressLines`].
+    Lines,
+}
+
+/// Runs a resolved plan: loads the data, trains, writes every result file and the manifest.
+/// A grid cell is exactly this, with the cell's overrides and folder.
+pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
+    let experiment = &plan.experiment;
+    let wall = std::time::Instant::now();
+    let started_at = unix_seconds();
+
+    let load_clock = std::time::Instant::now();
+    let dataset = retain_data::load(experiment.stream.dataset.as_str(), &experiment.data_root)?;
+    let stream = TaskStream::build(&dataset, &experiment.stream, experiment.seed, plan.device)
+        .context("building the task stream")?;
+    drop(dataset);
+    let load_seconds = load_clock.elapsed().as_secs_f64();
+
+    let mut method = build_method(experiment)?;
+    let network = build_network(
+        experiment,
+        stream.image_shape,
+        stream.num_classes,
+        plan.device,
+    )?;
+    std::fs::create_dir_all(&plan.run_dir)
+        .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
+    let mut say = |line: String| {
+        if display != Display::Quiet {
+            eprintln!("{line}");
+        }
+    };
+    let pretrain = match stage::apply(experiment, &network, plan.device, &mut say) {
+        Ok(summary) => summary,
+        Err(error) => {
+            let costs = RunCosts {
+                wall_seconds: wall.elapsed().as_secs_f64(),
+                trainable_parameters: 0,
+                method: None,
+                peak_host_memory_bytes: peak_host_memory_bytes(),
+                peak_device_memory_bytes: None,
+            };
+            let manifest = record::manifest(
+                plan,
+                started_at,
+                load_seconds,
+                None,
+                &costs,
+                None,
+                Some(format!("{error:#}")),
+            );
+            manifest.write(&plan.run_dir)?;
+            return Err(error.context(format!(
+                "the pretrain stage of run {} failed (recorded in {})",
+                plan.run_name,
+                plan.run_dir.join("manifest.json").display()
+            )));
+        }
+    };
+
+    if display == Display::Interactive {
+        eprintln!(
+            "{} / {}: {} tasks of {} on {}, results in {}",
+            experiment.name,
+            plan.run_name,
+            stream.tasks.len(),
+            stream.dataset,
+            device_name(plan.device),
+            plan.run_dir.display()
+        );
+    }
+    let device_memory = DeviceMemoryProbe::start(plan.device.is_cuda());
+    let outcome = match display {
+        Display::Lines => {
+            let mut lines = ProgressLines::new(stream.tasks.len());
+            retain_train::run(experiment, &stream, &network, method.as_mut(), &mut lines)
+        }
+        _ => {
+            let mut progress = Progress::new(stream.tasks.len(), display == Display::Quiet);
+            let outcome = retain_train::run(
+                experiment,
+                &stream,
+                &network,
+                method.as_mut(),
+                &mut progress,
+            );
+            progress.finish();
+            outcome
+        }
+    };
+    let method_costs = outcome.as_ref().ok().map(|o| {
+        retain_train::Costs::measure(
+            &network,
+            method.as_ref(),
+            stream.tasks.len(),
+            o.seconds_per_step(),
+        )
+    });
+    let costs = RunCosts {
+        wall_seconds: 0.0,
+        trainable_parameters: network
+            .parameters()
+            .iter()
+            .map(|(_, t)| t.numel() as u64)
+            .sum(),
+        method: method_costs,
+        peak_host_memory_bytes: peak_host_memory_bytes(),
+        peak_device_memory_bytes: device_memory.finish(),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let costs = RunCosts {
+                wall_seconds: wall.elapsed().as_secs_f64(),
+                ..costs
+            };
+            let manifest = record::manifest(
+                plan,
+                started_at,
+                load_seconds,
+                None,
+                &costs,
+                pretrain.clone(),
+                Some(error.to_string()),
+            );
+            manifest.write(&plan.run_dir)?;
+            return Err(error).context(format!(
+                "run {} failed (recorded in {})",
+                plan.run_name,
+                plan.run_dir.join("manifest.json").display()
+            ));
+        }
+    };
+
+    let matrices = record::write_results(plan, &outcome, method_costs)?;
+    if plan.save_checkpoint {
+        network.save(&plan.run_dir.join("model.safetensors"))?;
+        retain_train::save_method_state(
+            method.as_ref(),
+            &plan.run_dir.join("method-state.safetensors"),
+        )?;
+    }
+    let costs = RunCosts {
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        ..costs
+    };
+    let manifest = record::manifest(
+        plan,
+        started_at,
+        load_seconds,
+        Some(&outcome),
+        &costs,
+        pretrain,
+        None,
+    );
+    manifest.write(&plan.run_dir)?;
+    if display == Display::Interactive {
+        summary::print_run(&matrices, &outcome);
+        println!("\nresults: {}", plan.run_dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! An experiment file and the command line resolved into what a run needs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use retain_config::{DeviceSpec, Experiment};
+use retain_train::Network;
+use tch::Device;
+
+use crate::cli::RunArgs;
+use crate::registry;
+use crate::usage::UsageError;
+
+/// Everything a run needs, resolved from the file and the command line.
+pub struct Plan {
+    pub experiment: Experiment,
+    pub run_name: String,
+    pub run_dir: PathBuf,
+    pub device: Device,
+    /// Write `model.safetensors` and `method-state.safetensors` after training.
+    pub save_checkpoint: bool,
+}
+
+impl Plan {
+    /// Loads the experiment with the command line's overrides, checks its method and device,
+    /// and names the run folder.
+    pub fn from_args(args: &RunArgs) -> Result<Self> {
+        let mut overrides = args.overrides.clone();
+        if let Some(device) = &args.device {
+            overrides.push(format!("device=\"{device}\""));
+        }
+        if let Some(seed) = args.seed {
+            overrides.push(format!("seed={seed}"));
+        }
+        if let Some(output) = &args.output {
+            overrides.push(format!("output={}", toml_path(output)));
+        }
+        if let Some(root) = &args.data_root {
+            overrides.push(format!("data_root={}", toml_path(root)));
+        }
+        let experiment =
+            Experiment::load(&args.experiment, &overrides).map_err(UsageError::from)?;
+        check_method(&experiment, &args.experiment.display().to_string())?;
+        let device = resolve_device(experiment.device)?;
+        let run_name = args
+            .run_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-seed{}", experiment.method.name, experiment.seed));
+        let run_dir = experiment.output.join(&experiment.name).join(&run_name);
+        Ok(Self {
+            experiment,
+            run_name,
+            run_dir,
+            device,
+            save_checkpoint: args.save_checkpoint,
+        })
+    }
+}
+
+/// A path as a TOML string, for a `KEY=VALUE` override.
+pub fn toml_path(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+/// Maps the configured device onto what this machine has.
+pub fn resolve_device(spec: DeviceSpec) -> Result<Device> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+        DeviceSpec::Cuda(n) => {
+            let count = tch::Cuda::device_count() as usize;
+            if n >= count {
+                return Err(UsageError::new(format!(
+                    "device cuda:{n} requested but {count} CUDA device(s) are visible (run `retain doctor`)"
+                ))
+                .into());
+            }
+            Ok(Device::Cuda(n))
+        }
+    }
+}
+
+/// Checks that the method exists, accepts its hyper-parameters and provides every requested
+/// read-out, and that this build can train as `[training]` asks, before any data loads.
+pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
+    let Some(factory) = registry::factory(&experiment.method.name) else {
+        return Err(UsageError::new(format!(
+            "{origin}: unknown method `{}` (known: {})",
+            experiment.method.name,
+            registry::names().join(", ")
+        ))
+        .into());
+    };
+    let method = factory(&experiment.method.params)
+        .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
+    retain_train::check_readouts(&experiment.stream.readouts, Some(method.as_ref()))
+        .map_err(|e| UsageError::new(format!("{origin}: stream.readouts: {e}")))?;
+    retain_train::check_training(&experiment.training)
+        .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
+    Ok(())
+}
+
+/// The method of an experiment whose method [`check_method`] accepted.
+pub fn build_method(experiment: &Experiment) -> Result<Box<dyn retain_train::Method>> {
+    let factory = registry::factory(&experiment.method.name).expect("checked by check_method");
+    Ok(factory(&experiment.method.params).map_err(|e| UsageError::new(e.to_string()))?)
+}
+
+/// The experiment's network for images of `image_shape` and `outputs` classes on `device`,
+/// loaded from `[model] checkpoint` when one is given.
+pub fn build_network(
+    experiment: &Experiment,
+    image_shape: [usize; 3],
+    outputs: usize,
+    device: Device,
+) -> Result<Network> {
+    let network = Network::for_shape(experiment, image_shape, outputs, device);
+    if let Some(checkpoint) = experiment.model.checkpoint() {
+        network
+            .load(checkpoint)
+            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?;
+    }
+    Ok(network)
+}

@@ -124,88 +124,15 @@
 //! Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017.
 //! Schwarz et al., "Progress & Compress: A scalable framework for continual learning", ICML 2018.
 
-use retain_train::method::{
-    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
-};
+mod descriptor;
+mod layout;
+
+pub use descriptor::{EWC, METHODS, ONLINE_EWC};
+
+use layout::{Layout, flatten, layout, unflatten};
 use retain_train::{Batch, Method, StepContext, TaskContext, TrainError, TrainingLoss, gradients};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
-
-/// The hyper-parameters of `ewc` and `online-ewc` (see the crate docs), `mode`'s default
-/// being the variant's.
-const fn params(mode: &'static str) -> [Param; 6] {
-    [
-        Param {
-            name: "lambda",
-            kind: ParamKind::Float,
-            default: ParamDefault::Value("100.0"),
-            doc: "penalty strength λ (≥ 0)",
-        },
-        Param {
-            name: "mode",
-            kind: ParamKind::Choice(&["separate", "online"]),
-            default: ParamDefault::Value(mode),
-            doc: "one penalty per task, or one running penalty",
-        },
-        Param {
-            name: "gamma",
-            kind: ParamKind::Float,
-            default: ParamDefault::Derived("1.0 online; refused with separate penalties"),
-            doc: "online decay γ ∈ [0, 1] of the running Fisher",
-        },
-        Param {
-            name: "fisher",
-            kind: ParamKind::Choice(&["per_sample", "per_batch"]),
-            default: ParamDefault::Value("\"per_sample\""),
-            doc: "the empirical Fisher's estimator",
-        },
-        Param {
-            name: "fisher_samples",
-            kind: ParamKind::Count,
-            default: ParamDefault::Value("1000"),
-            doc: "samples of the finished task the Fisher is estimated on (all when fewer)",
-        },
-        Param {
-            name: "fisher_batch_size",
-            kind: ParamKind::Count,
-            default: ParamDefault::Value("10"),
-            doc: "batch size of the per_batch estimator",
-        },
-    ]
-}
-
-const CAPABILITIES: Capabilities = Capabilities {
-    capturable: true,
-    keeps_samples: false,
-    joint_reference: false,
-};
-
-/// The registry entry of `ewc`: one penalty per finished task.
-pub const EWC: MethodDescriptor = MethodDescriptor {
-    name: "ewc",
-    family: Family::Regularisation,
-    summary: "Elastic weight consolidation: a diagonal-Fisher penalty per finished task",
-    paper: "Kirkpatrick et al., \"Overcoming catastrophic forgetting in neural networks\", PNAS 2017",
-    params: &params("\"separate\""),
-    example: "lambda = 100.0\nfisher = \"per_sample\"\nfisher_samples = 1000",
-    capabilities: CAPABILITIES,
-    factory: from_params,
-};
-
-/// The registry entry of `online-ewc`: one running penalty.
-pub const ONLINE_EWC: MethodDescriptor = MethodDescriptor {
-    name: "online-ewc",
-    family: Family::Regularisation,
-    summary: "Online EWC: one running Fisher penalty, decayed by γ after each task",
-    paper: "Schwarz et al., \"Progress & Compress: A scalable framework for continual learning\", ICML 2018",
-    params: &params("\"online\""),
-    example: "lambda = 180.0\ngamma = 1.0",
-    capabilities: CAPABILITIES,
-    factory: from_params_online,
-};
-
-/// Every method this crate registers.
-pub const METHODS: &[MethodDescriptor] = &[EWC, ONLINE_EWC];
 
 /// Samples per pass of the Fisher estimate: one batched forward/backward where the model
 /// computes squared group gradients itself (`Backbone::squared_group_gradients`; the
@@ -253,45 +180,6 @@ pub struct EwcParams {
 struct Consolidation {
     fisher: Tensor,
     anchor: Tensor,
-}
-
-/// Where each parameter (sorted by name) lies in the flat tensors: name, offset, shape.
-#[derive(Debug, Clone, PartialEq)]
-struct Slot {
-    name: String,
-    offset: i64,
-    shape: Vec<i64>,
-}
-
-type Layout = Vec<Slot>;
-
-fn layout(named: impl IntoIterator<Item = (String, Vec<i64>)>) -> Layout {
-    let mut offset = 0;
-    named
-        .into_iter()
-        .map(|(name, shape)| {
-            let slot = Slot {
-                name,
-                offset,
-                shape: shape.clone(),
-            };
-            offset += shape.iter().product::<i64>();
-            slot
-        })
-        .collect()
-}
-
-/// The tensors (one per parameter, in layout order) as one flat tensor.
-fn flatten(tensors: &[Tensor]) -> Tensor {
-    let flat: Vec<Tensor> = tensors.iter().map(|t| t.reshape([-1])).collect();
-    Tensor::cat(&flat, 0)
-}
-
-/// The part of a flat tensor that belongs to `slot`, shaped like its parameter (a view).
-fn unflatten(flat: &Tensor, slot: &Slot) -> Tensor {
-    let numel: i64 = slot.shape.iter().product();
-    flat.narrow(0, slot.offset, numel)
-        .view(slot.shape.as_slice())
 }
 
 /// EWC or online EWC (see the crate docs).

@@ -91,58 +91,17 @@ use retain_models::init::{Draw, fill};
 use retain_models::{Backbone, LowRank};
 use retain_peft::{freeze_backbone, nested_path, select_layers};
 use retain_seed::derive;
-use retain_train::method::{
-    Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
-};
+mod descriptor;
+mod prototypes;
+
+pub use descriptor::{DESCRIPTOR, METHODS, PARAMS};
+
+use prototypes::{TaskClasses, normalise};
 use retain_train::{
     Method, Network, Readout, Selection, TaskContext, TrainError, named_parameters,
 };
 use serde::Deserialize;
-use tch::{Kind, Tensor, nn};
-
-/// LoRA's hyper-parameters in the schema (see the crate docs); public so that methods built
-/// on LoRA's adapters (`qlora`) declare the same keys and defaults.
-pub const PARAMS: [Param; 3] = [
-    Param {
-        name: "rank",
-        kind: ParamKind::Count,
-        default: ParamDefault::Value("8"),
-        doc: "rank r of every adapter (≥ 1)",
-    },
-    Param {
-        name: "alpha",
-        kind: ParamKind::Float,
-        default: ParamDefault::Derived("rank, so scale 1"),
-        doc: "scale numerator: the update is (α/r) · B A (> 0)",
-    },
-    Param {
-        name: "target",
-        kind: ParamKind::Strings,
-        default: ParamDefault::Derived(
-            "by the model: [\"blocks.*\"] on a transformer, [\"hidden.*\"] otherwise",
-        ),
-        doc: "name patterns of the linear layers to adapt (never the head, which trains per task)",
-    },
-];
-
-/// The registry entry of `lora`.
-pub const DESCRIPTOR: MethodDescriptor = MethodDescriptor {
-    name: "lora",
-    family: Family::ParameterEfficient,
-    summary: "LoRA per task: low-rank adapters and a head per task on a frozen backbone",
-    paper: "Hu et al., \"LoRA: Low-Rank Adaptation of Large Language Models\", ICLR 2022",
-    params: &PARAMS,
-    example: "rank = 8\nalpha = 16.0\ntarget = [\"hidden.*\"]",
-    capabilities: Capabilities {
-        capturable: true,
-        keeps_samples: false,
-        joint_reference: false,
-    },
-    factory: from_params,
-};
-
-/// Every method this crate registers.
-pub const METHODS: &[MethodDescriptor] = &[DESCRIPTOR];
+use tch::{Tensor, nn};
 
 /// LoRA's hyper-parameters (see the crate docs; defaults in [`PARAMS`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -193,18 +152,6 @@ impl Adapted {
         }
     }
 }
-
-/// What task inference and the merged head know about a finished task.
-struct TaskClasses {
-    /// The task's classes, `[C_t]` `int64`, on the device.
-    classes: Tensor,
-    /// Their prototypes: the L2-normalised mean base features of each class over the task's
-    /// training samples, `[C_t, F]`, in the order of `classes`.
-    prototypes: Tensor,
-}
-
-/// Training samples per forward pass when computing prototypes.
-const PROTOTYPE_BATCH: usize = 1024;
 
 /// LoRA per task (see the crate docs).
 pub struct Lora {
@@ -356,75 +303,6 @@ impl Lora {
         Ok(())
     }
 
-    /// The features the head reads, computed by the frozen backbone alone (every adapter
-    /// detached for the pass, then attached again): one space for every task's prototypes.
-    fn base_features(&self, model: &dyn Backbone, inputs: &Tensor) -> Tensor {
-        for layer in &self.layers {
-            model.set_adapter(&layer.name, None);
-        }
-        let features = model.features(inputs, false);
-        for layer in &self.layers {
-            model.set_adapter(&layer.name, Some(layer.adapter(self.scale)));
-        }
-        features
-    }
-
-    /// The classes of the task just trained and their prototypes, from its training samples
-    /// (without augmentation), in batches on the device.
-    fn task_classes(&self, ctx: &TaskContext<'_>) -> TaskClasses {
-        let _no_grad = tch::no_grad_guard();
-        let num_classes = ctx.stream.num_classes as i64;
-        let indices = &ctx.task.train_indices;
-        let mut sums: Option<(Tensor, Tensor)> = None;
-        for chunk in indices.chunks(PROTOTYPE_BATCH) {
-            let batch = ctx.train_batch(chunk);
-            let features = self.base_features(ctx.model(), &batch.inputs);
-            let one_hot = batch.labels.one_hot(num_classes).to_kind(features.kind());
-            let (sum, count) = (
-                one_hot.tr().matmul(&features),
-                one_hot.sum_dim_intlist(0, false, features.kind()),
-            );
-            sums = Some(match sums {
-                Some((s, c)) => (s + sum, c + count),
-                None => (sum, count),
-            });
-        }
-        let classes = Tensor::from_slice(&ctx.task.classes).to_device(ctx.device);
-        let prototypes = match sums {
-            Some((sum, count)) => {
-                let count = count.index_select(0, &classes).clamp_min(1.0).unsqueeze(1);
-                normalise(&(sum.index_select(0, &classes) / count))
-            }
-            // A task without training samples: prototypes of zero similarity to anything.
-            None => {
-                let probe = ctx.train_batch(&ctx.task.train_indices[..0]);
-                let width = self.base_features(ctx.model(), &probe.inputs).size()[1];
-                Tensor::zeros(
-                    [ctx.task.classes.len() as i64, width],
-                    (Kind::Float, ctx.device),
-                )
-            }
-        };
-        TaskClasses {
-            classes,
-            prototypes,
-        }
-    }
-
-    /// Every finished task's prototypes stacked, and the owning task of each row.
-    fn bank(&mut self) -> &(Tensor, Tensor) {
-        let classes = &self.classes;
-        self.bank.get_or_insert_with(|| {
-            let prototypes: Vec<&Tensor> = classes.iter().map(|k| &k.prototypes).collect();
-            let owners: Vec<Tensor> = classes
-                .iter()
-                .enumerate()
-                .map(|(t, k)| k.classes.full_like(t as i64))
-                .collect();
-            (Tensor::cat(&prototypes, 0), Tensor::cat(&owners, 0))
-        })
-    }
-
     fn save_live(&mut self) {
         if self.saved.is_none() {
             self.saved = Some(self.live.iter().map(|(_, t)| t.detach().copy()).collect());
@@ -521,15 +399,6 @@ impl Lora {
             self.write_live(saved);
         }
     }
-}
-
-/// Rows scaled to unit L2 norm (a zero row stays zero).
-fn normalise(rows: &Tensor) -> Tensor {
-    rows / rows
-        .square()
-        .sum_dim_intlist(-1, true, Kind::Float)
-        .sqrt()
-        .clamp_min(1e-12)
 }
 
 fn invalid(message: String) -> TrainError {

@@ -9,5 +9,6 @@ mod graphs;
 mod grid;
 mod plan;
 mod pretrain;
+mod refusals;
 mod rehearsal;
 mod slurm;

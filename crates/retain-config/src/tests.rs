@@ -625,3 +625,17 @@ fn precision_and_memory_format_parse_and_channels_last_needs_convolutions() {
         MemoryFormat::ChannelsLast
     );
 }
+
+#[test]
+fn tasks_times_classes_per_task_overflowing_is_refused_naming_both_keys() {
+    let text = SPLIT_MNIST
+        .replace("tasks = 5", "tasks = 4611686018427387904")
+        .replace("classes_per_task = 2", "classes_per_task = 4");
+    let err = load(&text).unwrap_err();
+    let ConfigError::Invalid { key, message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "stream.tasks");
+    assert!(message.contains("stream.classes_per_task"), "{message}");
+    assert!(message.contains("more than 2^64"), "{message}");
+}

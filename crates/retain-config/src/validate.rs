@@ -131,16 +131,19 @@ fn validate_stream(
                 "must be at least 1".into(),
             ));
         }
-        let needed = s.tasks * per_task;
-        if needed > classes {
-            return Err(invalid(
-                "stream.tasks",
-                format!(
-                    "{} tasks × {per_task} classes per task need {needed} classes, but {dataset} has {classes}",
-                    s.tasks
-                ),
-            ));
-        }
+        let needed = match s.tasks.checked_mul(per_task) {
+            Some(needed) if needed <= classes => needed,
+            needed => {
+                let needed = needed.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
+                return Err(invalid(
+                    "stream.tasks",
+                    format!(
+                        "`stream.tasks` = {} × `stream.classes_per_task` = {per_task} need {needed} classes, but {dataset} has {classes}",
+                        s.tasks
+                    ),
+                ));
+            }
+        };
         if let Some(ClassOrder::Explicit(order)) = &s.class_order {
             let mut seen = vec![false; classes];
             for &class in order {

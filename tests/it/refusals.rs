@@ -1,0 +1,76 @@
+//! Bad inputs that `retain run` refuses with exit status 2 before any data loads or training
+//! starts, naming the file and the full key.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::{repo, retain};
+
+/// `retain run` of `experiment` on the CPU into `output`, with `extra` arguments.
+fn run_file(experiment: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        experiment.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    retain(&args)
+}
+
+/// The run exited with status 2, its message names `file` and `key`, and nothing was written
+/// under `output` (no run folder, no manifest).
+fn assert_refused(out: &Output, output: &Path, file: &str, key: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(file), "the file is not named: {stderr}");
+    assert!(stderr.contains(key), "`{key}` is not named: {stderr}");
+    let written: Vec<_> = walk(output);
+    assert!(written.is_empty(), "training started: {written:?}");
+    stderr
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            let mut below = walk(&path);
+            below.push(path);
+            below
+        })
+        .collect()
+}
+
+/// The shipped Split-MNIST experiment with `from` replaced by `to`, written into `dir`.
+fn edited_split_mnist(dir: &Path, replacements: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = std::fs::read_to_string(repo().join("experiments/split-mnist.toml")).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "`{from}` is not in split-mnist.toml");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn tasks_times_classes_per_task_overflow_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let exp = edited_split_mnist(
+        dir.path(),
+        &[
+            ("tasks = 5", "tasks = 4611686018427387904"),
+            ("classes_per_task = 2", "classes_per_task = 4"),
+        ],
+    );
+    let out = run_file(&exp, &output, &[]);
+    let stderr = assert_refused(&out, &output, "exp.toml", "stream.tasks");
+    assert!(stderr.contains("stream.classes_per_task"), "{stderr}");
+}

@@ -6,6 +6,11 @@ use std::process::Output;
 
 use crate::common::{repo, retain};
 
+/// `retain run` of the shipped Split-MNIST experiment into `output`, with `extra` arguments.
+fn run_split_mnist(output: &Path, extra: &[&str]) -> Output {
+    run_file(&repo().join("experiments/split-mnist.toml"), output, extra)
+}
+
 /// `retain run` of `experiment` on the CPU into `output`, with `extra` arguments.
 fn run_file(experiment: &Path, output: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -73,4 +78,15 @@ fn tasks_times_classes_per_task_overflow_is_refused() {
     let out = run_file(&exp, &output, &[]);
     let stderr = assert_refused(&out, &output, "exp.toml", "stream.tasks");
     assert!(stderr.contains("stream.classes_per_task"), "{stderr}");
+}
+
+#[test]
+fn a_readout_listed_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_split_mnist(
+        dir.path(),
+        &["--set", r#"stream.readouts=["class_il", "class_il"]"#],
+    );
+    let stderr = assert_refused(&out, dir.path(), "split-mnist.toml", "stream.readouts");
+    assert!(stderr.contains("`class_il` is listed twice"), "{stderr}");
 }

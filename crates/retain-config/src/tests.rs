@@ -639,3 +639,27 @@ fn tasks_times_classes_per_task_overflowing_is_refused_naming_both_keys() {
     assert!(message.contains("stream.classes_per_task"), "{message}");
     assert!(message.contains("more than 2^64"), "{message}");
 }
+
+#[test]
+fn a_readout_listed_twice_is_refused_naming_the_key() {
+    let text = SPLIT_MNIST.replace(
+        "readouts = [\"class_il\", \"task_il\"]",
+        "readouts = [\"class_il\", \"class_il\"]",
+    );
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("readouts"))
+        .unwrap();
+    let err = load(&text).unwrap_err();
+    let ConfigError::Invalid {
+        origin,
+        key,
+        message,
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "stream.readouts");
+    assert_eq!(origin, &format!("exp.toml:{line}"));
+    assert!(message.contains("`class_il` is listed twice"), "{message}");
+}

@@ -260,6 +260,12 @@ fn validate_stream(
             ));
         }
     }
+    if let Some(twice) = first_duplicate(&s.readouts) {
+        return Err(invalid(
+            "stream.readouts",
+            format!("`{}` is listed twice", twice.as_str()),
+        ));
+    }
     let plan = StreamPlan::new(s, scenario);
     if let Some(bad) = plan.readouts().iter().find(|&&r| !s.kind.accepts(r)) {
         let names: Vec<&str> = s.kind.readouts().iter().map(|r| r.as_str()).collect();
@@ -274,6 +280,16 @@ fn validate_stream(
     }
     Ok(plan)
 }
+
+/// The first item of `items` that an earlier one equals.
+fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<&T> {
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, item)| items[..*i].contains(item))
+        .map(|(_, item)| item)
+}
+
 fn validate_pretrain(
     experiment: &Experiment,
     invalid: &dyn Fn(&str, String) -> ConfigError,

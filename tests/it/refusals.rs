@@ -90,3 +90,54 @@ fn a_readout_listed_twice_is_refused() {
     let stderr = assert_refused(&out, dir.path(), "split-mnist.toml", "stream.readouts");
     assert!(stderr.contains("`class_il` is listed twice"), "{stderr}");
 }
+
+/// Each of these well-typed but huge sizes is refused with its key, its value and the memory
+/// (or steps) it would need, before anything is allocated.
+#[test]
+fn huge_sizes_are_refused_with_the_memory_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    for (sets, key, needs) in [
+        (
+            &["model.hidden=[1000000000000]"][..],
+            "model.hidden",
+            "more than this host's",
+        ),
+        (
+            &["method.name=\"replay\"", "method.buffer_size=1000000000000"][..],
+            "method.buffer_size",
+            "more than this host's",
+        ),
+        (
+            &["method.name=\"der\"", "method.buffer_size=1000000000000"][..],
+            "method.buffer_size",
+            "more than this host's",
+        ),
+        (
+            &["method.name=\"lora\"", "method.rank=1000000000000"][..],
+            "method.rank",
+            "more than this host's",
+        ),
+        (
+            &["method.name=\"adapter\"", "method.width=1000000000000"][..],
+            "method.width",
+            "more than this host's",
+        ),
+        (
+            &["training.epochs=1000000000000"][..],
+            "training.epochs",
+            "more than the cap of 1000000000",
+        ),
+    ] {
+        let mut args = Vec::new();
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = run_split_mnist(dir.path(), &args);
+        let stderr = assert_refused(&out, dir.path(), "split-mnist.toml", key);
+        assert!(
+            stderr.contains(&format!("`{key}` = ")) && stderr.contains("1000000000000"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(needs), "{stderr}");
+    }
+}

@@ -16,6 +16,7 @@
 //! | module | job |
 //! |---|---|
 //! | `schema` | the raw structs TOML deserialises into, fixed defaults |
+//! | `budget` | memory and step bounds on sizes, before anything is allocated |
 //! | `datasets` | dataset names and their facts from `retain-data` |
 //! | `validate` | the checks, yielding the plan |
 //! | `plan` | the plan types, and the defaults of optional keys |
@@ -25,6 +26,7 @@
 //!
 //! This crate depends on neither tch nor polars.
 
+mod budget;
 mod datasets;
 mod error;
 mod load;
@@ -34,6 +36,9 @@ mod plan;
 mod schema;
 mod validate;
 
+pub use budget::{
+    MAX_STEPS_PER_TASK, check_memory, check_memory_against, host_memory_bytes, human_bytes,
+};
 pub use datasets::{DatasetName, dataset_classes, dataset_shape};
 pub use error::ConfigError;
 pub use locate::{line_of_key, line_of_table};

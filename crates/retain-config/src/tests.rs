@@ -663,3 +663,48 @@ fn a_readout_listed_twice_is_refused_naming_the_key() {
     assert_eq!(origin, &format!("exp.toml:{line}"));
     assert!(message.contains("`class_il` is listed twice"), "{message}");
 }
+
+#[test]
+fn a_model_whose_weights_exceed_the_host_memory_is_refused_naming_the_key() {
+    let text = SPLIT_MNIST.replace("hidden = [100, 100]", "hidden = [1000000000000]");
+    let err = load(&text).unwrap_err();
+    let ConfigError::Invalid { key, message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "model.hidden");
+    assert!(
+        message.contains("`model.hidden` = [1000000000000] needs at least"),
+        "{message}"
+    );
+    assert!(message.contains("more than this host's"), "{message}");
+    // Widths whose product overflows any integer are refused too.
+    let text = SPLIT_MNIST.replace(
+        "hidden = [100, 100]",
+        "hidden = [9223372036854775807, 9223372036854775807, 9223372036854775807]",
+    );
+    let err = load(&text).unwrap_err().to_string();
+    assert!(err.contains("more memory than can be counted"), "{err}");
+}
+
+#[test]
+fn epochs_beyond_the_step_cap_are_refused_naming_the_key() {
+    let text = SPLIT_MNIST.replace("epochs = 1", "epochs = 1000000000000");
+    let err = load(&text).unwrap_err();
+    let ConfigError::Invalid { key, message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "training.epochs");
+    assert!(
+        message.contains("`training.epochs` = 1000000000000"),
+        "{message}"
+    );
+    assert!(
+        message.contains("more than the cap of 1000000000"),
+        "{message}"
+    );
+    // 6000 batches of 10 over MNIST's 60000 training images: 166666 epochs fit, 166667 not.
+    let fits = SPLIT_MNIST.replace("epochs = 1", "epochs = 166666");
+    assert!(load(&fits).is_ok());
+    let over = SPLIT_MNIST.replace("epochs = 1", "epochs = 166667");
+    assert!(load(&over).is_err());
+}

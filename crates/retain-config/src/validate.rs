@@ -7,9 +7,9 @@
 //! first in the file.
 
 use crate::{
-    Angles, ClassOrder, ConfigError, EvaluateOn, Experiment, ExperimentPlan, MemoryFormat,
-    ModelConfig, OptimizerConfig, Scenario, StreamConfig, StreamKind, StreamPlan, TrainingLoss,
-    line_of_key, line_of_table,
+    Angles, ClassOrder, ConfigError, EvaluateOn, Experiment, ExperimentPlan, MAX_STEPS_PER_TASK,
+    MemoryFormat, ModelConfig, OptimizerConfig, Scenario, StreamConfig, StreamKind, StreamPlan,
+    TrainingLoss, check_memory, line_of_key, line_of_table,
 };
 
 impl Experiment {
@@ -28,7 +28,14 @@ impl Experiment {
             ));
         }
         let stream = validate_stream(&self.stream, &invalid)?;
-        validate_model(&self.model, "model", stream.image_shape(), &invalid)?;
+        let outputs = self.stream.dataset.classes();
+        validate_model(
+            &self.model,
+            "model",
+            stream.image_shape(),
+            outputs,
+            &invalid,
+        )?;
         let t = &self.training;
         for (key, value) in [
             ("training.epochs", t.epochs),
@@ -39,6 +46,13 @@ impl Experiment {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        check_steps(
+            "training.epochs",
+            t.epochs,
+            t.batch_size,
+            samples_per_task_bound(&self.stream),
+            &invalid,
+        )?;
         validate_optimizer(&t.optimizer, "training.optimizer", &invalid)?;
         if t.loss == TrainingLoss::TaskIl && self.stream.kind.is_domain_incremental() {
             return Err(invalid(
@@ -366,6 +380,14 @@ fn validate_pretrain(
             return Err(invalid(key, "must be at least 1".into()));
         }
     }
+    let (samples, _) = dataset.spec().split_sizes();
+    check_steps(
+        "pretrain.epochs",
+        p.epochs.unwrap_or(experiment.training.epochs),
+        p.batch_size.unwrap_or(experiment.training.batch_size),
+        samples,
+        invalid,
+    )?;
     if let Some(optimizer) = &p.optimizer {
         validate_optimizer(optimizer, "pretrain.optimizer", invalid)?;
     }
@@ -388,6 +410,7 @@ fn validate_pretrain(
                 teacher,
                 "pretrain.teacher",
                 stream_dataset.image_shape(),
+                head,
                 invalid,
             )?;
             if teacher.checkpoint().is_none() {
@@ -417,14 +440,53 @@ fn validate_pretrain(
     Ok(())
 }
 
-/// Checks a model table for images of shape `image` (`[C, H, W]`); `prefix` is its key
-/// (`model`, `pretrain.teacher`).
+/// The most training samples one task of `stream` holds: `train_samples_per_task`, else the
+/// dataset's whole training split.
+fn samples_per_task_bound(stream: &StreamConfig) -> usize {
+    let (split, _) = stream.dataset.spec().split_sizes();
+    stream.train_samples_per_task.unwrap_or(split).min(split)
+}
+
+/// Refuses `epochs` (the value of `key`) when `epochs` × batches of `batch_size` over
+/// `samples` exceed [`MAX_STEPS_PER_TASK`].
+fn check_steps(
+    key: &str,
+    epochs: usize,
+    batch_size: usize,
+    samples: usize,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let batches = (samples as u128).div_ceil(batch_size.max(1) as u128).max(1);
+    let steps = epochs as u128 * batches;
+    if steps > MAX_STEPS_PER_TASK {
+        return Err(invalid(
+            key,
+            format!(
+                "`{key}` = {epochs} makes up to {steps} optimiser steps per task ({batches} batches of {batch_size} per epoch), more than the cap of {MAX_STEPS_PER_TASK}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a model table for images of shape `image` (`[C, H, W]`) and a head of `outputs`
+/// classes; `prefix` is its key (`model`, `pretrain.teacher`).
 fn validate_model(
     model: &ModelConfig,
     prefix: &str,
     image: [usize; 3],
+    outputs: usize,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
+    let weights = |key: &str, value: String, parameters: Option<u128>| {
+        check_memory(
+            &format!("{prefix}.{key}"),
+            value,
+            parameters.and_then(|p| p.checked_mul(4)),
+            "its weights, 4 bytes each",
+        )
+        .map_err(|message| invalid(&format!("{prefix}.{key}"), message))
+    };
     match model {
         ModelConfig::Mlp { hidden, .. } => {
             if hidden.contains(&0) {
@@ -433,6 +495,15 @@ fn validate_model(
                     "layer widths must be positive".into(),
                 ));
             }
+            let [c, h, w] = image;
+            let widths: Vec<u128> = std::iter::once((c * h * w) as u128)
+                .chain(hidden.iter().map(|&n| n as u128))
+                .chain(std::iter::once(outputs as u128))
+                .collect();
+            let parameters = widths.windows(2).try_fold(0u128, |sum, pair| {
+                sum.checked_add(pair[0].checked_mul(pair[1])?.checked_add(pair[1])?)
+            });
+            weights("hidden", format!("{hidden:?}"), parameters)?;
         }
         ModelConfig::Resnet18 { nf, .. } => {
             if *nf == 0 {
@@ -441,6 +512,13 @@ fn validate_model(
                     "must be at least 1".into(),
                 ));
             }
+            // ResNet-18's convolutions hold about 2727·nf² weights (11.2 M at nf = 64).
+            let nf = *nf as u128;
+            weights(
+                "nf",
+                nf.to_string(),
+                nf.checked_mul(nf).and_then(|n| n.checked_mul(2700)),
+            )?;
         }
         ModelConfig::Vit {
             patch,
@@ -463,6 +541,16 @@ fn validate_model(
                         "must be at least 1".into(),
                     ));
                 }
+            }
+            // Each block's attention (4·dim²) and MLP (2·dim·mlp_dim) weights.
+            let (d, m) = (*dim as u128, *mlp_dim as u128);
+            let per_block = d
+                .checked_mul(d)
+                .and_then(|dd| dd.checked_mul(4))
+                .and_then(|a| a.checked_add(d.checked_mul(m)?.checked_mul(2)?));
+            let parameters = per_block.and_then(|b| b.checked_mul(*depth as u128));
+            for (key, value) in [("dim", dim), ("mlp_dim", mlp_dim), ("depth", depth)] {
+                weights(key, value.to_string(), parameters)?;
             }
             if dim % heads != 0 {
                 return Err(invalid(

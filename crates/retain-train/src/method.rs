@@ -77,6 +77,7 @@ use crate::{Network, TrainError};
 mod descriptor;
 pub use descriptor::{
     Capabilities, Factory, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
+    check_param_memory,
 };
 
 /// What a method sees around a task boundary.

@@ -78,7 +78,7 @@ pub fn run(
         observer.task_started(task.index, steps_per_epoch * training.epochs);
 
         let clock = Instant::now();
-        let mut epoch_losses = Vec::with_capacity(training.epochs);
+        let mut epoch_losses = Vec::with_capacity(training.epochs.min(1024));
         let mut step = 0;
         // A new graph per task: what the step reads (anchors, teachers, the trainable set) may
         // have changed at the boundary.

@@ -138,6 +138,13 @@ impl Adapter {
         if params.width == 0 {
             return Err(invalid(NAME, "`width` must be at least 1".into()));
         }
+        retain_train::method::check_param_memory(
+            NAME,
+            "width",
+            params.width,
+            8,
+            "at least 8 bytes per unit: a row of the down and a column of the up projection, 4 bytes a weight",
+        )?;
         if params.target.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid(
                 NAME,

@@ -140,3 +140,14 @@ fn the_schema_fills_in_the_documented_defaults() {
         }
     );
 }
+
+#[test]
+fn a_width_beyond_the_host_memory_is_refused_naming_the_key() {
+    let params: toml::Table = toml::from_str("width = 1000000000000").unwrap();
+    let err = from_params(&params).err().unwrap().to_string();
+    assert!(
+        err.contains("`method.width` = 1000000000000 needs at least"),
+        "{err}"
+    );
+    assert!(err.contains("more than this host's"), "{err}");
+}

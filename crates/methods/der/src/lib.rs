@@ -190,6 +190,13 @@ impl Der {
         if params.buffer_size == 0 {
             return Err(invalid("`buffer_size` must be at least 1"));
         }
+        retain_train::method::check_param_memory(
+            "der",
+            "buffer_size",
+            params.buffer_size,
+            12,
+            "at least 12 bytes per slot: its dataset index and one stored logit",
+        )?;
         if params.replay_batch_size == 0 {
             return Err(invalid("`replay_batch_size` must be at least 1"));
         }

@@ -78,3 +78,14 @@ fn parameters_are_checked() {
     );
     assert!(from_params(&table("buffer_size = 0")).is_err());
 }
+
+#[test]
+fn a_buffer_size_beyond_the_host_memory_is_refused_naming_the_key() {
+    let params: toml::Table = toml::from_str("buffer_size = 1000000000000").unwrap();
+    let err = from_params(&params).err().unwrap().to_string();
+    assert!(
+        err.contains("`method.buffer_size` = 1000000000000 needs at least"),
+        "{err}"
+    );
+    assert!(err.contains("more than this host's"), "{err}");
+}

@@ -188,6 +188,13 @@ impl Lora {
         if params.rank == 0 {
             return Err(invalid("`rank` must be at least 1".into()));
         }
+        retain_train::method::check_param_memory(
+            "lora",
+            "rank",
+            params.rank,
+            8,
+            "at least 8 bytes per rank: a row of `a` and a column of `b` of one layer, 4 bytes a weight",
+        )?;
         let alpha = params.alpha.unwrap_or(params.rank as f64);
         if !(alpha.is_finite() && alpha > 0.0) {
             return Err(invalid(format!(

@@ -577,3 +577,14 @@ fn the_schema_fills_in_the_documented_defaults() {
     let error = lora("rank = -1").err().unwrap().to_string();
     assert!(error.contains("`rank` must be integer ≥ 0"), "{error}");
 }
+
+#[test]
+fn a_rank_beyond_the_host_memory_is_refused_naming_the_key() {
+    let params: toml::Table = toml::from_str("rank = 1000000000000").unwrap();
+    let err = from_params(&params).err().unwrap().to_string();
+    assert!(
+        err.contains("`method.rank` = 1000000000000 needs at least"),
+        "{err}"
+    );
+    assert!(err.contains("more than this host's"), "{err}");
+}

@@ -176,6 +176,13 @@ impl Replay {
         if params.buffer_size == 0 {
             return Err(invalid("`buffer_size` must be at least 1"));
         }
+        retain_train::method::check_param_memory(
+            "replay",
+            "buffer_size",
+            params.buffer_size,
+            8,
+            "8 bytes per slot for its dataset index",
+        )?;
         if params.replay_batch_size == 0 {
             return Err(invalid("`replay_batch_size` must be at least 1"));
         }

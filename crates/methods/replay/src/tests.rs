@@ -103,3 +103,14 @@ fn class_balanced_replay_fills_at_task_ends() {
         [(0, 3), (1, 3), (2, 3), (3, 3)].into_iter().collect()
     );
 }
+
+#[test]
+fn a_buffer_size_beyond_the_host_memory_is_refused_naming_the_key() {
+    let params: toml::Table = toml::from_str("buffer_size = 1000000000000").unwrap();
+    let err = from_params(&params).err().unwrap().to_string();
+    assert!(
+        err.contains("`method.buffer_size` = 1000000000000 needs at least"),
+        "{err}"
+    );
+    assert!(err.contains("more than this host's"), "{err}");
+}

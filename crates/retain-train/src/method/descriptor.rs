@@ -209,6 +209,28 @@ impl MethodDescriptor {
     }
 }
 
+/// Refuses the hyper-parameter `key` of `method` when `value` units of `bytes_per_unit` bytes
+/// (`what` says which: "8 bytes per slot for its dataset index") exceed this host's memory,
+/// before anything is allocated; the message names `method.<key>`, the value and the memory.
+pub fn check_param_memory(
+    method: &str,
+    key: &str,
+    value: usize,
+    bytes_per_unit: u128,
+    what: &str,
+) -> Result<(), TrainError> {
+    retain_config::check_memory(
+        &format!("method.{key}"),
+        value,
+        (value as u128).checked_mul(bytes_per_unit),
+        what,
+    )
+    .map_err(|message| TrainError::MethodParams {
+        method: method.to_owned(),
+        message,
+    })
+}
+
 fn parse_literal(param: &Param, literal: &str) -> Result<toml::Value, String> {
     let table: toml::Table =
         toml::from_str(&format!("v = {literal}")).map_err(|e| e.to_string())?;

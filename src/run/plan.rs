@@ -42,10 +42,14 @@ impl Plan {
             Experiment::load(&args.experiment, &overrides).map_err(UsageError::from)?;
         check_method(&experiment, &args.experiment.display().to_string())?;
         let device = resolve_device(experiment.device)?;
-        let run_name = args
-            .run_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-seed{}", experiment.method.name, experiment.seed));
+        let run_name = match &args.run_name {
+            Some(name) => {
+                retain_config::check_folder_name(name)
+                    .map_err(|e| UsageError::new(format!("--run-name {e}")))?;
+                name.clone()
+            }
+            None => format!("{}-seed{}", experiment.method.name, experiment.seed),
+        };
         let run_dir = experiment.output.join(&experiment.name).join(&run_name);
         Ok(Self {
             experiment,

@@ -141,3 +141,15 @@ fn huge_sizes_are_refused_with_the_memory_they_need() {
         assert!(stderr.contains(needs), "{stderr}");
     }
 }
+
+#[test]
+fn a_run_name_that_leaves_the_output_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("a/b");
+    let out = run_split_mnist(&output, &["--run-name", "../../x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--run-name `../../x`"), "{stderr}");
+    // Nothing anywhere around the output folder: no run folder, no manifest.
+    assert_eq!(walk(dir.path()), Vec::<std::path::PathBuf>::new());
+}

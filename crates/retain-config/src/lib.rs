@@ -35,6 +35,7 @@ mod overrides;
 mod plan;
 mod schema;
 mod validate;
+pub use validate::check_folder_name;
 
 pub use budget::{
     MAX_STEPS_PER_TASK, check_memory, check_memory_against, host_memory_bytes, human_bytes,

@@ -708,3 +708,20 @@ fn epochs_beyond_the_step_cap_are_refused_naming_the_key() {
     let over = SPLIT_MNIST.replace("epochs = 1", "epochs = 166667");
     assert!(load(&over).is_err());
 }
+
+#[test]
+fn folder_names_that_leave_their_parent_are_refused() {
+    for bad in ["", "../../x", "..", ".hidden", "a/b", "a\\b", "/abs"] {
+        let err = check_folder_name(bad).unwrap_err();
+        assert!(err.contains(&format!("`{bad}`")), "{err}");
+    }
+    for good in ["naive-seed0", "a.b", "lr=0.01,seed=1"] {
+        assert_eq!(check_folder_name(good), Ok(()));
+    }
+    let text = SPLIT_MNIST.replace("name = \"split-mnist\"", "name = \"../x\"");
+    let err = load(&text).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, .. } if key == "name"),
+        "{err}"
+    );
+}

@@ -18,15 +18,7 @@ impl Experiment {
     /// parsed from, used to point errors at lines.
     pub fn validate(&self, origin: &str, source: &str) -> Result<ExperimentPlan, ConfigError> {
         let invalid = error_at(origin, source);
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(invalid(
-                "name",
-                format!(
-                    "`{}` must be a non-empty folder name without slashes",
-                    self.name
-                ),
-            ));
-        }
+        check_folder_name(&self.name).map_err(|message| invalid("name", message))?;
         let stream = validate_stream(&self.stream, &invalid)?;
         let outputs = self.stream.dataset.classes();
         validate_model(
@@ -83,6 +75,18 @@ impl Experiment {
     pub fn plan(&self) -> Result<ExperimentPlan, ConfigError> {
         self.validate(&format!("experiment `{}`", self.name), "")
     }
+}
+
+/// `Ok` when `name` is one folder name: non-empty, without slashes, not starting with a dot
+/// (so neither `..` nor a hidden folder), so that `<output>/<name>` stays inside `<output>`;
+/// else why not. Experiment names and run names are checked with it.
+pub fn check_folder_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        return Err(format!(
+            "`{name}` must be a non-empty folder name without slashes, not starting with a dot"
+        ));
+    }
+    Ok(())
 }
 
 impl StreamConfig {

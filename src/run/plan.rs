@@ -30,7 +30,8 @@ impl Plan {
             overrides.push(format!("device=\"{device}\""));
         }
         if let Some(seed) = args.seed {
-            overrides.push(format!("seed={seed}"));
+            // Above i64::MAX a TOML integer cannot hold it: the seed's string form.
+            overrides.push(format!("seed=\"{seed}\""));
         }
         if let Some(output) = &args.output {
             overrides.push(format!("output={}", toml_path(output)));

@@ -153,3 +153,36 @@ fn a_run_name_that_leaves_the_output_folder_is_refused() {
     // Nothing anywhere around the output folder: no run folder, no manifest.
     assert_eq!(walk(dir.path()), Vec::<std::path::PathBuf>::new());
 }
+
+/// Seeds above `i64::MAX` (valid u64s, which TOML integers cannot hold) are accepted on the
+/// command line, recorded exactly, and the run folder's resolved config reads back.
+#[test]
+fn a_seed_above_the_largest_toml_integer_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_split_mnist(
+        dir.path(),
+        &[
+            "--seed",
+            "18446744073709551615",
+            "--run-name",
+            "big-seed",
+            "--set",
+            "stream.tasks=2",
+            "--set",
+            "stream.train_samples_per_task=50",
+            "--set",
+            "stream.test_samples_per_task=50",
+        ],
+    );
+    crate::common::assert_success(&out);
+    let run = dir.path().join("split-mnist/big-seed");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let text = manifest.to_string();
+    assert!(text.contains("18446744073709551615"), "{text}");
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        resolved.contains("seed = \"18446744073709551615\""),
+        "{resolved}"
+    );
+}

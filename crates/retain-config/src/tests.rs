@@ -725,3 +725,44 @@ fn folder_names_that_leave_their_parent_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn every_u64_seed_is_accepted_and_round_trips() {
+    for (written, seed) in [
+        ("seed = 7", 7),
+        ("seed = \"9223372036854775808\"", 9_223_372_036_854_775_808),
+        ("seed = \"18446744073709551615\"", u64::MAX),
+    ] {
+        let exp = load(&SPLIT_MNIST.replace("seed = 0", written)).unwrap();
+        assert_eq!(exp.seed, seed);
+        let again = load(&exp.to_resolved_toml()).unwrap();
+        assert_eq!(again.seed, seed);
+    }
+    // An override's bare value that TOML cannot hold as an integer reads as its digits.
+    let exp = Experiment::from_source(
+        SPLIT_MNIST,
+        "exp.toml",
+        &["seed=18446744073709551615".into()],
+    )
+    .unwrap();
+    assert_eq!(exp.seed, u64::MAX);
+}
+
+#[test]
+fn a_seed_out_of_range_names_the_key_and_the_accepted_values() {
+    for bad in [
+        "seed = -1",
+        "seed = \"18446744073709551616\"",
+        "seed = 9223372036854775808",
+        "seed = 1.5",
+    ] {
+        let text = SPLIT_MNIST.replace("seed = 0", bad);
+        let line = 1 + text.lines().position(|l| l.starts_with("seed")).unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("exp.toml:{line}")), "{bad}: {err}");
+        assert!(
+            err.contains("`seed` must be an integer from 0 to 18446744073709551615"),
+            "{bad}: {err}"
+        );
+    }
+}

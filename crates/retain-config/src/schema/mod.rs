@@ -32,8 +32,9 @@ pub struct Experiment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Master seed. Every other seed (class order, permutations, sampling, initialisation,
-    /// shuffling) is derived from it, independently of the method.
-    #[serde(default)]
+    /// shuffling) is derived from it, independently of the method. Any u64: TOML integers
+    /// stop at 2⁶³ − 1, so larger seeds are written as strings (`seed = "18446744073709551615"`).
+    #[serde(default, with = "seed_value")]
     pub seed: u64,
     /// `"auto"` (first CUDA device if any, else CPU), `"cpu"`, `"cuda"` or `"cuda:N"`.
     #[serde(default = "default_device")]
@@ -52,6 +53,42 @@ pub struct Experiment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrain: Option<PretrainConfig>,
     pub method: MethodConfig,
+}
+
+/// A seed as TOML holds it: an integer up to `i64::MAX`, a string of digits above (and
+/// below: `"7"` reads as 7).
+mod seed_value {
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(seed: &u64, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*seed) {
+            Ok(seed) => s.serialize_i64(seed),
+            Err(_) => s.collect_str(seed),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Integer(i64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let expected = "`seed` must be an integer from 0 to 18446744073709551615 (above 9223372036854775807, the largest TOML integer, write it as a string: seed = \"18446744073709551615\")";
+        let raw = Raw::deserialize(d).map_err(|_| de::Error::custom(expected))?;
+        match &raw {
+            Raw::Integer(n) => u64::try_from(*n).ok(),
+            Raw::Text(text) => text.trim().parse().ok(),
+        }
+        .ok_or_else(|| {
+            let given = match raw {
+                Raw::Integer(n) => n.to_string(),
+                Raw::Text(text) => format!("{text:?}"),
+            };
+            de::Error::custom(format!("{expected}; got {given}"))
+        })
+    }
 }
 
 fn default_device() -> DeviceSpec {

@@ -186,3 +186,15 @@ fn a_seed_above_the_largest_toml_integer_is_accepted() {
         "{resolved}"
     );
 }
+
+#[test]
+fn an_angle_range_of_three_numbers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_file(
+        &repo().join("experiments/rot-mnist.toml"),
+        dir.path(),
+        &["--set", "stream.angle_range=[0, 90, 180]"],
+    );
+    let stderr = assert_refused(&out, dir.path(), "rot-mnist.toml", "stream.angle_range");
+    assert!(stderr.contains("exactly two numbers"), "{stderr}");
+}

@@ -766,3 +766,27 @@ fn a_seed_out_of_range_names_the_key_and_the_accepted_values() {
         );
     }
 }
+
+#[test]
+fn an_angle_range_of_other_than_two_numbers_is_refused_naming_the_key() {
+    let rotated = include_str!("../../../experiments/rot-mnist.toml");
+    for (bad, count) in [("[0, 90, 180]", "not 3"), ("[0]", "not 1")] {
+        let text = rotated.replace(
+            "angle_range = [0.0, 180.0]",
+            &format!("angle_range = {bad}"),
+        );
+        let line = 1 + text
+            .lines()
+            .position(|l| l.starts_with("angle_range"))
+            .unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("exp.toml:{line}")), "{err}");
+        assert!(
+            err.contains("`stream.angle_range` must list exactly two numbers"),
+            "{err}"
+        );
+        assert!(err.contains(count), "{err}");
+    }
+    let ok = rotated.replace("angle_range = [0.0, 180.0]", "angle_range = [0, 90]");
+    assert_eq!(load(&ok).unwrap().stream.angle_range, Some([0.0, 90.0]));
+}

@@ -201,7 +201,11 @@ pub struct StreamConfig {
     pub angles: Option<Angles>,
     /// Rotated streams: `[lo, hi]` degrees for `"even"` and `"seeded"` angles; `[0, 180]`
     /// when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "angle_range"
+    )]
     pub angle_range: Option<[f64; 2]>,
     /// Keep at most this many training samples per task (seeded choice); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +229,24 @@ pub struct StreamConfig {
     /// `task_inference`, `merged`) apply to every kind, given a method that provides them.
     #[serde(default)]
     pub readouts: Vec<Readout>,
+}
+
+/// `[lo, hi]`, exactly two numbers: serde's fixed-size arrays would read the first two of a
+/// longer list and drop the rest.
+fn angle_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[f64; 2]>, D::Error> {
+    let values = Vec::<f64>::deserialize(d).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`stream.angle_range` must be a list of two numbers [lo, hi] ({e})"
+        ))
+    })?;
+    <[f64; 2]>::try_from(values.as_slice())
+        .map(Some)
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`stream.angle_range` must list exactly two numbers [lo, hi], not {}: {values:?}",
+                values.len()
+            ))
+        })
 }
 
 impl StreamConfig {

@@ -5,6 +5,28 @@
 //! run from plan to manifest; `collected`, `tables`, `progress`, `device_memory`,
 //! `provenance`, `registry`, `cli`, `usage`), and no shared module imports a command.
 
+// Printing that survives a closed pipe (`retain run … | head -1`): std's `println!` family
+// panics when a write fails, which would abort a run over its output; these, in textual scope
+// for every module below, drop a failed write instead.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod collected;
 mod commands;

@@ -198,3 +198,41 @@ fn an_angle_range_of_three_numbers_is_refused() {
     let stderr = assert_refused(&out, dir.path(), "rot-mnist.toml", "stream.angle_range");
     assert!(stderr.contains("exactly two numbers"), "{stderr}");
 }
+
+/// `retain run … | head -1`: the reader closes the pipe before the run prints its tables;
+/// the run still completes (exit 0, manifest `complete`) and nothing panics.
+#[test]
+fn a_closed_stdout_and_stderr_never_abort_a_run() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retain"))
+        .args([
+            "run",
+            "experiments/split-mnist.toml",
+            "--device",
+            "cpu",
+            "--output",
+            dir.path().to_str().unwrap(),
+            "--run-name",
+            "piped",
+            "--set",
+            "stream.tasks=2",
+            "--set",
+            "stream.train_samples_per_task=50",
+            "--set",
+            "stream.test_samples_per_task=50",
+        ])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close both read ends at once: every write the run makes meets a closed pipe.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    let manifest = std::fs::read_to_string(dir.path().join("split-mnist/piped/manifest.json"))
+        .expect("the run finished and wrote its manifest");
+    assert!(manifest.contains("\"complete\""), "{manifest}");
+}

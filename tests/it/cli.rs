@@ -444,6 +444,57 @@ fn a_diverging_run_is_recorded_as_failed_and_keeps_earlier_results() {
 }
 
 #[test]
+fn an_exploding_finite_loss_is_recorded_as_failed_and_keeps_earlier_results() {
+    let out_dir = tempfile::tempdir().unwrap();
+    assert_success(&reduced_run(
+        out_dir.path(),
+        "good",
+        &["--set", "stream.tasks=2"],
+    ));
+    let good = out_dir.path().join("split-mnist/good/accuracy.parquet");
+    let before = std::fs::read(&good).unwrap();
+
+    // Adam at lr 1e6 reaches finite mean losses around 1e23, which no NaN check catches.
+    let out = reduced_run(
+        out_dir.path(),
+        "bad",
+        &[
+            "--set",
+            "stream.tasks=2",
+            "--set",
+            "training.optimizer={ kind = \"adam\", lr = 1e6 }",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = "times the first step's loss";
+    assert!(stderr.contains("training diverged"), "{stderr}");
+    assert!(stderr.contains(reason), "{stderr}");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.path().join("split-mnist/bad/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["status"], "failed");
+    let error = manifest["error"].as_str().unwrap();
+    assert!(error.contains("training diverged"), "{error}");
+    assert!(
+        error.contains("above training.divergence_factor = 1000000 times"),
+        "{error}"
+    );
+    assert!(
+        !out_dir
+            .path()
+            .join("split-mnist/bad/accuracy.parquet")
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        before,
+        "earlier results changed"
+    );
+}
+
+#[test]
 fn doctor_reports_libtorch() {
     let out = retain(&["doctor"]);
     assert_success(&out);

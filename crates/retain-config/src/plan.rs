@@ -260,6 +260,10 @@ pub struct PretrainPlan {
     pub eval_batch_size: usize,
     pub optimizer: OptimizerConfig,
     pub distillation: Option<Distillation>,
+    /// `[training] divergence_factor`, applied to the stage's own first epoch. Not part of
+    /// the cache key: it decides only whether the stage fails, never its weights.
+    #[serde(skip)]
+    pub divergence_factor: f64,
 }
 
 /// The teacher half of a distillation stage.
@@ -305,6 +309,7 @@ impl Experiment {
                 temperature: p.temperature.unwrap_or(DEFAULT_TEMPERATURE),
                 hard_weight: p.hard_weight.unwrap_or(DEFAULT_HARD_WEIGHT),
             }),
+            divergence_factor: self.training.divergence_factor,
         })
     }
 }

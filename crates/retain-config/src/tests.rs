@@ -790,3 +790,27 @@ fn an_angle_range_of_other_than_two_numbers_is_refused_naming_the_key() {
     let ok = rotated.replace("angle_range = [0.0, 180.0]", "angle_range = [0, 90]");
     assert_eq!(load(&ok).unwrap().stream.angle_range, Some([0.0, 90.0]));
 }
+
+#[test]
+fn divergence_factor_defaults_to_a_million_and_must_be_finite_above_one() {
+    assert_eq!(load(SPLIT_MNIST).unwrap().training.divergence_factor, 1e6);
+    let text = SPLIT_MNIST.replace("epochs = 1", "epochs = 1\ndivergence_factor = 50.0");
+    assert_eq!(load(&text).unwrap().training.divergence_factor, 50.0);
+    for bad in ["1.0", "0.5", "-3.0", "inf", "nan"] {
+        let text = SPLIT_MNIST.replace(
+            "epochs = 1",
+            &format!("epochs = 1\ndivergence_factor = {bad}"),
+        );
+        let line = 1 + text
+            .lines()
+            .position(|l| l.starts_with("divergence_factor"))
+            .unwrap();
+        let err = load(&text).unwrap_err();
+        let ConfigError::Invalid { origin, key, .. } = &err else {
+            panic!("{bad}: {err}")
+        };
+        assert_eq!(key, "training.divergence_factor", "{bad}");
+        assert_eq!(origin, &format!("exp.toml:{line}"), "{bad}");
+        assert!(err.to_string().contains("finite number above 1"), "{err}");
+    }
+}

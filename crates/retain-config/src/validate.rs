@@ -46,6 +46,15 @@ impl Experiment {
             &invalid,
         )?;
         validate_optimizer(&t.optimizer, "training.optimizer", &invalid)?;
+        if !(t.divergence_factor.is_finite() && t.divergence_factor > 1.0) {
+            return Err(invalid(
+                "training.divergence_factor",
+                format!(
+                    "{} must be a finite number above 1 (a multiple of the first epoch's mean loss)",
+                    t.divergence_factor
+                ),
+            ));
+        }
         if t.loss == TrainingLoss::TaskIl && self.stream.kind.is_domain_incremental() {
             return Err(invalid(
                 "training.loss",

@@ -4,21 +4,28 @@ use retain_config::Readout;
 use retain_metrics::MetricsError;
 use retain_models::checkpoint::CheckpointError;
 
+use crate::Divergence;
+
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(
-        "training diverged: mean loss {loss} in task {task}, epoch {epoch} (lower the learning rate?)"
+        "training diverged: mean loss {loss} in task {task}, epoch {epoch}, {reason} (lower the learning rate?)"
     )]
     Diverged {
         task: usize,
         epoch: usize,
         loss: f64,
+        reason: Divergence,
     },
     #[error(
-        "pretrain stage diverged: mean loss {loss} in epoch {epoch} (lower pretrain.optimizer.lr?)"
+        "pretrain stage diverged: mean loss {loss} in epoch {epoch}, {reason} (lower pretrain.optimizer.lr?)"
     )]
-    StageDiverged { epoch: usize, loss: f64 },
+    StageDiverged {
+        epoch: usize,
+        loss: f64,
+        reason: Divergence,
+    },
     #[error("pretrain stage: {message}")]
     Stage { message: String },
     #[error("invalid hyper-parameters for method `{method}`: {message}")]

@@ -5,7 +5,7 @@
 //! order documented in [`method`]. Two rules keep it fast on a GPU:
 //!
 //! * **No host synchronisation inside a step.** Losses are summed into a device tensor and read
-//!   once per epoch (which is also where a diverging run is caught); progress is counted on
+//!   once per epoch (which is also where a diverging run is caught, [`divergence`]); progress is counted on
 //!   the host without touching tensors.
 //! * **Evaluation is batched on the device.** Correct-prediction counts for every task and
 //!   read-out accumulate in device tensors and cross to the host in one copy per evaluation.
@@ -32,12 +32,14 @@
 //! * `costs`: [`Costs`], what a method costs beside what it retains.
 //! * `method_state`: a method's state as a checkpoint file.
 //! * `error`: [`TrainError`].
+//! * [`divergence`]: when an epoch's mean loss fails the run.
 //! * [`stage`]: the `[pretrain]` stage before the stream.
 //! * [`schedule`](mod@schedule): what a run will do, step counts included, before it runs.
 //!
 //! The modules without a link are private: their items are re-exported here.
 
 mod costs;
+pub mod divergence;
 mod error;
 mod evaluate;
 pub mod graph_step;
@@ -53,6 +55,7 @@ pub mod testkit;
 mod trainer;
 
 pub use costs::{Costs, tensor_bytes};
+pub use divergence::Divergence;
 pub use error::TrainError;
 pub use evaluate::{check_readouts, evaluate, evaluate_with};
 pub use method::{

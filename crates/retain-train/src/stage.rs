@@ -141,6 +141,7 @@ pub fn pretrain(
     let mut optimizer = build_optimizer(&plan.optimizer, &network.vars)?;
     let clock = Instant::now();
     let mut epoch_losses = Vec::with_capacity(plan.epochs);
+    let mut watch = crate::divergence::Watch::new(plan.divergence_factor);
     let mut step = 0;
     for epoch in 0..plan.epochs {
         let order = stream.epoch_order(indices, seed, 0, epoch);
@@ -162,15 +163,17 @@ pub fn pretrain(
             optimizer.step();
             // In place, on the device: no host synchronisation per step.
             let _ = loss_sum.g_add_(&loss.detach());
+            watch.after_step(&loss_sum);
             step += 1;
             observer.step();
         }
         // The one host read of the epoch.
-        let mean_loss = loss_sum.double_value(&[]) / steps_per_epoch.max(1) as f64;
-        if !mean_loss.is_finite() {
+        let (mean_loss, verdict) = watch.epoch_mean(&loss_sum, steps_per_epoch);
+        if let Err(reason) = verdict {
             return Err(TrainError::StageDiverged {
                 epoch,
                 loss: mean_loss,
+                reason,
             });
         }
         epoch_losses.push(mean_loss);

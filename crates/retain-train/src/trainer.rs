@@ -13,7 +13,7 @@ use crate::evaluate::check_readouts;
 use crate::report::record_evaluation;
 use crate::{
     CountMatrix, Method, Network, Observer, RunOutcome, StepContext, TaskContext, TaskReport,
-    TrainError, TrainOptimizer, evaluate_with, graph_step, schedule,
+    TrainError, TrainOptimizer, divergence, evaluate_with, graph_step, schedule,
 };
 
 /// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
@@ -54,6 +54,7 @@ pub fn run(
     let initial_eval_seconds = clock.elapsed().as_secs_f64();
 
     let mut reports = Vec::with_capacity(tasks);
+    let mut watch = divergence::Watch::new(training.divergence_factor);
     let mut execution = graph_step::StepExecution {
         eager_reason: graph_step::eager_reason(training, stream.device, &*method),
         ..Default::default()
@@ -165,6 +166,7 @@ pub fn run(
                             } else {
                                 execution.graphed_steps += 1;
                             }
+                            watch.after_step(&g.loss_sum);
                             step += 1;
                             observer.step();
                             continue;
@@ -196,18 +198,20 @@ pub fn run(
                 // In place, on the device: no host synchronisation per step.
                 let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
                 let _ = loss_sum.shallow_clone().g_add_(&loss.detach());
+                watch.after_step(loss_sum);
                 execution.eager_steps += 1;
                 step += 1;
                 observer.step();
             }
             // The one host read of the epoch.
             let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
-            let mean_loss = loss_sum.double_value(&[]) / steps_per_epoch as f64;
-            if !mean_loss.is_finite() {
+            let (mean_loss, verdict) = watch.epoch_mean(loss_sum, steps_per_epoch);
+            if let Err(reason) = verdict {
                 return Err(TrainError::Diverged {
                     task: task.index,
                     epoch,
                     loss: mean_loss,
+                    reason,
                 });
             }
             epoch_losses.push(mean_loss);

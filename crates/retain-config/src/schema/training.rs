@@ -34,6 +34,12 @@ pub struct TrainingConfig {
     /// The memory layout of the convolution weights (see [`MemoryFormat`]).
     #[serde(default)]
     pub memory_format: MemoryFormat,
+    /// An epoch whose mean training loss exceeds this multiple of the loss of the run's first
+    /// step counts as divergence and fails the run, as a non-finite mean loss does (a
+    /// `[pretrain]` stage: of its own first step). Finite and above 1; the default, 10⁶, is
+    /// far beyond what a healthy run reaches.
+    #[serde(default = "default_divergence_factor")]
+    pub divergence_factor: f64,
 }
 
 /// `[training] precision`.
@@ -108,6 +114,10 @@ impl TrainingLoss {
     }
 }
 
+fn default_divergence_factor() -> f64 {
+    1e6
+}
+
 fn default_flat_optimizer() -> bool {
     true
 }
@@ -134,6 +144,7 @@ impl Default for TrainingConfig {
             cuda_graph: default_cuda_graph(),
             precision: Precision::default(),
             memory_format: MemoryFormat::default(),
+            divergence_factor: default_divergence_factor(),
         }
     }
 }

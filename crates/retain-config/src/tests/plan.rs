@@ -204,7 +204,7 @@ fn every_default_is_resolved_in_the_plan() {
             |p| format!("{:?}", p.pretrain().unwrap()),
             "PretrainPlan { dataset: Mnist, classes: [1, 3], epochs: 3, batch_size: 7, \
              eval_batch_size: 99, optimizer: Adam { lr: 0.5, weight_decay: 0.0 }, \
-             distillation: None }",
+             distillation: None, divergence_factor: 1000000.0 }",
         ),
         (
             "split",

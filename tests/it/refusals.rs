@@ -236,3 +236,23 @@ fn a_closed_stdout_and_stderr_never_abort_a_run() {
         .expect("the run finished and wrote its manifest");
     assert!(manifest.contains("\"complete\""), "{manifest}");
 }
+
+#[test]
+fn a_type_error_names_the_full_key_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let exp = edited_split_mnist(dir.path(), &[("epochs = 1", "epochs = \"five\"")]);
+    let line = 1 + std::fs::read_to_string(&exp)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("epochs"))
+        .unwrap();
+    let out = run_file(&exp, &output, &[]);
+    let stderr = assert_refused(&out, &output, "exp.toml", "training.epochs");
+    assert!(
+        stderr.contains(&format!(
+            "exp.toml:{line}: training.epochs: invalid type: string \"five\", expected usize"
+        )),
+        "{stderr}"
+    );
+}

@@ -26,21 +26,23 @@ impl ExperimentPlan {
         origin: &str,
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
-        let from_file: Experiment =
-            toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+        let from_file: Experiment = deserialize_text(source, origin)?;
         let plan = from_file.validate(origin, source)?;
         if overrides.is_empty() {
             return Ok(plan);
         }
         let mut tree: toml::Table =
-            toml::from_str(source).map_err(|e| parse_error(origin, source, &e))?;
+            toml::from_str(source).map_err(|e| parse_error(origin, source, &e, None))?;
         for raw in overrides {
             apply_override(&mut tree, raw)?;
         }
         let origin = format!("{origin} with overrides [{}]", overrides.join(", "));
-        let merged: Experiment = toml::Table::try_into(tree).map_err(|e| ConfigError::Parse {
-            origin: origin.clone(),
-            message: e.message().to_owned(),
+        let merged: Experiment = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                origin: origin.clone(),
+                message: with_path(&path, e.inner().message()),
+            }
         })?;
         merged.validate(&origin, "")
     }
@@ -69,7 +71,33 @@ impl Experiment {
     }
 }
 
-fn parse_error(origin: &str, source: &str, error: &toml::de::Error) -> ConfigError {
+/// The experiment in `source`; a type error names the key's full path (`training.epochs`)
+/// as well as its line.
+fn deserialize_text(source: &str, origin: &str) -> Result<Experiment, ConfigError> {
+    let document =
+        toml::Deserializer::parse(source).map_err(|e| parse_error(origin, source, &e, None))?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        parse_error(origin, source, e.inner(), Some(&path))
+    })
+}
+
+/// `message` after the key `path` it is about (`training.epochs: …`); `message` alone for
+/// the document as a whole (`.`) or a path serde could not follow (`?`).
+fn with_path(path: &str, message: &str) -> String {
+    if path == "." || path.contains('?') {
+        message.to_owned()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+fn parse_error(
+    origin: &str,
+    source: &str,
+    error: &toml::de::Error,
+    path: Option<&str>,
+) -> ConfigError {
     let origin = match error.span() {
         Some(span) => format!(
             "{origin}:{}",
@@ -77,8 +105,9 @@ fn parse_error(origin: &str, source: &str, error: &toml::de::Error) -> ConfigErr
         ),
         None => origin.to_owned(),
     };
+    let message = error.message();
     ConfigError::Parse {
         origin,
-        message: error.message().to_owned(),
+        message: path.map_or_else(|| message.to_owned(), |path| with_path(path, message)),
     }
 }

@@ -814,3 +814,112 @@ fn divergence_factor_defaults_to_a_million_and_must_be_finite_above_one() {
         assert!(err.to_string().contains("finite number above 1"), "{err}");
     }
 }
+
+/// The message of `text`'s load error, with the line of the first line starting with
+/// `line_start`.
+fn error_and_line(text: &str, line_start: &str) -> (String, usize) {
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with(line_start))
+        .unwrap();
+    (load(text).unwrap_err().to_string(), line)
+}
+
+#[test]
+fn a_type_error_names_the_full_key_and_its_line() {
+    let text = SPLIT_MNIST.replace("epochs = 1", "epochs = \"five\"");
+    let (err, line) = error_and_line(&text, "epochs");
+    assert_eq!(
+        err,
+        format!("exp.toml:{line}: training.epochs: invalid type: string \"five\", expected usize")
+    );
+    let text = SPLIT_MNIST.replace("tasks = 5", "tasks = \"five\"");
+    let (err, line) = error_and_line(&text, "tasks");
+    assert!(
+        err.starts_with(&format!("exp.toml:{line}: stream.tasks: invalid type")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_type_error_in_a_list_names_the_element() {
+    let text = format!("{SPLIT_MNIST}\n[pretrain]\nclasses = [1, \"two\"]\n");
+    let (err, line) = error_and_line(&text, "classes = [");
+    assert_eq!(
+        err,
+        format!("exp.toml:{line}: pretrain.classes[1]: invalid type: string \"two\", expected u32")
+    );
+    let text = SPLIT_MNIST.replace(
+        "readouts = [\"class_il\", \"task_il\"]",
+        "readouts = [\"class_il\", 7]",
+    );
+    let (err, line) = error_and_line(&text, "readouts");
+    assert!(
+        err.starts_with(&format!("exp.toml:{line}: stream.readouts[1]: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_override_with_the_wrong_type_names_the_full_key() {
+    let err = Experiment::from_source(
+        SPLIT_MNIST,
+        "exp.toml",
+        &["training.batch_size=\"ten\"".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(": training.batch_size: invalid type: string \"ten\", expected usize"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_name_or_list_key_says_what_it_accepts() {
+    let cases = [
+        (
+            "class_order = \"random\"",
+            "stream.class_order: unknown class order `random`, expected \"natural\", \"seeded\" or a list of classes such as [3, 1, 4, 0, 2]",
+        ),
+        (
+            "class_order = 5",
+            "stream.class_order: invalid type: integer `5`, expected \"natural\", \"seeded\" or a list of classes such as [3, 1, 4, 0, 2]",
+        ),
+        (
+            "class_order = [0, 1, \"two\"]",
+            "stream.class_order[2]: invalid type: string \"two\", expected u32",
+        ),
+    ];
+    for (given, message) in cases {
+        let text = SPLIT_MNIST.replace("class_order = \"natural\"", given);
+        let (err, line) = error_and_line(&text, "class_order");
+        assert_eq!(err, format!("exp.toml:{line}: {message}"));
+        assert!(!err.contains("did not match any variant"), "{err}");
+    }
+    let text = SPLIT_MNIST.replace(
+        "classes_per_task = 2\nclass_order = \"natural\"",
+        "angles = true",
+    );
+    let (err, line) = error_and_line(&text, "angles");
+    assert_eq!(
+        err,
+        format!(
+            "exp.toml:{line}: stream.angles: invalid type: boolean `true`, expected \"even\", \"seeded\" or a list of angles in degrees such as [0, 45, 90]"
+        )
+    );
+    // Both forms still read.
+    for (given, order) in [
+        (
+            "class_order = \"seeded\"",
+            ClassOrder::Named(ClassOrderName::Seeded),
+        ),
+        (
+            "class_order = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]",
+            ClassOrder::Explicit((0..10).rev().collect()),
+        ),
+    ] {
+        let exp = load(&SPLIT_MNIST.replace("class_order = \"natural\"", given)).unwrap();
+        assert_eq!(exp.stream.class_order, Some(order));
+    }
+}

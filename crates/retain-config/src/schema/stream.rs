@@ -112,7 +112,7 @@ impl Readout {
 }
 
 /// Class order of a split stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ClassOrder {
     /// `"natural"` (0, 1, 2, …) or `"seeded"` (a permutation derived from the seed).
@@ -129,7 +129,7 @@ pub enum ClassOrderName {
 }
 
 /// Angles of a rotated stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Angles {
     /// `"even"`: task `t` of `T` is rotated by `lo + t·(hi − lo)/T` degrees (the GEM paper's
@@ -144,6 +144,79 @@ pub enum Angles {
 pub enum AnglesName {
     Even,
     Seeded,
+}
+
+impl<'de> Deserialize<'de> for ClassOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let expected = "\"natural\", \"seeded\" or a list of classes such as [3, 1, 4, 0, 2]";
+        Ok(match name_or_list(d, "class order", expected)? {
+            NameOrList::Name(name) => ClassOrder::Named(name),
+            NameOrList::List(classes) => ClassOrder::Explicit(classes),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Angles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let expected = "\"even\", \"seeded\" or a list of angles in degrees such as [0, 45, 90]";
+        Ok(match name_or_list(d, "angles", expected)? {
+            NameOrList::Name(name) => Angles::Named(name),
+            NameOrList::List(angles) => Angles::Explicit(angles),
+        })
+    }
+}
+
+/// A key that takes a name or a list ([`ClassOrder`], [`Angles`]).
+enum NameOrList<N, T> {
+    Name(N),
+    List(Vec<T>),
+}
+
+/// Reads a name `N` or a list of `T`: serde's untagged enums would say only that the value
+/// "did not match any variant"; this names what is accepted (`expected`), and a wrong list
+/// element keeps its position in the key's path.
+fn name_or_list<'de, D, N, T>(
+    d: D,
+    what: &'static str,
+    expected: &'static str,
+) -> Result<NameOrList<N, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    N: Deserialize<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::{self, value};
+    use std::marker::PhantomData;
+
+    struct Visit<N, T> {
+        what: &'static str,
+        expected: &'static str,
+        types: PhantomData<(N, T)>,
+    }
+    impl<'de, N: Deserialize<'de>, T: Deserialize<'de>> de::Visitor<'de> for Visit<N, T> {
+        type Value = NameOrList<N, T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.expected)
+        }
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+            N::deserialize(value::StrDeserializer::<E>::new(name))
+                .map(NameOrList::Name)
+                .map_err(|_| {
+                    E::custom(format!(
+                        "unknown {} `{name}`, expected {}",
+                        self.what, self.expected
+                    ))
+                })
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<T>::deserialize(value::SeqAccessDeserializer::new(seq)).map(NameOrList::List)
+        }
+    }
+    d.deserialize_any(Visit {
+        what,
+        expected,
+        types: PhantomData,
+    })
 }
 
 /// Which samples the after-task evaluation reads.

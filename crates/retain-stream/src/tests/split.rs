@@ -52,7 +52,7 @@ fn split_streams_take_any_number_of_classes_per_task() {
     let err = TaskStream::build(&dataset, &too_many, 0, Device::Cpu).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "[stream]: invalid value for `stream.tasks`: 21 tasks × 5 classes per task need 105 classes, but cifar100 has 100"
+        "[stream]: invalid value for `stream.tasks`: `stream.tasks` = 21 × `stream.classes_per_task` = 5 need 105 classes, but cifar100 has 100"
     );
 }
 

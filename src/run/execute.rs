@@ -45,6 +45,13 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     )?;
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
+    // An earlier run into this folder must leave nothing beside what this one writes.
+    record::clear_results(&plan.run_dir).with_context(|| {
+        format!(
+            "cannot clear the results of the earlier run in {}",
+            plan.run_dir.display()
+        )
+    })?;
     let mut say = |line: String| {
         if display != Display::Quiet {
             eprintln!("{line}");
@@ -152,17 +159,51 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         }
     };
 
-    let matrices = record::write_results(plan, &outcome, method_costs)?;
-    if plan.save_checkpoint {
-        network.save(&plan.run_dir.join("model.safetensors"))?;
-        retain_train::save_method_state(
-            method.as_ref(),
-            &plan.run_dir.join("method-state.safetensors"),
-        )?;
-    }
+    let written = record::write_results(plan, &outcome, method_costs).and_then(|matrices| {
+        if plan.save_checkpoint {
+            network.save(&plan.run_dir.join("model.safetensors"))?;
+            retain_train::save_method_state(
+                method.as_ref(),
+                &plan.run_dir.join("method-state.safetensors"),
+            )?;
+        }
+        Ok(matrices)
+    });
     let costs = RunCosts {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ..costs
+    };
+    let matrices = match written {
+        Ok(matrices) => matrices,
+        Err(error) => {
+            // What was written is part of a run that failed: a failed manifest stands alone.
+            let cleared = record::clear_results(&plan.run_dir);
+            let manifest = record::manifest(
+                plan,
+                started_at,
+                load_seconds,
+                Some(&outcome),
+                &costs,
+                pretrain,
+                Some(format!("writing the results failed: {error:#}")),
+            );
+            let recorded = manifest.write(&plan.run_dir);
+            let mut context = match recorded {
+                Ok(()) => format!(
+                    "run {} trained, but writing its results failed (recorded in {})",
+                    plan.run_name,
+                    plan.run_dir.join("manifest.json").display()
+                ),
+                Err(e) => format!(
+                    "run {} trained, but writing its results failed, and so did recording the failure: {e}",
+                    plan.run_name
+                ),
+            };
+            if let Err(e) = cleared {
+                context.push_str(&format!("; its partial results stay: {e:#}"));
+            }
+            return Err(error.context(context));
+        }
     };
     let manifest = record::manifest(
         plan,

@@ -15,8 +15,10 @@
 //! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
 //!
 //! Every file is written atomically, and `manifest.json` last: a folder whose manifest says
-//! `"complete"` holds a whole run. A run that fails (a diverging loss, say) writes a manifest
-//! with status `"failed"` and the reason, and touches nothing else.
+//! `"complete"` holds a whole run. Before writing anything a run removes the result files an
+//! earlier run left in its folder ([`record::clear_results`]). A run that fails (a diverging
+//! loss, a result file that cannot be written) writes a manifest with status `"failed"` and
+//! the reason, and no result files beside it; nothing outside its folder is touched.
 //!
 //! Modules, lowest first: [`plan`] (resolving), [`stage`] (the `[pretrain]` stage),
 //! [`record`] (result files and the manifest), [`summary`] (the tables printed after a run),

@@ -1,6 +1,8 @@
 //! What a run leaves in its folder: the result files and the manifest.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use retain_config::Readout;
 use retain_manifest::{Manifest, RunStatus};
 use retain_metrics::AccuracyMatrix;
@@ -19,6 +21,54 @@ pub struct RunCosts {
     pub method: Option<retain_train::Costs>,
     pub peak_host_memory_bytes: Option<u64>,
     pub peak_device_memory_bytes: Option<u64>,
+}
+
+/// The files a run writes into its folder beside `manifest.json` and `heatmap-<readout>.png`.
+const RESULT_FILES: [&str; 5] = [
+    "accuracy.parquet",
+    "metrics.parquet",
+    "config.toml",
+    "model.safetensors",
+    "method-state.safetensors",
+];
+
+/// Whether `name` is a file a run writes into its folder (or a temporary one of those a crash
+/// left behind).
+fn is_result_file(name: &str) -> bool {
+    name == "manifest.json"
+        || RESULT_FILES.contains(&name)
+        || (name.starts_with("heatmap-") && name.ends_with(".png"))
+        || retain_fs::is_temporary(name)
+}
+
+/// Removes every result file an earlier run left in `dir` (`manifest.json` first, so that
+/// no manifest ever describes files it did not write), so that nothing stale lies beside
+/// what this run writes; anything else in the folder (a grid cell's `cell.log`) stays, and
+/// so does a folder under a result file's name (the write that meets it fails, naming it).
+/// A `dir` that does not exist holds nothing.
+pub fn clear_results(dir: &Path) -> Result<()> {
+    let remove = |path: &Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    };
+    let manifest = dir.join("manifest.json");
+    if std::fs::symlink_metadata(&manifest).is_ok_and(|m| !m.is_dir()) {
+        remove(&manifest)?;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        entries => entries.with_context(|| format!("cannot list {}", dir.display()))?,
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir && entry.file_name().to_str().is_some_and(is_result_file) {
+            remove(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes Parquet files, the resolved config and heat-maps; returns the matrices per read-out.

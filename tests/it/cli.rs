@@ -494,6 +494,72 @@ fn an_exploding_finite_loss_is_recorded_as_failed_and_keeps_earlier_results() {
     );
 }
 
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `manifest.json` of `dir`.
+fn manifest_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_failed_rerun_into_a_finished_runs_folder_leaves_none_of_its_results() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = out_dir.path().join("split-mnist/again");
+    assert_success(&reduced_run(
+        out_dir.path(),
+        "again",
+        &["--set", "stream.tasks=2", "--save-checkpoint"],
+    ));
+    assert!(run.join("accuracy.parquet").exists());
+    assert!(run.join("model.safetensors").exists());
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+
+    let out = reduced_run(
+        out_dir.path(),
+        "again",
+        &["--set", "training.optimizer.lr=1e30"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let manifest = manifest_of(&run);
+    assert_eq!(manifest["status"], "failed");
+    assert!(
+        manifest["error"].as_str().unwrap().contains("diverged"),
+        "{manifest}"
+    );
+    // Only the failed manifest, and the file that is not a result.
+    assert_eq!(file_names(&run), ["manifest.json", "notes.txt"]);
+}
+
+#[test]
+fn a_result_file_that_cannot_be_written_fails_the_run_in_its_manifest() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = out_dir.path().join("split-mnist/blocked");
+    // A folder where metrics.parquet goes: the rename into place fails.
+    std::fs::create_dir_all(run.join("metrics.parquet")).unwrap();
+    std::fs::write(run.join("metrics.parquet/keep"), "").unwrap();
+
+    let out = reduced_run(out_dir.path(), "blocked", &["--set", "stream.tasks=2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("writing its results failed"), "{stderr}");
+    assert!(stderr.contains("metrics.parquet"), "{stderr}");
+    let manifest = manifest_of(&run);
+    assert_eq!(manifest["status"], "failed");
+    let error = manifest["error"].as_str().unwrap();
+    assert!(error.starts_with("writing the results failed"), "{error}");
+    assert!(error.contains("metrics.parquet"), "{error}");
+    // The files written before the failure are gone: the failed manifest stands alone.
+    assert_eq!(file_names(&run), ["manifest.json", "metrics.parquet"]);
+}
+
 #[test]
 fn doctor_reports_libtorch() {
     let out = retain(&["doctor"]);

@@ -160,3 +160,59 @@ fn costs_are_measured_per_method_and_reported() {
         assert!(svg.contains(&text), "{label} missing from the chart");
     }
 }
+
+/// Experience replay keeps its reservoir beside the model: `--save-checkpoint` writes it to
+/// `method-state.safetensors`, and its bytes are the run's `method_state_bytes` in the
+/// manifest and in `metrics.parquet`.
+#[test]
+fn replay_saves_its_memory_and_counts_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().to_str().unwrap();
+    let data = data_root();
+    let out = retain(&[
+        "run",
+        "experiments/split-mnist.toml",
+        "--device",
+        "cpu",
+        "--output",
+        output,
+        "--data-root",
+        data.to_str().unwrap(),
+        "--run-name",
+        "replay",
+        "--quiet",
+        "--save-checkpoint",
+        "--set",
+        "stream.tasks=2",
+        "--set",
+        "stream.train_samples_per_task=100",
+        "--set",
+        "stream.test_samples_per_task=50",
+        "--set",
+        "method.name=replay",
+        "--set",
+        "method.buffer_size=30",
+    ]);
+    assert_success(&out);
+    let run = dir.path().join("split-mnist/replay");
+    let state = tch::Tensor::read_safetensors(run.join("method-state.safetensors")).unwrap();
+    let mut names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["memory.draws", "memory.indices", "memory.offered"]);
+    let tensor = |name: &str| &state.iter().find(|(n, _)| n == name).unwrap().1;
+    assert_eq!(tensor("memory.offered").int64_value(&[]), 200);
+    assert_eq!(tensor("memory.indices").size(), [30]);
+    // 30 int64 indices and two int64 counts.
+    let bytes = 30 * 8 + 2 * 8;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["costs"]["method_state_bytes"], bytes);
+    assert_eq!(
+        manifest["costs"]["state_bytes_per_task"],
+        bytes as f64 / 2.0
+    );
+    let metrics = read_parquet(&run.join("metrics.parquet"));
+    let column = metrics.column("method_state_bytes").unwrap().u64().unwrap();
+    assert!(column.len() > 0);
+    assert!(column.into_iter().all(|s| s == Some(bytes)));
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use retain_stream::seed::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
-use crate::{DeviceDraws, MemoryError, Replay, upload};
+use crate::{ClassBalancedState, DeviceDraws, MemoryError, Replay, upload};
 
 /// A memory whose capacity is shared equally by every class seen so far.
 ///
@@ -43,6 +43,40 @@ impl ClassBalanced {
             indices: Tensor::zeros([0], (Kind::Int64, device)),
             draws: DeviceDraws::new(seed, device),
         })
+    }
+
+    /// A memory as [`ClassBalanced::new`] builds it, holding what `state` says (a
+    /// [`ClassBalanced::snapshot`] of one with this capacity and seed): it rebalances and
+    /// draws exactly as that one would have from then on.
+    pub fn restore(
+        capacity: usize,
+        seed: u64,
+        device: Device,
+        state: &ClassBalancedState,
+    ) -> Result<Self, MemoryError> {
+        let mut memory = Self::new(capacity, seed, device)?;
+        let held: usize = state.by_class.values().map(Vec::len).sum();
+        if held > capacity {
+            return Err(MemoryError::State {
+                message: format!(
+                    "the state holds {held} samples, more than the capacity {capacity}"
+                ),
+            });
+        }
+        memory.rng = SplitMix64::new(state.rng);
+        memory.by_class = state.by_class.clone();
+        memory.indices = upload(&memory.host_indices(), device);
+        memory.draws = DeviceDraws::restore(seed, device, state.draws);
+        Ok(memory)
+    }
+
+    /// What the memory holds now: what [`ClassBalanced::restore`] takes.
+    pub fn snapshot(&self) -> ClassBalancedState {
+        ClassBalancedState {
+            by_class: self.by_class.clone(),
+            rng: self.rng.state(),
+            draws: self.draws.count(),
+        }
     }
 
     /// Adds a finished task's samples (`indices` into the training split, whose host labels

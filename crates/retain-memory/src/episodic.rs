@@ -3,7 +3,7 @@
 use retain_stream::seed::SplitMix64;
 use tch::{Device, Tensor};
 
-use crate::{MemoryError, upload};
+use crate::{EpisodicState, MemoryError, upload};
 
 /// `per_task` samples of every finished task, one index tensor per task on the device.
 ///
@@ -33,6 +33,43 @@ impl EpisodicMemory {
             host: Vec::new(),
             tasks: Vec::new(),
         })
+    }
+
+    /// A memory as [`EpisodicMemory::new`] builds it, holding what `state` says (a
+    /// [`EpisodicMemory::snapshot`] of one with this `per_task` and seed): it chooses the
+    /// next tasks' subsets exactly as that one would have.
+    pub fn restore(
+        per_task: usize,
+        seed: u64,
+        device: Device,
+        state: &EpisodicState,
+    ) -> Result<Self, MemoryError> {
+        let mut memory = Self::new(per_task, seed, device)?;
+        if let Some((t, kept)) = state
+            .tasks
+            .iter()
+            .enumerate()
+            .find(|(_, kept)| kept.len() > per_task)
+        {
+            return Err(MemoryError::State {
+                message: format!(
+                    "task {t}'s memory holds {} samples, more than {per_task} per task",
+                    kept.len()
+                ),
+            });
+        }
+        memory.rng = SplitMix64::new(state.rng);
+        memory.tasks = state.tasks.iter().map(|k| upload(k, device)).collect();
+        memory.host = state.tasks.clone();
+        Ok(memory)
+    }
+
+    /// What the memory holds now: what [`EpisodicMemory::restore`] takes.
+    pub fn snapshot(&self) -> EpisodicState {
+        EpisodicState {
+            tasks: self.host.clone(),
+            rng: self.rng.state(),
+        }
     }
 
     /// Stores a memory for a finished task, from its training `indices`; returns it.

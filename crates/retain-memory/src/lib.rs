@@ -33,10 +33,12 @@ mod balanced;
 mod episodic;
 pub mod gradients;
 mod reservoir;
+pub mod state;
 
 pub use balanced::ClassBalanced;
 pub use episodic::EpisodicMemory;
 pub use reservoir::{Reservoir, ReservoirSchedule};
+pub use state::{ClassBalancedState, EpisodicState, ReservoirState, StateReader};
 
 use retain_graph::Elementwise;
 use retain_stream::hash::{hash32_xor, hash32_xor_tensor};
@@ -69,6 +71,9 @@ pub enum MemoryError {
     },
     #[error("sample index {index} is outside the training split ({len} samples)")]
     IndexOutOfRange { index: i64, len: usize },
+    /// A checkpoint's state does not describe a memory of this kind and size.
+    #[error("malformed state: {message}")]
+    State { message: String },
 }
 
 /// `take` distinct slots drawn uniformly from the first `filled` of `slots` (all of them
@@ -113,6 +118,14 @@ impl DeviceDraws {
             salt: (retain_stream::seed::combine(seed, 0x5a3e_d1a7) & 0xffff_ffff) as i64,
             count: Tensor::zeros([], (Kind::Int64, device)),
         }
+    }
+
+    /// The draws of [`DeviceDraws::new`] after `count` of them were made: its next key is
+    /// the one the original's draw number `count + 1` had.
+    pub fn restore(seed: u64, device: Device, count: u64) -> Self {
+        let draws = Self::new(seed, device);
+        let _ = draws.count.shallow_clone().fill_(count as i64);
+        draws
     }
 
     /// The key of the next draw, `[]` int64 on the device: `hash32(count ^ salt)` after

@@ -22,7 +22,7 @@ const SLOTS: Elementwise = Elementwise::new(
     ),
 );
 
-use crate::{DeviceDraws, MemoryError, Replay};
+use crate::{DeviceDraws, MemoryError, Replay, ReservoirState};
 
 /// Algorithm R's decision for every offered sample, from its number alone.
 ///
@@ -183,6 +183,65 @@ impl Reservoir {
             offered_host: 0,
             draws: DeviceDraws::new(seed, device),
         })
+    }
+
+    /// A reservoir as [`Reservoir::new`] builds it, holding what `state` says (a
+    /// [`Reservoir::snapshot`] of one with this capacity, logit width and seed): it keeps,
+    /// replaces and draws exactly what that one would have from then on.
+    pub fn restore(
+        capacity: usize,
+        logit_width: Option<usize>,
+        seed: u64,
+        device: Device,
+        state: &ReservoirState,
+    ) -> Result<Self, MemoryError> {
+        let mut reservoir = Self::new(capacity, logit_width, seed, device)?;
+        let len = state.offered.min(capacity as u64) as i64;
+        let state_error = |message: String| MemoryError::State { message };
+        if state.indices.size() != [len] {
+            return Err(state_error(format!(
+                "a reservoir of {capacity} slots offered {} samples holds {len}, the state {:?}",
+                state.offered,
+                state.indices.size()
+            )));
+        }
+        let _no_grad = tch::no_grad_guard();
+        reservoir
+            .indices
+            .narrow(0, 0, len)
+            .copy_(&state.indices.to_device(device));
+        match (&reservoir.logits, &state.logits) {
+            (Some(stored), Some(given)) if given.size() == [len, stored.size()[1]] => {
+                stored
+                    .narrow(0, 0, len)
+                    .copy_(&given.to_device(device).to_kind(Kind::Float));
+            }
+            (None, None) => {}
+            (stored, given) => {
+                return Err(state_error(format!(
+                    "the reservoir keeps logits of shape {:?}, the state {:?}",
+                    stored.as_ref().map(|s| vec![len, s.size()[1]]),
+                    given.as_ref().map(Tensor::size)
+                )));
+            }
+        }
+        let _ = reservoir.offered.fill_(state.offered as i64);
+        reservoir.offered_host = state.offered;
+        reservoir.draws = DeviceDraws::restore(seed, device, state.draws);
+        Ok(reservoir)
+    }
+
+    /// What the reservoir holds now (copies; the counts read from the device, so steps
+    /// replayed from a CUDA graph are counted): what [`Reservoir::restore`] takes.
+    pub fn snapshot(&self) -> ReservoirState {
+        let offered = self.offered.int64_value(&[]) as u64;
+        let len = offered.min(self.capacity as u64) as i64;
+        ReservoirState {
+            indices: self.indices.narrow(0, 0, len).copy(),
+            logits: self.logits.as_ref().map(|l| l.narrow(0, 0, len).copy()),
+            offered,
+            draws: self.draws.count(),
+        }
     }
 
     pub fn capacity(&self) -> usize {

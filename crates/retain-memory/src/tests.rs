@@ -399,3 +399,114 @@ fn the_host_mirror_of_a_reservoir_resyncs_from_the_device() {
     reservoir.sample(3).unwrap();
     assert_eq!(reservoir.draws(), 2);
 }
+
+/// Through its named tensors, as a checkpoint carries it.
+fn through_tensors(tensors: Vec<(String, Tensor)>) -> StateReader {
+    StateReader::new(tensors).unwrap()
+}
+
+#[test]
+fn a_restored_reservoir_keeps_replaces_and_draws_as_the_original() {
+    let mut original = Reservoir::new(6, Some(2), 9, Device::Cpu).unwrap();
+    let batch = |start: i64| Tensor::arange_start(start, start + 4, (Kind::Int64, Device::Cpu));
+    let logits = |start: i64| {
+        batch(start)
+            .to_kind(Kind::Float)
+            .view([2, 2])
+            .repeat([2, 1])
+    };
+    original.add(&batch(0), Some(&logits(0))).unwrap();
+    original.add(&batch(4), Some(&logits(4))).unwrap();
+    original.sample(3).unwrap();
+
+    let mut reader = through_tensors(original.snapshot().tensors("memory."));
+    let state = ReservoirState::read(&mut reader, "memory.", 6, true).unwrap();
+    reader.finish().unwrap();
+    assert_eq!((state.offered, state.draws), (8, 1));
+    let mut restored = Reservoir::restore(6, Some(2), 9, Device::Cpu, &state).unwrap();
+    for start in [8, 12, 16] {
+        original.add(&batch(start), Some(&logits(start))).unwrap();
+        restored.add(&batch(start), Some(&logits(start))).unwrap();
+        let (a, b) = (original.sample(4).unwrap(), restored.sample(4).unwrap());
+        assert_eq!(to_vec(&a.indices), to_vec(&b.indices));
+        assert!(a.logits.unwrap().equal(&b.logits.unwrap()));
+    }
+    assert_eq!(to_vec(&original.indices()), to_vec(&restored.indices()));
+
+    // A state of another size or kind is refused, naming what is wrong.
+    let mut reader = through_tensors(original.snapshot().tensors("memory."));
+    assert_eq!(
+        ReservoirState::read(&mut reader, "memory.", 5, true)
+            .unwrap_err()
+            .to_string(),
+        "malformed state: `memory.indices` holds 6 samples, but a reservoir of 5 slots offered 20 holds 5"
+    );
+    let mut reader = through_tensors(original.snapshot().tensors("memory."));
+    ReservoirState::read(&mut reader, "memory.", 6, false).unwrap();
+    assert_eq!(
+        reader.finish().unwrap_err().to_string(),
+        "malformed state: unexpected tensor(s) `memory.logits`"
+    );
+    let mut reader = through_tensors(vec![("memory.indices".into(), Tensor::from(1.0f32))]);
+    assert_eq!(
+        ReservoirState::read(&mut reader, "memory.", 6, false)
+            .unwrap_err()
+            .to_string(),
+        "malformed state: `memory.indices` must be Int64 with 1 dimension(s), found Float of shape []"
+    );
+}
+
+#[test]
+fn restored_class_balanced_and_episodic_memories_continue_as_the_originals() {
+    let labels: Vec<u8> = (0..60).map(|i| (i % 6) as u8).collect();
+    let mut original = ClassBalanced::new(10, 4, Device::Cpu).unwrap();
+    original
+        .add_task(&(0..20).collect::<Vec<_>>(), &labels)
+        .unwrap();
+    original.sample(3).unwrap();
+    let mut reader = through_tensors(original.snapshot().tensors("m."));
+    let state = ClassBalancedState::read(&mut reader, "m.", 10).unwrap();
+    reader.finish().unwrap();
+    assert_eq!(state, original.snapshot());
+    let mut restored = ClassBalanced::restore(10, 4, Device::Cpu, &state).unwrap();
+    assert_eq!(
+        to_vec(&original.sample(5).unwrap().indices),
+        to_vec(&restored.sample(5).unwrap().indices)
+    );
+    let task2: Vec<i64> = (20..60).collect();
+    original.add_task(&task2, &labels).unwrap();
+    restored.add_task(&task2, &labels).unwrap();
+    assert_eq!(original.host_indices(), restored.host_indices());
+    assert_eq!(
+        to_vec(&original.sample(5).unwrap().indices),
+        to_vec(&restored.sample(5).unwrap().indices)
+    );
+    let mut tensors = original.snapshot().tensors("m.");
+    tensors[1].1 = Tensor::from_slice(&[1i64, 1]);
+    assert!(
+        ClassBalancedState::read(&mut through_tensors(tensors), "m.", 10)
+            .unwrap_err()
+            .to_string()
+            .starts_with("malformed state: `m.classes` lists 6 classes but `m.class_counts` 2")
+    );
+
+    let mut original = EpisodicMemory::new(3, 5, Device::Cpu).unwrap();
+    original.add_task(&(10..20).collect::<Vec<_>>());
+    let mut reader = through_tensors(original.snapshot().tensors("m."));
+    let state = EpisodicState::read(&mut reader, "m.", 3).unwrap();
+    reader.finish().unwrap();
+    let mut restored = EpisodicMemory::restore(3, 5, Device::Cpu, &state).unwrap();
+    let next: Vec<i64> = (30..50).collect();
+    assert_eq!(
+        to_vec(original.add_task(&next)),
+        to_vec(restored.add_task(&next))
+    );
+    assert_eq!(original.host(), restored.host());
+    let mut reader = through_tensors(original.snapshot().tensors("m."));
+    assert_eq!(
+        EpisodicState::read(&mut reader, "m.", 2)
+            .unwrap_err()
+            .to_string(),
+        "malformed state: `m.task0` holds 3 samples, more than `memories_per_task` = 2"
+    );
+}

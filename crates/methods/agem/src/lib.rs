@@ -62,8 +62,8 @@
 //!   `memory_batch_size = minibatch_size`; `memory_size = T × batch_size` matches the memory's
 //!   size, not its content (here class-balanced, chosen from the whole task).
 
-use retain_memory::ClassBalanced;
 use retain_memory::gradients::{flat_grad, flat_grad_of, flat_grad_view, write_grad};
+use retain_memory::{ClassBalanced, ClassBalancedState, StateReader};
 use retain_stream::seed::derive;
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
@@ -130,10 +130,21 @@ pub fn project(g: &Tensor, g_ref: &Tensor) -> Tensor {
     g - g_ref * (conflict / norm)
 }
 
+/// The prefix of the memory's tensors in the method's state.
+const STATE_PREFIX: &str = "memory.";
+
 /// A-GEM. The memory is created on the first task, on the training device.
+///
+/// Its state ([`Method::state`]) is the memory's: `memory.classes`, `memory.class_counts`
+/// and `memory.indices` (the kept dataset indices, class by class), `memory.rng` (the
+/// generator that rebalances) and `memory.draws` (memory batches drawn so far). A fresh
+/// `AGem` with the same hyper-parameters and seed given that state projects and stores
+/// exactly as the original would have.
 pub struct AGem {
     params: Params,
     memory: Option<ClassBalanced>,
+    /// A loaded state, rebuilt into the memory at the next `before_task`.
+    restored: Option<ClassBalancedState>,
     parameters: Vec<Tensor>,
 }
 
@@ -170,6 +181,7 @@ impl AGem {
         Ok(Self {
             params,
             memory: None,
+            restored: None,
             parameters: Vec::new(),
         })
     }
@@ -193,10 +205,12 @@ impl Method for AGem {
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if self.memory.is_none() {
             let seed = derive(ctx.seed, "agem/memory");
-            self.memory = Some(
-                ClassBalanced::new(self.params.memory_size, seed, ctx.device)
-                    .map_err(memory_error)?,
-            );
+            let size = self.params.memory_size;
+            let memory = match self.restored.take() {
+                None => ClassBalanced::new(size, seed, ctx.device),
+                Some(state) => ClassBalanced::restore(size, seed, ctx.device, &state),
+            };
+            self.memory = Some(memory.map_err(memory_error)?);
         }
         self.parameters = ctx.vars().trainable_variables();
         Ok(())
@@ -230,6 +244,31 @@ impl Method for AGem {
                 .add_task(&ctx.task.train_indices, &ctx.stream.train_index_labels())
                 .map_err(memory_error)?;
         }
+        Ok(())
+    }
+
+    /// The memory's tensors (see [`AGem`]); none before the first task.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        match (&self.memory, &self.restored) {
+            (Some(memory), _) => memory.snapshot().tensors(STATE_PREFIX),
+            (None, Some(state)) => state.tensors(STATE_PREFIX),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Checks the state against `memory_size`; the memory is rebuilt from it at the next
+    /// `before_task`. An empty state is a method before its first task.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.memory = None;
+        self.restored = None;
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut reader = StateReader::new(state).map_err(memory_error)?;
+        let restored = ClassBalancedState::read(&mut reader, STATE_PREFIX, self.params.memory_size)
+            .map_err(memory_error)?;
+        reader.finish().map_err(memory_error)?;
+        self.restored = Some(restored);
         Ok(())
     }
 }

@@ -148,3 +148,114 @@ fn agem_memory_accepts_permuted_stream_indices() {
         method.after_task(&ctx).unwrap();
     }
 }
+
+fn copied(state: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    state.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+}
+
+fn assert_same_state(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    let names = |s: &[(String, Tensor)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(a), names(b));
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        assert!(x.equal(y), "`{name}` differs: {x:?} vs {y:?}");
+    }
+}
+
+/// The trainer's gradient of `batch`, projected by `method`'s `after_backward`.
+fn projected(
+    fx: &Fixture,
+    method: &mut AGem,
+    task: usize,
+    indices: &Tensor,
+    batch: &retain_stream::Batch,
+) -> Vec<f64> {
+    let params = fx.network.vars.trainable_variables();
+    for p in &params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    fx.network
+        .model
+        .forward_t(&batch.inputs, true)
+        .cross_entropy_for_logits(&batch.labels)
+        .backward();
+    method.after_backward(&fx.step(task, indices)).unwrap();
+    host(&flat_grad(&params))
+}
+
+#[test]
+fn state_round_trips_into_a_fresh_method() {
+    let fx = Fixture::new();
+    let agem = || {
+        AGem::new(Params {
+            memory_size: 10,
+            memory_batch_size: 4,
+        })
+        .unwrap()
+    };
+    let mut original = agem();
+    let (indices, batch) = fx.batch(1, 10);
+    original.before_task(&fx.task(0)).unwrap();
+    original.after_task(&fx.task(0)).unwrap();
+    original.before_task(&fx.task(1)).unwrap();
+    projected(&fx, &mut original, 1, &indices, &batch);
+    original.after_task(&fx.task(1)).unwrap();
+    let state = original.state();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "memory.classes",
+            "memory.class_counts",
+            "memory.indices",
+            "memory.rng",
+            "memory.draws"
+        ]
+    );
+    assert_eq!(state[2].1.size(), [10]);
+    assert_eq!(state[4].1.int64_value(&[]), 1);
+
+    let mut restored = agem();
+    restored.load_state(copied(&state)).unwrap();
+    assert_same_state(&restored.state(), &state);
+    // The same memory batch on task 2, hence the same projected gradient, bit for bit.
+    let (indices, batch) = fx.batch(2, 10);
+    let mut gradients = Vec::new();
+    for method in [&mut original, &mut restored] {
+        method.before_task(&fx.task(2)).unwrap();
+        gradients.push(projected(&fx, method, 2, &indices, &batch));
+        method.after_task(&fx.task(2)).unwrap();
+    }
+    assert_eq!(gradients[0], gradients[1]);
+    assert_same_state(&original.state(), &restored.state());
+}
+
+#[test]
+fn malformed_state_is_refused_naming_the_tensor() {
+    let mut method = AGem::new(Params {
+        memory_size: 2,
+        memory_batch_size: 4,
+    })
+    .unwrap();
+    let state = vec![
+        ("memory.classes".into(), Tensor::from_slice(&[0i64, 1])),
+        ("memory.class_counts".into(), Tensor::from_slice(&[2i64, 1])),
+        ("memory.indices".into(), Tensor::from_slice(&[0i64, 10, 1])),
+        ("memory.rng".into(), Tensor::from(7i64)),
+        ("memory.draws".into(), Tensor::from(0i64)),
+    ];
+    assert_eq!(
+        method.load_state(state).unwrap_err().to_string(),
+        "method `agem` failed: malformed state: `memory.indices` holds 3 samples, more than the \
+         capacity 2"
+    );
+    assert_eq!(
+        method
+            .load_state(vec![("memory.indices".into(), Tensor::from_slice(&[0i64]))])
+            .unwrap_err()
+            .to_string(),
+        "method `agem` failed: malformed state: no tensor `memory.classes`"
+    );
+}

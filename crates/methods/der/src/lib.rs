@@ -87,7 +87,7 @@
 //!   `mem_size` → `buffer_size` and `batch_size_mem` → `replay_batch_size` mean the same
 //!   things, but no setting here reproduces (1)–(4).
 
-use retain_memory::{MemoryError, Reservoir};
+use retain_memory::{MemoryError, Reservoir, ReservoirState, StateReader};
 use retain_stream::seed::derive;
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
@@ -164,10 +164,21 @@ pub fn logit_term(alpha: f64, logits: &Tensor, stored: &Tensor) -> Tensor {
     logits.mse_loss(stored, Reduction::Mean) * alpha
 }
 
+/// The prefix of the reservoir's tensors in the method's state.
+const STATE_PREFIX: &str = "memory.";
+
 /// DER / DER++. The reservoir is created on the first task, on the training device.
+///
+/// Its state ([`Method::state`]) is the reservoir's: `memory.indices` (the stored dataset
+/// indices), `memory.logits` (the logits recorded with them, `[len, classes]`),
+/// `memory.offered` (samples offered so far) and `memory.draws` (replay draws so far). A
+/// fresh `Der` with the same hyper-parameters and seed given that state replays, stores and
+/// replaces exactly what the original would have.
 pub struct Der {
     params: Params,
     reservoir: Option<Reservoir>,
+    /// A loaded state, rebuilt into the reservoir at the next `before_task`.
+    restored: Option<ReservoirState>,
 }
 
 impl std::fmt::Debug for Der {
@@ -210,12 +221,20 @@ impl Der {
         Ok(Self {
             params,
             reservoir: None,
+            restored: None,
         })
     }
 
     /// The reservoir (after the first `before_task`).
     pub fn reservoir(&self) -> Option<&Reservoir> {
         self.reservoir.as_ref()
+    }
+}
+
+fn memory_error(error: MemoryError) -> TrainError {
+    TrainError::Method {
+        method: "der".into(),
+        message: error.to_string(),
     }
 }
 
@@ -250,14 +269,12 @@ impl Method for Der {
         if self.reservoir.is_none() {
             let seed = derive(ctx.seed, "der/reservoir");
             let width = Some(ctx.stream.num_classes);
-            self.reservoir = Some(
-                Reservoir::new(self.params.buffer_size, width, seed, ctx.device).map_err(
-                    |e: MemoryError| TrainError::Method {
-                        method: "der".into(),
-                        message: e.to_string(),
-                    },
-                )?,
-            );
+            let size = self.params.buffer_size;
+            let reservoir = match self.restored.take() {
+                None => Reservoir::new(size, width, seed, ctx.device),
+                Some(state) => Reservoir::restore(size, width, seed, ctx.device, &state),
+            };
+            self.reservoir = Some(reservoir.map_err(memory_error)?);
         }
         Ok(())
     }
@@ -302,6 +319,33 @@ impl Method for Der {
             .add(ctx.indices, Some(logits))
             .map_err(|e| failed(format!("cannot store the batch and its logits: {e}")))?;
         Ok(loss)
+    }
+
+    /// The reservoir's tensors (see [`Der`]); none before the first task.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        match (&self.reservoir, &self.restored) {
+            (Some(reservoir), _) => reservoir.snapshot().tensors(STATE_PREFIX),
+            (None, Some(state)) => state.tensors(STATE_PREFIX),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Checks the state against the reservoir's size (the logits' width against the
+    /// stream's classes at the next `before_task`, which rebuilds the reservoir from it). An
+    /// empty state is a method before its first task.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.reservoir = None;
+        self.restored = None;
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut reader = StateReader::new(state).map_err(memory_error)?;
+        let restored =
+            ReservoirState::read(&mut reader, STATE_PREFIX, self.params.buffer_size, true)
+                .map_err(memory_error)?;
+        reader.finish().map_err(memory_error)?;
+        self.restored = Some(restored);
+        Ok(())
     }
 }
 

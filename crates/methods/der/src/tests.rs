@@ -89,3 +89,105 @@ fn a_buffer_size_beyond_the_host_memory_is_refused_naming_the_key() {
     );
     assert!(err.contains("more than this host's"), "{err}");
 }
+
+fn copied(state: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    state.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+}
+
+fn assert_same_state(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    let names = |s: &[(String, Tensor)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(a), names(b));
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        assert!(x.equal(y), "`{name}` differs: {x:?} vs {y:?}");
+    }
+}
+
+fn params() -> Params {
+    Params {
+        buffer_size: 8,
+        replay_batch_size: 4,
+        alpha: 0.3,
+        beta: 0.5,
+    }
+}
+
+#[test]
+fn state_round_trips_into_a_fresh_method() {
+    let fx = Fixture::new();
+    let mut original = Der::new(params()).unwrap();
+    original.before_task(&fx.task(0)).unwrap();
+    for n in [5, 6, 7] {
+        let (indices, batch) = fx.batch(0, n);
+        let _ = original.loss(&fx.step(0, &indices), &batch).unwrap();
+    }
+    let state = original.state();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "memory.indices",
+            "memory.logits",
+            "memory.offered",
+            "memory.draws"
+        ]
+    );
+    // 18 samples offered to 8 slots with their 10 logits; two draws per step after the first.
+    assert_eq!(state[1].1.size(), [8, 10]);
+    assert_eq!(state[3].1.int64_value(&[]), 4);
+
+    let mut restored = Der::new(params()).unwrap();
+    restored.load_state(copied(&state)).unwrap();
+    assert_same_state(&restored.state(), &state);
+    let (indices, batch) = fx.batch(1, 6);
+    let mut losses = Vec::new();
+    for method in [&mut original, &mut restored] {
+        method.before_task(&fx.task(1)).unwrap();
+        losses.push(scalar(&method.loss(&fx.step(1, &indices), &batch).unwrap()));
+    }
+    assert_eq!(losses[0], losses[1]);
+    assert_same_state(&original.state(), &restored.state());
+}
+
+#[test]
+fn malformed_state_is_refused_naming_the_tensor() {
+    let state = || {
+        vec![
+            ("memory.indices".to_owned(), Tensor::from_slice(&[3i64, 4])),
+            (
+                "memory.logits".to_owned(),
+                Tensor::zeros([2, 3], tch::kind::FLOAT_CPU),
+            ),
+            ("memory.offered".to_owned(), Tensor::from(2i64)),
+            ("memory.draws".to_owned(), Tensor::from(0i64)),
+        ]
+    };
+    let error = |state: Vec<(String, Tensor)>| {
+        Der::new(params())
+            .unwrap()
+            .load_state(state)
+            .unwrap_err()
+            .to_string()
+    };
+    let mut no_logits = state();
+    let _ = no_logits.remove(1);
+    assert_eq!(
+        error(no_logits),
+        "method `der` failed: malformed state: no tensor `memory.logits`"
+    );
+    let mut rows = state();
+    rows[1].1 = Tensor::zeros([3, 3], tch::kind::FLOAT_CPU);
+    assert_eq!(
+        error(rows),
+        "method `der` failed: malformed state: `memory.logits` has 3 rows for 2 stored samples"
+    );
+    // Logits 3 wide are well-formed, but the stream has 10 classes: refused when the
+    // reservoir is rebuilt for it.
+    let fx = Fixture::new();
+    let mut method = Der::new(params()).unwrap();
+    method.load_state(state()).unwrap();
+    assert_eq!(
+        method.before_task(&fx.task(0)).unwrap_err().to_string(),
+        "method `der` failed: malformed state: the reservoir keeps logits of shape \
+         Some([2, 10]), the state Some([2, 3])"
+    );
+}

@@ -89,8 +89,8 @@
 //!   Nearest setting here: `memories_per_task = buffer_size / T` for `T` tasks, which equals
 //!   Mammoth's memory only after the last task (Mammoth's earlier memories are larger).
 
-use retain_memory::EpisodicMemory;
 use retain_memory::gradients::{flat_grad, flat_grad_of, write_grad};
+use retain_memory::{EpisodicMemory, EpisodicState, MemoryError, StateReader};
 use retain_qp::gem_correction;
 use retain_stream::seed::derive;
 use retain_train::method::{
@@ -152,10 +152,20 @@ impl Default for Params {
     }
 }
 
+/// The prefix of the memories' tensors in the method's state.
+const STATE_PREFIX: &str = "memory.";
+
 /// GEM. Memories are created on the first task, on the training device.
+///
+/// Its state ([`Method::state`]) is the memories': `memory.task<N>` (the dataset indices
+/// kept of finished task `N`, from 0) and `memory.rng` (the generator that chooses the next
+/// task's subset). A fresh `Gem` with the same hyper-parameters and seed given that state
+/// projects and stores exactly as the original would have.
 pub struct Gem {
     params: Params,
     memory: Option<EpisodicMemory>,
+    /// A loaded state, rebuilt into the memories at the next `before_task`.
+    restored: Option<EpisodicState>,
     /// Trainable parameters in creation order (the flat-vector layout).
     parameters: Vec<Tensor>,
     /// Steps whose gradient was projected, for diagnostics.
@@ -192,6 +202,7 @@ impl Gem {
         Ok(Self {
             params,
             memory: None,
+            restored: None,
             parameters: Vec::new(),
             projected: 0,
         })
@@ -205,6 +216,13 @@ impl Gem {
     /// The per-task memories (after the first `before_task`).
     pub fn memory(&self) -> Option<&EpisodicMemory> {
         self.memory.as_ref()
+    }
+}
+
+fn memory_error(error: MemoryError) -> TrainError {
+    TrainError::Method {
+        method: "gem".into(),
+        message: error.to_string(),
     }
 }
 
@@ -255,14 +273,12 @@ impl Method for Gem {
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if self.memory.is_none() {
             let seed = derive(ctx.seed, "gem/memory");
-            self.memory = Some(
-                EpisodicMemory::new(self.params.memories_per_task, seed, ctx.device).map_err(
-                    |e| TrainError::Method {
-                        method: "gem".into(),
-                        message: e.to_string(),
-                    },
-                )?,
-            );
+            let per_task = self.params.memories_per_task;
+            let memory = match self.restored.take() {
+                None => EpisodicMemory::new(per_task, seed, ctx.device),
+                Some(state) => EpisodicMemory::restore(per_task, seed, ctx.device, &state),
+            };
+            self.memory = Some(memory.map_err(memory_error)?);
         }
         self.parameters = ctx.vars().trainable_variables();
         Ok(())
@@ -309,6 +325,32 @@ impl Method for Gem {
         if let Some(memory) = &mut self.memory {
             memory.add_task(&ctx.task.train_indices);
         }
+        Ok(())
+    }
+
+    /// The memories' tensors (see [`Gem`]); none before the first task.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        match (&self.memory, &self.restored) {
+            (Some(memory), _) => memory.snapshot().tensors(STATE_PREFIX),
+            (None, Some(state)) => state.tensors(STATE_PREFIX),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Checks the state against `memories_per_task`; the memories are rebuilt from it at the
+    /// next `before_task`. An empty state is a method before its first task.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.memory = None;
+        self.restored = None;
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut reader = StateReader::new(state).map_err(memory_error)?;
+        let restored =
+            EpisodicState::read(&mut reader, STATE_PREFIX, self.params.memories_per_task)
+                .map_err(memory_error)?;
+        reader.finish().map_err(memory_error)?;
+        self.restored = Some(restored);
         Ok(())
     }
 }

@@ -191,3 +191,90 @@ fn batched_memory_gradients_match_one_pass_per_task() {
     assert!(none.is_none());
     assert!(close(&memory_gradients(&ctx, memory, &params)));
 }
+
+fn copied(state: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    state.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+}
+
+fn assert_same_state(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    let names = |s: &[(String, Tensor)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(a), names(b));
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        assert!(x.equal(y), "`{name}` differs: {x:?} vs {y:?}");
+    }
+}
+
+#[test]
+fn state_round_trips_into_a_fresh_method() {
+    let fx = Fixture::new();
+    let params = fx.network.vars.trainable_variables();
+    let gem = || {
+        Gem::new(Params {
+            memories_per_task: 8,
+            margin: 0.5,
+        })
+        .unwrap()
+    };
+    let mut original = gem();
+    for task in 0..2 {
+        original.before_task(&fx.task(task)).unwrap();
+        original.after_task(&fx.task(task)).unwrap();
+    }
+    let state = original.state();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["memory.task0", "memory.task1", "memory.rng"]);
+    assert_eq!(state[0].1.size(), [8]);
+
+    let mut restored = gem();
+    restored.load_state(copied(&state)).unwrap();
+    assert_same_state(&restored.state(), &state);
+    // The same projected gradient on task 2, bit for bit, and the same memory of it.
+    let (indices, batch) = fx.batch(2, 10);
+    let mut projected = Vec::new();
+    for method in [&mut original, &mut restored] {
+        method.before_task(&fx.task(2)).unwrap();
+        backward(&fx, &params, &batch);
+        method.after_backward(&fx.step(2, &indices)).unwrap();
+        assert_eq!(method.projected_steps(), 1);
+        projected.push(host(&flat_grad(&params)));
+        method.after_task(&fx.task(2)).unwrap();
+    }
+    assert_eq!(projected[0], projected[1]);
+    assert_same_state(&original.state(), &restored.state());
+}
+
+#[test]
+fn malformed_state_is_refused_naming_the_tensor() {
+    let error = |state: Vec<(String, Tensor)>| {
+        Gem::new(Params {
+            memories_per_task: 2,
+            margin: 0.5,
+        })
+        .unwrap()
+        .load_state(state)
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        error(vec![(
+            "memory.task0".into(),
+            Tensor::from_slice(&[1i64, 2])
+        )]),
+        "method `gem` failed: malformed state: no tensor `memory.rng`"
+    );
+    assert_eq!(
+        error(vec![
+            ("memory.task0".into(), Tensor::from_slice(&[1i64, 2, 3])),
+            ("memory.rng".into(), Tensor::from(7i64)),
+        ]),
+        "method `gem` failed: malformed state: `memory.task0` holds 3 samples, more than \
+         `memories_per_task` = 2"
+    );
+    assert_eq!(
+        error(vec![
+            ("memory.task1".into(), Tensor::from_slice(&[1i64])),
+            ("memory.rng".into(), Tensor::from(7i64)),
+        ]),
+        "method `gem` failed: malformed state: unexpected tensor(s) `memory.task1`"
+    );
+}

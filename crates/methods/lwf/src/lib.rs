@@ -137,12 +137,60 @@ pub struct LwfParams {
 }
 
 /// Learning without Forgetting (see the crate docs).
+///
+/// Its state ([`Method::state`]) is the teacher it distils from, from the second task on:
+/// `old_classes` (the earlier tasks' classes, int64) and `teacher.<name>` for every variable
+/// of the model after the previous task. A fresh `Lwf` given that state distils from the same
+/// teacher until the next task begins (when, as in the original, the teacher becomes the
+/// model trained so far).
 pub struct Lwf {
     alpha: f64,
     temperature: f64,
     /// The model after the previous task, and the classes of all earlier tasks (on the
     /// device); `None` during the first task.
     teacher: Option<(Network, Tensor)>,
+    /// A loaded teacher (its variables by name, the earlier classes), put into a frozen copy
+    /// of the network at the next step, where the network is known; a task boundary rebuilds
+    /// the teacher instead.
+    restored: Option<(Vec<(String, Tensor)>, Tensor)>,
+}
+
+/// The state's name of the earlier tasks' classes.
+const OLD_CLASSES: &str = "old_classes";
+/// The prefix of the teacher's variables in the state.
+const TEACHER: &str = "teacher.";
+
+fn state_error(message: String) -> TrainError {
+    TrainError::Method {
+        method: "lwf".into(),
+        message: format!("malformed state: {message}"),
+    }
+}
+
+/// A frozen copy of `network` holding the teacher's `variables`, which must be exactly the
+/// network's names and shapes.
+fn restore_teacher(
+    network: &Network,
+    variables: &[(String, Tensor)],
+) -> Result<Network, TrainError> {
+    let teacher = network.frozen_copy()?;
+    let targets = retain_models::checkpoint::named_variables(&teacher.vars);
+    let shapes = |v: &[(String, Tensor)]| -> Vec<(String, Vec<i64>)> {
+        v.iter().map(|(n, t)| (n.clone(), t.size())).collect()
+    };
+    let mismatch =
+        retain_models::checkpoint::Mismatch::between(&shapes(&targets), &shapes(variables));
+    if !mismatch.is_empty() {
+        return Err(state_error(format!(
+            "the teacher does not match the network: {}",
+            mismatch.describe()
+        )));
+    }
+    let _no_grad = tch::no_grad_guard();
+    for ((_, target), (_, value)) in targets.iter().zip(variables) {
+        target.shallow_clone().f_copy_(value)?;
+    }
+    Ok(teacher)
 }
 
 /// Registry factory.
@@ -172,6 +220,7 @@ impl Lwf {
             alpha: params.alpha,
             temperature: params.temperature,
             teacher: None,
+            restored: None,
         })
     }
 
@@ -201,6 +250,7 @@ impl Method for Lwf {
     }
 
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        self.restored = None;
         let index = ctx.task.index;
         self.teacher = if index == 0 {
             None
@@ -218,6 +268,12 @@ impl Method for Lwf {
     }
 
     fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
+        if self.teacher.is_none()
+            && let Some((variables, classes)) = self.restored.take()
+        {
+            let teacher = restore_teacher(ctx.network, &variables)?;
+            self.teacher = Some((teacher, classes.to_device(ctx.device)));
+        }
         let logits = ctx.model().forward_t(&batch.inputs, true);
         let ce = ctx.training_loss(&logits, &batch.labels);
         let Some((teacher, old_classes)) = &self.teacher else {
@@ -232,6 +288,69 @@ impl Method for Lwf {
         };
         let new = logits.index_select(1, old_classes);
         Ok(ce + distillation_loss(&new, &old, self.temperature) * self.alpha)
+    }
+
+    /// The teacher (see [`Lwf`]); none during the first task.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let (variables, classes) = match (&self.teacher, &self.restored) {
+            (Some((teacher, classes)), _) => (
+                retain_models::checkpoint::named_variables(&teacher.vars),
+                classes,
+            ),
+            (None, Some((variables, classes))) => (
+                variables
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                    .collect(),
+                classes,
+            ),
+            (None, None) => return Vec::new(),
+        };
+        std::iter::once((OLD_CLASSES.to_owned(), classes.shallow_clone()))
+            .chain(
+                variables
+                    .into_iter()
+                    .map(|(name, t)| (format!("{TEACHER}{name}"), t)),
+            )
+            .collect()
+    }
+
+    /// Checks that the state holds `old_classes` (int64, one dimension) and the teacher's
+    /// variables and nothing else; the variables are checked against the network (names and
+    /// shapes) at the next step. An empty state is a method during its first task.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.teacher = None;
+        self.restored = None;
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut classes = None;
+        let mut variables = Vec::new();
+        for (name, tensor) in state {
+            if name == OLD_CLASSES {
+                if tensor.kind() != Kind::Int64 || tensor.dim() != 1 {
+                    return Err(state_error(format!(
+                        "`{OLD_CLASSES}` must be Int64 with 1 dimension, found {:?} of shape {:?}",
+                        tensor.kind(),
+                        tensor.size()
+                    )));
+                }
+                classes = Some(tensor);
+            } else if let Some(variable) = name.strip_prefix(TEACHER) {
+                variables.push((variable.to_owned(), tensor));
+            } else {
+                return Err(state_error(format!("unexpected tensor `{name}`")));
+            }
+        }
+        let classes = classes.ok_or_else(|| state_error(format!("no tensor `{OLD_CLASSES}`")))?;
+        if variables.is_empty() {
+            return Err(state_error(format!(
+                "no teacher variables (`{TEACHER}<name>`)"
+            )));
+        }
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        self.restored = Some((variables, classes));
+        Ok(())
     }
 }
 

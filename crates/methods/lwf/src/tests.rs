@@ -167,7 +167,10 @@ fn loss_adds_alpha_times_distillation_on_old_classes_to_cross_entropy() {
     let ce = ctx.cross_entropy(&batch).double_value(&[]);
     let loss = method.loss(&ctx, &batch).unwrap().double_value(&[]);
     assert_close(loss, ce + 0.7 * expected_kd, "LwF loss");
-    assert!(method.state().is_empty());
+    // The teacher is the method's state: the earlier classes and every variable.
+    let state = method.state();
+    assert_eq!(state.len(), 1 + net.vars.variables().len());
+    assert_eq!(state[0].0, "old_classes");
 }
 
 #[test]
@@ -188,4 +191,103 @@ fn invalid_hyper_parameters_are_rejected_with_the_reason() {
         "invalid hyper-parameters for method `lwf`: `alpha` must be finite and ≥ 0, got -0.5"
     );
     assert!(error("beta = 1.0").contains("unknown key `beta`"));
+}
+
+fn copied(state: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    state.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+}
+
+#[test]
+fn state_round_trips_into_a_fresh_method() {
+    let fx = retain_train::testkit::MethodFixture::new();
+    let mut original = lwf("");
+    original.before_task(&fx.task(0)).unwrap();
+    assert!(original.state().is_empty(), "no teacher in the first task");
+    original.before_task(&fx.task(1)).unwrap();
+    // The network moves on from its copy, as training would move it.
+    {
+        let _no_grad = tch::no_grad_guard();
+        let mut bias = fx.network.vars.variables()["head.bias"].shallow_clone();
+        let _ = bias.g_add_(&(Tensor::arange(10, tch::kind::FLOAT_CPU) * 0.3));
+    }
+    let state = original.state();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "old_classes",
+            "teacher.head.bias",
+            "teacher.head.weight",
+            "teacher.hidden.0.bias",
+            "teacher.hidden.0.weight"
+        ]
+    );
+    assert_eq!(Vec::<i64>::try_from(&state[0].1).unwrap(), vec![0, 1]);
+    let bytes: u64 = state
+        .iter()
+        .map(|(_, t)| retain_train::tensor_bytes(t))
+        .sum();
+    assert_eq!(bytes, 2 * 8 + (10 + 10 * 6 + 6 + 6 * 4) * 4);
+
+    let mut restored = lwf("");
+    restored.load_state(copied(&state)).unwrap();
+    let (indices, batch) = fx.batch(1, 10);
+    let expected = original.loss(&fx.step(1, &indices), &batch).unwrap();
+    let plain = fx
+        .network
+        .model
+        .forward_t(&batch.inputs, true)
+        .cross_entropy_for_logits(&batch.labels);
+    assert!(expected.double_value(&[]) > plain.double_value(&[]));
+    let got = restored.loss(&fx.step(1, &indices), &batch).unwrap();
+    assert_eq!(got.double_value(&[]), expected.double_value(&[]));
+    let again = restored.state();
+    for ((n, a), (_, b)) in state.iter().zip(&again) {
+        assert!(a.equal(b), "`{n}` differs");
+    }
+}
+
+#[test]
+fn malformed_state_is_refused_naming_the_tensor() {
+    let error = |state: Vec<(String, Tensor)>| lwf("").load_state(state).unwrap_err().to_string();
+    assert_eq!(
+        error(vec![(
+            "teacher.head.bias".into(),
+            Tensor::zeros([10], tch::kind::FLOAT_CPU)
+        )]),
+        "method `lwf` failed: malformed state: no tensor `old_classes`"
+    );
+    assert_eq!(
+        error(vec![("old_classes".into(), Tensor::from(1.0f32))]),
+        "method `lwf` failed: malformed state: `old_classes` must be Int64 with 1 dimension, \
+         found Float of shape []"
+    );
+    assert_eq!(
+        error(vec![("fisher.head.bias".into(), Tensor::from(1.0f32))]),
+        "method `lwf` failed: malformed state: unexpected tensor `fisher.head.bias`"
+    );
+    // A teacher of another architecture is refused at the next step, where the network is
+    // known, listing every difference.
+    let fx = retain_train::testkit::MethodFixture::new();
+    let mut method = lwf("");
+    method
+        .load_state(vec![
+            ("old_classes".into(), Tensor::from_slice(&[0i64, 1])),
+            (
+                "teacher.head.bias".into(),
+                Tensor::zeros([3], tch::kind::FLOAT_CPU),
+            ),
+        ])
+        .unwrap();
+    let (indices, batch) = fx.batch(1, 10);
+    let error = method
+        .loss(&fx.step(1, &indices), &batch)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "method `lwf` failed: malformed state: the teacher does not match the network: missing \
+         [head.weight, hidden.0.bias, hidden.0.weight]; shape of head.bias: expected [10], file \
+         has [3]"
+    );
 }

@@ -65,7 +65,9 @@
 //!   `storage_policy = ClassBalancedBuffer(mem_size)` is the counterpart of
 //!   `"class_balanced"`; `task_balanced_dataloader = True` has none here.
 
-use retain_memory::{ClassBalanced, MemoryError, Reservoir};
+use retain_memory::{
+    ClassBalanced, ClassBalancedState, MemoryError, Reservoir, ReservoirState, StateReader,
+};
 use retain_stream::seed::derive;
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
@@ -143,10 +145,28 @@ enum Memory {
     ClassBalanced(ClassBalanced),
 }
 
+/// A memory's checked state from [`Method::load_state`], rebuilt on the device at the next
+/// `before_task` (which knows the device and the seed).
+enum Restored {
+    Reservoir(ReservoirState),
+    ClassBalanced(ClassBalancedState),
+}
+
+/// The prefix of the memory's tensors in the method's state.
+const STATE_PREFIX: &str = "memory.";
+
 /// Experience replay. The memory is created on the first task, on the training device.
+///
+/// Its state ([`Method::state`]) is the memory's: for the reservoir `memory.indices` (the
+/// stored dataset indices), `memory.offered` (samples offered so far) and `memory.draws`
+/// (replay draws so far); for the class-balanced memory `memory.classes`,
+/// `memory.class_counts`, `memory.indices`, `memory.rng` (its generator) and
+/// `memory.draws`. A fresh `Replay` with the same hyper-parameters and seed given that state
+/// replays, stores and replaces exactly what the original would have.
 pub struct Replay {
     params: Params,
     memory: Option<Memory>,
+    restored: Option<Restored>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -189,6 +209,7 @@ impl Replay {
         Ok(Self {
             params,
             memory: None,
+            restored: None,
         })
     }
 
@@ -201,15 +222,24 @@ impl Replay {
         }
     }
 
-    fn create_memory(&self, seed: u64, device: Device) -> Result<Memory, MemoryError> {
+    /// The memory, empty or as a loaded state says.
+    fn create_memory(&mut self, seed: u64, device: Device) -> Result<Memory, MemoryError> {
         let seed = derive(seed, "replay/memory");
-        Ok(match self.params.buffer {
-            BufferKind::Reservoir => {
-                Memory::Reservoir(Reservoir::new(self.params.buffer_size, None, seed, device)?)
+        let size = self.params.buffer_size;
+        Ok(match (self.params.buffer, self.restored.take()) {
+            (BufferKind::Reservoir, None) => {
+                Memory::Reservoir(Reservoir::new(size, None, seed, device)?)
             }
-            BufferKind::ClassBalanced => {
-                Memory::ClassBalanced(ClassBalanced::new(self.params.buffer_size, seed, device)?)
+            (BufferKind::Reservoir, Some(Restored::Reservoir(state))) => {
+                Memory::Reservoir(Reservoir::restore(size, None, seed, device, &state)?)
             }
+            (BufferKind::ClassBalanced, None) => {
+                Memory::ClassBalanced(ClassBalanced::new(size, seed, device)?)
+            }
+            (BufferKind::ClassBalanced, Some(Restored::ClassBalanced(state))) => {
+                Memory::ClassBalanced(ClassBalanced::restore(size, seed, device, &state)?)
+            }
+            (_, Some(_)) => unreachable!("load_state reads the state of the configured buffer"),
         })
     }
 }
@@ -292,6 +322,41 @@ impl Method for Replay {
             b.add_task(&ctx.task.train_indices, &ctx.stream.train_index_labels())
                 .map_err(memory_error)?;
         }
+        Ok(())
+    }
+
+    /// The memory's tensors (see [`Replay`]); none before the first task.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        match (&self.memory, &self.restored) {
+            (Some(Memory::Reservoir(r)), _) => r.snapshot().tensors(STATE_PREFIX),
+            (Some(Memory::ClassBalanced(b)), _) => b.snapshot().tensors(STATE_PREFIX),
+            (None, Some(Restored::Reservoir(state))) => state.tensors(STATE_PREFIX),
+            (None, Some(Restored::ClassBalanced(state))) => state.tensors(STATE_PREFIX),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Checks the state against the configured buffer and its size; the memory is rebuilt
+    /// from it at the next `before_task`. An empty state is a method before its first task.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        self.memory = None;
+        self.restored = None;
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut reader = StateReader::new(state).map_err(memory_error)?;
+        let size = self.params.buffer_size;
+        let restored = match self.params.buffer {
+            BufferKind::Reservoir => Restored::Reservoir(
+                ReservoirState::read(&mut reader, STATE_PREFIX, size, false)
+                    .map_err(memory_error)?,
+            ),
+            BufferKind::ClassBalanced => Restored::ClassBalanced(
+                ClassBalancedState::read(&mut reader, STATE_PREFIX, size).map_err(memory_error)?,
+            ),
+        };
+        reader.finish().map_err(memory_error)?;
+        self.restored = Some(restored);
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 # One-time setup on a fresh machine; idempotent and quick when already done.
 #   - a project-local virtualenv (.venv) with PyTorch 2.11.0 (libtorch for tch 0.24),
 #     unless LIBTORCH already points at a libtorch 2.11;
-#   - `just` (from PyPI's rust-just) and pyarrow (tests read Parquet back with it) in .venv;
+#   - `just` (from PyPI's rust-just), pyarrow (tests read Parquet back with it) and tensorboard
+#     (to watch runs; tests read the event files back with it) in .venv;
 #   - the CUDA runtime header package the CUDA-graph shim needs (nvidia-cuda-crt).
 # Datasets are fetched by the just recipes that need them (`just fetch mnist`).
 set -euo pipefail
@@ -26,6 +27,7 @@ elif ! .venv/bin/python -c 'import sys, torch; sys.exit(torch.__version__.split(
 fi
 [ -x .venv/bin/just ] || pip_install rust-just
 .venv/bin/python -c 'import pyarrow' 2>/dev/null || pip_install pyarrow
+.venv/bin/python -c 'import tensorboard' 2>/dev/null || pip_install tensorboard
 # The CUDA-graph shim (crates/retain-graph) compiles against the CUDA runtime headers the wheel
 # ships; the one it lacks, crt/host_config.h, comes from nvidia-cuda-crt (the release matching
 # the wheel's CUDA 13.0 runtime). Without it the shim is left out and steps run eagerly.

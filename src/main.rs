@@ -2,7 +2,7 @@
 //!
 //! Modules form a tree: `main` dispatches to one module per command under `commands/` (and
 //! the method listing in `methods`); commands use the shared modules below them (`run`: one
-//! run from plan to manifest; `collected`, `tables`, `progress`, `device_memory`,
+//! run from plan to manifest; `collected`, `tables`, `progress`, `live_log`, `device_memory`,
 //! `provenance`, `registry`, `cli`, `usage`), and no shared module imports a command.
 
 // Printing that survives a closed pipe (`retain run … | head -1`): std's `println!` family
@@ -31,6 +31,7 @@ mod cli;
 mod collected;
 mod commands;
 mod device_memory;
+mod live_log;
 mod methods;
 mod progress;
 mod provenance;

@@ -7,6 +7,7 @@ use super::plan::{Plan, build_method, build_network};
 use super::record::{self, RunCosts};
 use super::{stage, summary};
 use crate::device_memory::DeviceMemoryProbe;
+use crate::live_log::LiveLog;
 use crate::progress::{Progress, ProgressLines};
 use crate::provenance::{device_name, peak_host_memory_bytes, unix_seconds};
 
@@ -52,6 +53,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             plan.run_dir.display()
         )
     })?;
+    let log = retain_events::RunLog::create(&plan.run_dir)?;
     let mut say = |line: String| {
         if display != Display::Quiet {
             eprintln!("{line}");
@@ -100,7 +102,14 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let outcome = match display {
         Display::Lines => {
             let mut lines = ProgressLines::new(stream.tasks.len());
-            retain_train::run(experiment, &stream, &network, method.as_mut(), &mut lines)
+            let mut observer = LiveLog::new(log, &mut lines);
+            retain_train::run(
+                experiment,
+                &stream,
+                &network,
+                method.as_mut(),
+                &mut observer,
+            )
         }
         _ => {
             let mut progress = Progress::new(stream.tasks.len(), display == Display::Quiet);
@@ -109,7 +118,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
                 &stream,
                 &network,
                 method.as_mut(),
-                &mut progress,
+                &mut LiveLog::new(log, &mut progress),
             );
             progress.finish();
             outcome
@@ -177,7 +186,7 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         Ok(matrices) => matrices,
         Err(error) => {
             // What was written is part of a run that failed: a failed manifest stands alone.
-            let cleared = record::clear_results(&plan.run_dir);
+            let cleared = record::clear_partial_results(&plan.run_dir);
             let manifest = record::manifest(
                 plan,
                 started_at,

@@ -32,8 +32,8 @@ const RESULT_FILES: [&str; 5] = [
     "method-state.safetensors",
 ];
 
-/// Whether `name` is a file a run writes into its folder (or a temporary one of those a crash
-/// left behind).
+/// Whether `name` is a result file a run writes into its folder (or a temporary one of those
+/// a crash left behind).
 fn is_result_file(name: &str) -> bool {
     name == "manifest.json"
         || RESULT_FILES.contains(&name)
@@ -41,12 +41,24 @@ fn is_result_file(name: &str) -> bool {
         || retain_fs::is_temporary(name)
 }
 
-/// Removes every result file an earlier run left in `dir` (`manifest.json` first, so that
-/// no manifest ever describes files it did not write), so that nothing stale lies beside
-/// what this run writes; anything else in the folder (a grid cell's `cell.log`) stays, and
-/// so does a folder under a result file's name (the write that meets it fails, naming it).
-/// A `dir` that does not exist holds nothing.
+/// Removes every result file and live log (`events.jsonl`, TensorBoard event files) an
+/// earlier run left in `dir` (`manifest.json` first, so that no manifest ever describes files
+/// it did not write), so that nothing stale lies beside what this run writes; anything else
+/// in the folder (a grid cell's `cell.log`) stays, and so does a folder under a result file's
+/// name (the write that meets it fails, naming it). A `dir` that does not exist holds nothing.
 pub fn clear_results(dir: &Path) -> Result<()> {
+    clear(dir, |name| {
+        is_result_file(name) || retain_events::is_log_file(name)
+    })
+}
+
+/// Removes the result files of this run after writing them failed, so that its failed
+/// manifest stands alone; its live logs stay, to show how the run went.
+pub fn clear_partial_results(dir: &Path) -> Result<()> {
+    clear(dir, is_result_file)
+}
+
+fn clear(dir: &Path, clears: impl Fn(&str) -> bool) -> Result<()> {
     let remove = |path: &Path| match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("cannot remove {}", path.display()))
@@ -64,7 +76,7 @@ pub fn clear_results(dir: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if !is_dir && entry.file_name().to_str().is_some_and(is_result_file) {
+        if !is_dir && entry.file_name().to_str().is_some_and(&clears) {
             remove(&entry.path())?;
         }
     }

@@ -534,8 +534,19 @@ fn a_failed_rerun_into_a_finished_runs_folder_leaves_none_of_its_results() {
         manifest["error"].as_str().unwrap().contains("diverged"),
         "{manifest}"
     );
-    // Only the failed manifest, and the file that is not a result.
-    assert_eq!(file_names(&run), ["manifest.json", "notes.txt"]);
+    // Only the failed manifest, this run's live logs, and the file that is not a result.
+    let names = file_names(&run);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names[0], "events.jsonl");
+    assert!(names[1].starts_with("events.out.tfevents."), "{names:?}");
+    assert_eq!(names[2..], ["manifest.json", "notes.txt"]);
+    // The log is this run's alone: the untrained evaluation, then the loss that diverged.
+    let log = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let kinds: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(kinds, ["\"evaluation\"", "\"loss\""], "{log}");
 }
 
 #[test]
@@ -556,8 +567,13 @@ fn a_result_file_that_cannot_be_written_fails_the_run_in_its_manifest() {
     let error = manifest["error"].as_str().unwrap();
     assert!(error.starts_with("writing the results failed"), "{error}");
     assert!(error.contains("metrics.parquet"), "{error}");
-    // The files written before the failure are gone: the failed manifest stands alone.
-    assert_eq!(file_names(&run), ["manifest.json", "metrics.parquet"]);
+    // The files written before the failure are gone: the failed manifest stands alone, with
+    // the live logs of the training that went well.
+    let names = file_names(&run);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names[0], "events.jsonl");
+    assert!(names[1].starts_with("events.out.tfevents."), "{names:?}");
+    assert_eq!(names[2..], ["manifest.json", "metrics.parquet"]);
 }
 
 #[test]

@@ -47,3 +47,39 @@ pub fn read_parquet(path: &Path) -> DataFrame {
 pub fn toml_str(path: &Path) -> String {
     format!("{:?}", path.to_str().unwrap())
 }
+
+/// Whether a test's optional dependency is here. When it is missing the test skips (this
+/// returns `false` after saying why), unless the environment variable `var` is set (CI sets
+/// `RETAIN_REQUIRE_<X>=1`): then a missing dependency fails the test, naming `var`.
+pub fn dependency_present(var: &str, present: bool, missing: &str) -> bool {
+    gate(std::env::var_os(var).is_some(), var, present, missing)
+}
+
+/// [`dependency_present`] with the variable's state given.
+fn gate(required: bool, var: &str, present: bool, missing: &str) -> bool {
+    if present {
+        return true;
+    }
+    assert!(!required, "{var} is set, but {missing}");
+    eprintln!("skipped: {missing} (set {var}=1 to make this a failure)");
+    false
+}
+
+/// Whether the project's Python (`.venv/bin/python`, from ./setup.sh) imports `module`.
+pub fn venv_has(module: &str) -> bool {
+    Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn a_required_dependency_that_is_missing_fails_naming_its_variable() {
+    assert!(gate(true, "RETAIN_REQUIRE_X", true, "x is missing"));
+    assert!(gate(false, "RETAIN_REQUIRE_X", true, "x is missing"));
+    assert!(!gate(false, "RETAIN_REQUIRE_X", false, "x is missing"));
+    let panic = std::panic::catch_unwind(|| gate(true, "RETAIN_REQUIRE_X", false, "x is missing"))
+        .expect_err("a required, missing dependency fails");
+    let message = panic.downcast_ref::<String>().expect("a formatted message");
+    assert_eq!(message, "RETAIN_REQUIRE_X is set, but x is missing");
+}

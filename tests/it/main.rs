@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod costs;
 mod data;
+mod events;
 mod fidelity;
 mod graphs;
 mod grid;

@@ -10,11 +10,41 @@ use crate::evaluate::Evaluation;
 use crate::graph_step;
 
 /// Receives progress from [`run`](crate::run). Every method is called on the training thread
-/// and must be cheap: `step` is called once per batch.
+/// and must be cheap: `step` is called once per batch. The order:
+///
+/// 1. `evaluated(0, 0, counts)`: the untrained model;
+/// 2. for each task: `task_started`; for each epoch, `step` after each batch and
+///    `epoch_finished` once the epoch's mean loss is read (also for an epoch that diverged,
+///    just before the run stops); `evaluated(task + 1, ..)`; `task_finished`.
+///
+/// Nothing here reads a tensor: the losses and counts handed over are the ones the trainer
+/// has already brought to the host.
 pub trait Observer {
     fn task_started(&mut self, _task: usize, _steps: usize) {}
     fn step(&mut self) {}
+    fn epoch_finished(&mut self, _epoch: &EpochReport) {}
+    /// An evaluation after `trained_tasks` tasks (0 = untrained), `run_steps` optimiser steps
+    /// into the run; its counts are row `trained_tasks` of each read-out's matrix.
+    fn evaluated(
+        &mut self,
+        _trained_tasks: usize,
+        _run_steps: usize,
+        _counts: &BTreeMap<Readout, CountMatrix>,
+    ) {
+    }
     fn task_finished(&mut self, _task: usize, _report: &TaskReport) {}
+}
+
+/// One finished epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    /// The task (0-based) and the epoch within it (0-based).
+    pub task: usize,
+    pub epoch: usize,
+    /// Optimiser steps of the run so far, this epoch's included.
+    pub run_steps: usize,
+    /// The epoch's mean training loss.
+    pub mean_loss: f64,
 }
 
 /// An observer that ignores everything.

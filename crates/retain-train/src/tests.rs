@@ -379,6 +379,120 @@ name = "recorder"
     );
 }
 
+/// Records every observer call as a line of text, and the losses and counts it was given.
+#[derive(Default)]
+struct ObserverLog {
+    calls: Vec<String>,
+    losses: Vec<f64>,
+    /// Per evaluation: the row it reported, of every read-out.
+    rows: Vec<BTreeMap<Readout, Vec<(u64, u64)>>>,
+}
+
+impl Observer for ObserverLog {
+    fn task_started(&mut self, task: usize, steps: usize) {
+        self.calls.push(format!("task_started {task} {steps}"));
+    }
+    fn step(&mut self) {
+        self.calls.push("step".into());
+    }
+    fn epoch_finished(&mut self, e: &EpochReport) {
+        self.calls.push(format!(
+            "epoch_finished {} {} {}",
+            e.task, e.epoch, e.run_steps
+        ));
+        self.losses.push(e.mean_loss);
+    }
+    fn evaluated(
+        &mut self,
+        trained: usize,
+        run_steps: usize,
+        counts: &BTreeMap<Readout, CountMatrix>,
+    ) {
+        self.calls.push(format!("evaluated {trained} {run_steps}"));
+        self.rows.push(
+            counts
+                .iter()
+                .map(|(&r, m)| (r, (0..m.tasks).map(|t| m.cell(trained, t)).collect()))
+                .collect(),
+        );
+    }
+    fn task_finished(&mut self, task: usize, _report: &TaskReport) {
+        self.calls.push(format!("task_finished {task}"));
+    }
+}
+
+/// The observer hears of every epoch's mean loss and every evaluation, in the documented
+/// order, with the losses and counts the outcome holds; a diverging epoch is reported before
+/// the run stops.
+#[test]
+fn the_observer_sees_every_epoch_and_evaluation_in_order() {
+    let source = |lr: &str| {
+        format!(
+            "name = \"observed\"\ndevice = \"cpu\"\n[stream]\nkind = \"split\"\n\
+             dataset = \"mnist\"\ntasks = 2\nclasses_per_task = 2\n[model]\nkind = \"mlp\"\n\
+             hidden = []\n[training]\nbatch_size = 5\nepochs = 2\n\
+             optimizer = {{ kind = \"sgd\", lr = {lr} }}\n[method]\nname = \"recorder\"\n"
+        )
+    };
+    let stream = stream(2, 6, 3);
+    let experiment = Experiment::from_source(&source("0.1"), "observed.toml", &[]).unwrap();
+    let net = Network::new(&experiment, &stream);
+    let mut observer = ObserverLog::default();
+    let outcome = run(
+        &experiment,
+        &stream,
+        &net,
+        &mut Recorder::default(),
+        &mut observer,
+    )
+    .unwrap();
+    let mut expected = vec!["evaluated 0 0".to_owned()];
+    for task in 0..2 {
+        expected.push(format!("task_started {task} 4"));
+        for epoch in 0..2 {
+            expected.extend(["step".to_owned(), "step".to_owned()]);
+            let run_steps = 4 * task + 2 * (epoch + 1);
+            expected.push(format!("epoch_finished {task} {epoch} {run_steps}"));
+        }
+        expected.push(format!("evaluated {} {}", task + 1, 4 * (task + 1)));
+        expected.push(format!("task_finished {task}"));
+    }
+    assert_eq!(observer.calls, expected);
+    let losses: Vec<f64> = outcome
+        .tasks
+        .iter()
+        .flat_map(|t| t.epoch_losses.clone())
+        .collect();
+    assert_eq!(observer.losses, losses);
+    for (row, seen) in observer.rows.iter().enumerate() {
+        for (readout, matrix) in &outcome.counts {
+            let cells: Vec<(u64, u64)> = (0..2).map(|t| matrix.cell(row, t)).collect();
+            assert!(cells.iter().all(|&(_, samples)| samples > 0));
+            assert_eq!(seen[readout], cells, "row {row}, {readout:?}");
+        }
+    }
+
+    let experiment = Experiment::from_source(&source("1e30"), "observed.toml", &[]).unwrap();
+    let net = Network::new(&experiment, &stream);
+    let mut observer = ObserverLog::default();
+    let error = run(
+        &experiment,
+        &stream,
+        &net,
+        &mut Recorder::default(),
+        &mut observer,
+    )
+    .expect_err("an lr of 1e30 diverges");
+    assert!(error.to_string().contains("diverged"), "{error}");
+    assert_eq!(
+        observer.calls.last().map(String::as_str),
+        Some("epoch_finished 0 0 2"),
+        "{:?}",
+        observer.calls
+    );
+    assert_eq!(observer.losses.len(), 1);
+}
+
 #[test]
 fn a_failing_step_hook_stops_the_run_where_it_failed() {
     let stream = stream(2, 6, 3);

@@ -12,8 +12,8 @@ use tch::{Kind, Tensor};
 use crate::evaluate::check_readouts;
 use crate::report::record_evaluation;
 use crate::{
-    CountMatrix, Method, Network, Observer, RunOutcome, StepContext, TaskContext, TaskReport,
-    TrainError, TrainOptimizer, divergence, evaluate_with, graph_step, schedule,
+    CountMatrix, EpochReport, Method, Network, Observer, RunOutcome, StepContext, TaskContext,
+    TaskReport, TrainError, TrainOptimizer, divergence, evaluate_with, graph_step, schedule,
 };
 
 /// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
@@ -52,6 +52,7 @@ pub fn run(
         )?,
     );
     let initial_eval_seconds = clock.elapsed().as_secs_f64();
+    observer.evaluated(0, 0, &counts);
 
     let mut reports = Vec::with_capacity(tasks);
     let mut watch = divergence::Watch::new(training.divergence_factor);
@@ -59,6 +60,8 @@ pub fn run(
         eager_reason: graph_step::eager_reason(training, stream.device, &*method),
         ..Default::default()
     };
+    // Optimiser steps of the finished tasks.
+    let mut run_steps = 0;
     for task in &stream.tasks {
         let task_ctx = TaskContext {
             network,
@@ -206,6 +209,12 @@ pub fn run(
             // The one host read of the epoch.
             let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
             let (mean_loss, verdict) = watch.epoch_mean(loss_sum, steps_per_epoch);
+            observer.epoch_finished(&EpochReport {
+                task: task.index,
+                epoch,
+                run_steps: run_steps + step,
+                mean_loss,
+            });
             if let Err(reason) = verdict {
                 return Err(TrainError::Diverged {
                     task: task.index,
@@ -232,6 +241,8 @@ pub fn run(
                 method,
             )?,
         );
+        run_steps += step;
+        observer.evaluated(task.index + 1, run_steps, &counts);
         let report = TaskReport {
             task: task.index,
             steps: step,

@@ -213,6 +213,6 @@ fn replay_saves_its_memory_and_counts_its_bytes() {
     );
     let metrics = read_parquet(&run.join("metrics.parquet"));
     let column = metrics.column("method_state_bytes").unwrap().u64().unwrap();
-    assert!(column.len() > 0);
+    assert!(!column.is_empty());
     assert!(column.into_iter().all(|s| s == Some(bytes)));
 }

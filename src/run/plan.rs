@@ -85,8 +85,9 @@ pub fn resolve_device(spec: DeviceSpec) -> Result<Device> {
     }
 }
 
-/// Checks that the method exists, accepts its hyper-parameters and provides every requested
-/// read-out, and that this build can train as `[training]` asks, before any data loads.
+/// Checks that the method exists, accepts its hyper-parameters, provides every requested
+/// read-out and can train the experiment's model ([`check_network`]), and that this build can
+/// train as `[training]` asks, before any data loads.
 pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
     let Some(factory) = registry::factory(&experiment.method.name) else {
         return Err(UsageError::new(format!(
@@ -101,6 +102,39 @@ pub fn check_method(experiment: &Experiment, origin: &str) -> Result<()> {
     retain_train::check_readouts(&experiment.stream.readouts, Some(method.as_ref()))
         .map_err(|e| UsageError::new(format!("{origin}: stream.readouts: {e}")))?;
     retain_train::check_training(&experiment.training)
+        .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
+    check_network(experiment, method.as_ref(), origin)
+}
+
+/// Builds the experiment's model from the configuration alone, on the CPU: for the stream
+/// dataset's image shape and classes (dataset facts, no data read), with `[model] checkpoint`
+/// loaded (a missing file or one whose names or shapes differ is refused, naming the key),
+/// and the `[pretrain.teacher]` likewise; then lets `method` check itself against it
+/// ([`retain_train::Method::check_network`]). Every error is a usage error naming `origin`.
+pub fn check_network(
+    experiment: &Experiment,
+    method: &dyn retain_train::Method,
+    origin: &str,
+) -> Result<()> {
+    let shape = retain_config::dataset_shape(experiment.stream.dataset);
+    let outputs = retain_config::dataset_classes(experiment.stream.dataset);
+    // tch's layer defaults, not the experiment's initialisation: only the names and shapes
+    // matter here, and drawing them on the host would cost more than the check.
+    let config = experiment.model.clone();
+    let network = Network::from_builder(Device::Cpu, move |path| {
+        retain_models::build(&config, path, shape, outputs)
+    });
+    if let Some(checkpoint) = experiment.model.checkpoint() {
+        network
+            .load(checkpoint)
+            .map_err(|e| UsageError::new(format!("{origin}: model.checkpoint: {e}")))?;
+    }
+    if let Some(distillation) = experiment.pretrain_plan().and_then(|p| p.distillation) {
+        retain_train::stage::load_teacher(&distillation.teacher, shape, outputs, Device::Cpu)
+            .map_err(|e| UsageError::new(format!("{origin}: pretrain.teacher.checkpoint: {e}")))?;
+    }
+    method
+        .check_network(&network)
         .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
     Ok(())
 }

@@ -652,3 +652,22 @@ fn collect_computes_intransigence_against_the_matching_joint_cell() {
     assert!(report.contains("intransigence"), "{report}");
     assert!(naive.trim_end().ends_with("1.00"), "{report}");
 }
+
+/// A cell whose method cannot train the grid's model (prompt tuning on an MLP) is refused,
+/// naming the cell and the key, before any cell runs: the valid cells beside it do not start.
+#[test]
+fn a_cell_whose_method_does_not_fit_the_model_is_refused_before_any_cell_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = grid_file(
+        dir.path(),
+        "misfit",
+        "\"method.name\" = [\"naive\", \"replay\", \"prompt\"]",
+        "",
+    );
+    let out = retain(&["grid", "run", grid.to_str().unwrap(), "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cell `method=prompt`"), "{stderr}");
+    assert!(stderr.contains("model.kind"), "{stderr}");
+    assert!(!dir.path().join("results").exists(), "a cell ran");
+}

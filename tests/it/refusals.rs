@@ -256,3 +256,129 @@ fn a_type_error_names_the_full_key_and_its_line() {
         "{stderr}"
     );
 }
+
+/// A safetensors file holding only `head.weight` of shape [3, 4]: a checkpoint of no
+/// shipped model.
+fn mismatched_checkpoint(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("wrong.safetensors");
+    let weight = tch::Tensor::zeros([3, 4], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("head.weight", weight)], &path).unwrap();
+    path
+}
+
+/// Methods that cannot train the configured model are refused before any data loads, with
+/// the method's reason and the key to change.
+#[test]
+fn a_method_that_does_not_fit_the_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vit_prefix = repo().join("experiments/split-mnist-vit-prefix.toml");
+    let split_mnist = repo().join("experiments/split-mnist.toml");
+    for (experiment, sets, key, reason) in [
+        (
+            &split_mnist,
+            &["method.name=\"prompt\""][..],
+            "model.kind",
+            "prompt tuning needs a transformer",
+        ),
+        (
+            &split_mnist,
+            &["method.name=\"prefix\""][..],
+            "model.kind",
+            "prefix tuning needs a transformer",
+        ),
+        (
+            &vit_prefix,
+            &["method.blocks=[0, 7]"][..],
+            "method.blocks",
+            "names block 7, but the model has 4 (0 to 3)",
+        ),
+        (
+            &split_mnist,
+            &["method.name=\"lora\"", "method.target=[\"conv*\"]"][..],
+            "method.target",
+            "pattern `conv*` matches no adaptable layer (the model has: head, hidden.0, hidden.1)",
+        ),
+        (
+            &split_mnist,
+            &["method.name=\"peft\"", "method.trainable=[\"layer4.*\"]"][..],
+            "method.trainable",
+            "pattern `layer4.*` matches no trainable variable",
+        ),
+        (
+            &split_mnist,
+            &[
+                "method.name=\"unfreeze\"",
+                "method.groups=[\"head.*\", \"hidden.7.*\"]",
+            ][..],
+            "method.groups",
+            "pattern `hidden.7.*` matches no trainable variable",
+        ),
+    ] {
+        let output = dir.path().join("out");
+        let mut args = Vec::new();
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = run_file(experiment, &output, &args);
+        let file = experiment.file_name().unwrap().to_str().unwrap();
+        let stderr = assert_refused(&out, &output, file, key);
+        assert!(stderr.contains(reason), "{sets:?}: {stderr}");
+    }
+}
+
+/// A `[model] checkpoint` that is missing, or whose tensors do not fit the model, is refused
+/// before any data loads, naming the key and every difference.
+#[test]
+fn a_missing_or_mismatched_model_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let missing = dir.path().join("missing.safetensors");
+    let set = format!("model.checkpoint={}", crate::common::toml_str(&missing));
+    let out = run_split_mnist(&output, &["--set", &set]);
+    let stderr = assert_refused(&out, &output, "split-mnist.toml", "model.checkpoint");
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+
+    let wrong = mismatched_checkpoint(dir.path());
+    let set = format!("model.checkpoint={}", crate::common::toml_str(&wrong));
+    let out = run_split_mnist(&output, &["--set", &set]);
+    let stderr = assert_refused(&out, &output, "split-mnist.toml", "model.checkpoint");
+    assert!(
+        stderr.contains(
+            "missing [head.bias, hidden.0.bias, hidden.0.weight, hidden.1.bias, hidden.1.weight]"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shape of head.weight: expected [10, 100], file has [3, 4]"),
+        "{stderr}"
+    );
+}
+
+/// The same for the `[pretrain.teacher]` checkpoint of a distillation stage.
+#[test]
+fn a_missing_or_mismatched_teacher_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let experiment = repo().join("experiments/pretrain-distill-mnist.toml");
+    let missing = dir.path().join("missing.safetensors");
+    let set = format!(
+        "pretrain.teacher.checkpoint={}",
+        crate::common::toml_str(&missing)
+    );
+    let out = run_file(&experiment, &output, &["--set", &set]);
+    let key = "pretrain.teacher.checkpoint";
+    let stderr = assert_refused(&out, &output, "pretrain-distill-mnist.toml", key);
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+
+    let wrong = mismatched_checkpoint(dir.path());
+    let set = format!(
+        "pretrain.teacher.checkpoint={}",
+        crate::common::toml_str(&wrong)
+    );
+    let out = run_file(&experiment, &output, &["--set", &set]);
+    let stderr = assert_refused(&out, &output, "pretrain-distill-mnist.toml", key);
+    assert!(
+        stderr.contains("shape of head.weight: expected [10, 400], file has [3, 4]"),
+        "{stderr}"
+    );
+}

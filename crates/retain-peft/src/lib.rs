@@ -77,7 +77,7 @@ pub fn select_layers(
             return Err(error(
                 method,
                 format!(
-                    "`target` pattern `{pattern}` selects the head `{head}`, which trains fully per task"
+                    "`method.target` pattern `{pattern}` selects the head `{head}`, which trains fully per task"
                 ),
             ));
         }
@@ -86,7 +86,7 @@ pub fn select_layers(
             return Err(error(
                 method,
                 format!(
-                    "`target` pattern `{pattern}` matches no adaptable layer (the model has: {})",
+                    "`method.target` pattern `{pattern}` matches no adaptable layer (the model has: {})",
                     if names.is_empty() {
                         "none".to_owned()
                     } else {

@@ -195,7 +195,7 @@ fn layers_are_selected_by_pattern_and_the_head_is_refused() {
     assert_eq!(target(&["hidden.*"]).unwrap(), ["hidden.0 [6, 4]"]);
     assert_eq!(
         target(&["conv*"]).unwrap_err(),
-        "method `test` failed: `target` pattern `conv*` matches no adaptable layer (the model has: head, hidden.0)"
+        "method `test` failed: `method.target` pattern `conv*` matches no adaptable layer (the model has: head, hidden.0)"
     );
     assert!(
         target(&["*"])

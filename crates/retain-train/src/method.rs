@@ -35,7 +35,10 @@
 //!    before step 1 of the first task, calls it too.)
 //!
 //! Before any of this (and before that first evaluation) the trainer checks
-//! [`Method::supports_readout`] for every requested read-out.
+//! [`Method::supports_readout`] for every requested read-out. Earlier still, before any data
+//! loads, `retain run` and a grid's checks give a freshly built method a network built from
+//! the configuration alone ([`Method::check_network`]): what the method cannot train is refused
+//! there as a configuration error.
 //!
 //! Every hook that can fail returns a `Result`; the trainer stops the run at the first error,
 //! where it happened (a step's `loss` or `after_backward` included), and reports it.
@@ -317,6 +320,17 @@ pub trait Method {
     /// rest of the task. Default: true.
     fn capture_ready(&self) -> bool {
         true
+    }
+
+    /// Refuses a network this method cannot train, before any data loads: `network` is the
+    /// experiment's model built from the configuration alone (the stream dataset's image shape
+    /// and classes, `[model] checkpoint` loaded), a throwaway copy the method must not keep.
+    /// A method that needs a kind of model (a transformer) or names parts of it (layer
+    /// patterns, block numbers) checks here what its first [`Method::before_task`] would
+    /// refuse, with the same message, naming the key (`method.target`, `model.kind`). Called
+    /// on a method that has run no other hook. Default: accepts every network.
+    fn check_network(&self, _network: &Network) -> Result<(), TrainError> {
+        Ok(())
     }
 
     /// Whether the model's weights depend on the task being evaluated (per-task adapters or

@@ -51,8 +51,9 @@ pub fn load(args: &GridArgs) -> Result<Loaded> {
     })
 }
 
-/// Every cell's method must exist and accept its hyper-parameters: checked before anything
-/// runs, so a typo fails in a second, not after the first hour of a grid.
+/// Every cell's method must exist, accept its hyper-parameters and fit the cell's model (and
+/// its checkpoints): checked before anything runs, so a typo fails in a second, not after the
+/// first hour of a grid.
 pub fn check_methods(loaded: &Loaded) -> Result<()> {
     let spec = &loaded.spec;
     for cell in &spec.cells {

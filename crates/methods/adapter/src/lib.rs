@@ -164,13 +164,19 @@ impl Adapter {
         &self.layers
     }
 
-    /// Freezes the backbone, creates the adapters and attaches them (first task only).
-    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+    /// The layers of `model` that `target` (or the default target) selects; an error when a
+    /// pattern matches none or the head.
+    fn selected_layers(&self, model: &dyn Backbone) -> Result<Vec<(String, [i64; 2])>, TrainError> {
         let target = match &self.target {
             Some(target) => target.clone(),
-            None => default_target(ctx.model()),
+            None => default_target(model),
         };
-        let layers = select_layers(NAME, ctx.model(), &target)?;
+        select_layers(NAME, model, &target)
+    }
+
+    /// Freezes the backbone, creates the adapters and attaches them (first task only).
+    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        let layers = self.selected_layers(ctx.model())?;
         freeze_backbone(ctx.vars(), ctx.model().head_name());
         let root = ctx.vars().root() / NAME;
         for (name, [outputs, _]) in &layers {
@@ -211,6 +217,11 @@ impl Banked for Adapter {
 impl Method for Adapter {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// Every `target` pattern must match an adaptable layer other than the head.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        self.selected_layers(network.model.as_ref()).map(|_| ())
     }
 
     retain_peft::task_bank_hooks!(bank);

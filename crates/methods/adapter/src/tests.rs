@@ -117,7 +117,7 @@ fn bad_hyper_parameters_and_targets_are_refused() {
         .to_string();
     assert_eq!(
         error,
-        "method `adapter` failed: `target` pattern `blocks.*.mlp.fc2` matches no adaptable layer (the model has: head, hidden.0)"
+        "method `adapter` failed: `method.target` pattern `blocks.*.mlp.fc2` matches no adaptable layer (the model has: head, hidden.0)"
     );
     let error = adapter("target = [\"head\"]")
         .unwrap()

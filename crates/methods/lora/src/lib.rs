@@ -231,14 +231,17 @@ impl Lora {
         self.tasks.len()
     }
 
+    /// The layers of `model` that `target` (or the default target) selects; an error when a
+    /// pattern matches none or the head.
+    fn selected_layers(&self, model: &dyn Backbone) -> Result<Vec<(String, [i64; 2])>, TrainError> {
+        let target = self.target.clone().unwrap_or_else(|| default_target(model));
+        select_layers("lora", model, &target)
+    }
+
     /// Freezes the backbone, creates the adapters and attaches them (first task only).
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         let head = ctx.model().head_name();
-        let target = self
-            .target
-            .clone()
-            .unwrap_or_else(|| default_target(ctx.model()));
-        let selected = select_layers("lora", ctx.model(), &target)?;
+        let selected = self.selected_layers(ctx.model())?;
         freeze_backbone(ctx.vars(), head);
         let variables = ctx.vars().variables();
         for (name, [outputs, inputs]) in &selected {
@@ -425,6 +428,11 @@ fn error(message: String) -> TrainError {
 impl Method for Lora {
     fn name(&self) -> &str {
         "lora"
+    }
+
+    /// Every `target` pattern must match an adaptable layer other than the head.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        self.selected_layers(network.model.as_ref()).map(|_| ())
     }
 
     /// The step is the default one through the live task's adapters, fixed for the task.

@@ -289,7 +289,7 @@ fn bad_hyper_parameters_and_targets_are_refused() {
         .to_string();
     assert_eq!(
         error,
-        "method `lora` failed: `target` pattern `conv*` matches no adaptable layer (the model has: head, hidden.0, hidden.1)"
+        "method `lora` failed: `method.target` pattern `conv*` matches no adaptable layer (the model has: head, hidden.0, hidden.1)"
     );
     let error = lora("target = [\"*\"]")
         .unwrap()

@@ -51,7 +51,7 @@ use retain_models::names::{abbreviated, matches, matches_any};
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
-use retain_train::{Method, TaskContext, TrainError, set_trainable, trainable_variables};
+use retain_train::{Method, Network, TaskContext, TrainError, set_trainable, trainable_variables};
 use serde::Deserialize;
 
 /// The registry entry of `peft`.
@@ -141,7 +141,7 @@ impl Peft {
             for pattern in patterns {
                 if !names.iter().any(|n| matches(pattern, n)) {
                     return Err(format!(
-                        "`{key}` pattern `{pattern}` matches no trainable variable (the model has: {})",
+                        "`method.{key}` pattern `{pattern}` matches no trainable variable (the model has: {})",
                         abbreviated(&names, LISTED_NAMES)
                     ));
                 }
@@ -170,6 +170,21 @@ impl Method for Peft {
     /// The step is the default one over the selected variables, fixed for the run.
     fn capturable(&self) -> bool {
         true
+    }
+
+    /// Every `trainable` and `frozen` pattern must match a trainable variable, and something
+    /// must be left to train.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        let names: Vec<String> = trainable_variables(&network.vars)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        self.selection(&names)
+            .map(|_| ())
+            .map_err(|message| TrainError::Method {
+                method: "peft".into(),
+                message,
+            })
     }
 
     /// Freezes every variable outside the selection once, before the first task.

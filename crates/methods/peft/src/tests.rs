@@ -120,11 +120,11 @@ fn patterns_that_match_nothing_are_errors_listing_the_names() {
     let net = &fixture.network;
     assert_eq!(
         bind_error("trainable = [\"head.*\", \"hidden.1.*\"]", net),
-        "method `peft` failed: `trainable` pattern `hidden.1.*` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
+        "method `peft` failed: `method.trainable` pattern `hidden.1.*` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
     );
     assert_eq!(
         bind_error("trainable = [\"head.*\"]\nfrozen = [\"head\"]", net),
-        "method `peft` failed: `frozen` pattern `head` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
+        "method `peft` failed: `method.frozen` pattern `head` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
     );
     assert_eq!(
         bind_error("trainable = [\"head.*\"]\nfrozen = [\"head.*\"]", net),
@@ -136,7 +136,7 @@ fn patterns_that_match_nothing_are_errors_listing_the_names() {
     });
     let error = bind_error("trainable = [\"*.running_mean\"]", &resnet);
     assert!(
-        error.starts_with("method `peft` failed: `trainable` pattern `*.running_mean` matches no trainable variable (the model has: bn1.bias, bn1.weight, conv1.weight, layer1.0.bn1.bias, "),
+        error.starts_with("method `peft` failed: `method.trainable` pattern `*.running_mean` matches no trainable variable (the model has: bn1.bias, bn1.weight, conv1.weight, layer1.0.bn1.bias, "),
         "{error}"
     );
     assert!(error.ends_with(", … (38 more))"), "{error}");

@@ -161,13 +161,14 @@ impl Prefix {
         &self.bound_blocks
     }
 
-    /// Freezes the backbone, creates the prefixes and attaches them (first task only).
-    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let Some((width, depth)) = ctx.model().transformer_shape() else {
+    /// The transformer `model`'s width and the blocks that take a prefix; an error when it is
+    /// not a transformer or `blocks` names a block beyond its depth.
+    fn layout(&self, model: &dyn retain_models::Backbone) -> Result<(i64, Vec<usize>), TrainError> {
+        let Some((width, depth)) = model.transformer_shape() else {
             return Err(error(
                 NAME,
                 "prefix tuning needs a transformer, whose attention takes the prefix: \
-                 set `[model] kind = \"vit\"`"
+                 set `model.kind = \"vit\"`"
                     .into(),
             ));
         };
@@ -179,11 +180,17 @@ impl Prefix {
             return Err(error(
                 NAME,
                 format!(
-                    "`blocks` names block {block}, but the model has {depth} (0 to {})",
+                    "`method.blocks` names block {block}, but the model has {depth} (0 to {})",
                     depth.saturating_sub(1)
                 ),
             ));
         }
+        Ok((width, blocks))
+    }
+
+    /// Freezes the backbone, creates the prefixes and attaches them (first task only).
+    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        let (width, blocks) = self.layout(ctx.model())?;
         freeze_backbone(ctx.vars(), ctx.model().head_name());
         let root = ctx.vars().root() / NAME;
         let fresh = Fresh::Normal { std: INIT_STD };
@@ -213,6 +220,11 @@ impl Banked for Prefix {
 impl Method for Prefix {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// The model must be a transformer with every block `blocks` names.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        self.layout(network.model.as_ref()).map(|_| ())
     }
 
     retain_peft::task_bank_hooks!(bank);

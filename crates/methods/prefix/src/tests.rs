@@ -95,7 +95,7 @@ fn bad_hyper_parameters_blocks_and_models_are_refused() {
         .to_string();
     assert_eq!(
         error,
-        "method `prefix` failed: `blocks` names block 2, but the model has 2 (0 to 1)"
+        "method `prefix` failed: `method.blocks` names block 2, but the model has 2 (0 to 1)"
     );
     let fixture = MethodFixture::new();
     let error = prefix("")
@@ -105,7 +105,7 @@ fn bad_hyper_parameters_blocks_and_models_are_refused() {
         .to_string();
     assert_eq!(
         error,
-        "method `prefix` failed: prefix tuning needs a transformer, whose attention takes the prefix: set `[model] kind = \"vit\"`"
+        "method `prefix` failed: prefix tuning needs a transformer, whose attention takes the prefix: set `model.kind = \"vit\"`"
     );
     // Nothing was frozen or created by the refused binds.
     assert_eq!(fixture.network.parameters().len(), 4);

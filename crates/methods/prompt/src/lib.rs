@@ -117,16 +117,22 @@ impl Prompt {
         })
     }
 
-    /// Freezes the backbone, creates the prompt and attaches it (first task only).
-    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let Some((width, _)) = ctx.model().transformer_shape() else {
+    /// The width of the transformer `model`; an error when it is not one.
+    fn width(model: &dyn retain_models::Backbone) -> Result<i64, TrainError> {
+        let Some((width, _)) = model.transformer_shape() else {
             return Err(error(
                 NAME,
                 "prompt tuning needs a transformer, whose input sequence takes the prompt: \
-                 set `[model] kind = \"vit\"`"
+                 set `model.kind = \"vit\"`"
                     .into(),
             ));
         };
+        Ok(width)
+    }
+
+    /// Freezes the backbone, creates the prompt and attaches it (first task only).
+    fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        let width = Self::width(ctx.model())?;
         freeze_backbone(ctx.vars(), ctx.model().head_name());
         let tokens = self.bank.variable(
             &(ctx.vars().root() / NAME),
@@ -150,6 +156,11 @@ impl Banked for Prompt {
 impl Method for Prompt {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// The model must be a transformer.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        Self::width(network.model.as_ref()).map(|_| ())
     }
 
     retain_peft::task_bank_hooks!(bank);

@@ -74,7 +74,7 @@ fn bad_hyper_parameters_and_models_are_refused() {
         .to_string();
     assert_eq!(
         error,
-        "method `prompt` failed: prompt tuning needs a transformer, whose input sequence takes the prompt: set `[model] kind = \"vit\"`"
+        "method `prompt` failed: prompt tuning needs a transformer, whose input sequence takes the prompt: set `model.kind = \"vit\"`"
     );
     // Nothing was frozen or created.
     assert_eq!(fixture.network.parameters().len(), 4);

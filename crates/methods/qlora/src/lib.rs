@@ -200,6 +200,17 @@ impl Method for QLora {
         "qlora"
     }
 
+    /// LoRA's check, under this method's name.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        self.lora.check_network(network).map_err(|e| match e {
+            TrainError::Method { message, .. } => TrainError::Method {
+                method: "qlora".into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
     /// The step is LoRA's, over dequantised weights computed on the device.
     fn capturable(&self) -> bool {
         true

@@ -87,7 +87,8 @@ use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
 use retain_train::{
-    Batch, Method, StepContext, TaskContext, TrainError, set_trainable, trainable_variables,
+    Batch, Method, Network, StepContext, TaskContext, TrainError, set_trainable,
+    trainable_variables,
 };
 use serde::Deserialize;
 use tch::Tensor;
@@ -317,6 +318,22 @@ impl Method for Unfreeze {
         "unfreeze"
     }
 
+    /// The model must have trainable variables, and every `groups` pattern must match one
+    /// that no earlier pattern took.
+    fn check_network(&self, network: &Network) -> Result<(), TrainError> {
+        let names: Vec<String> = trainable_variables(&network.vars)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if names.is_empty() {
+            return Err(error("the model has no trainable variables".into()));
+        }
+        if let Some(patterns) = &self.patterns {
+            explicit_groups(patterns, &names).map_err(error)?;
+        }
+        Ok(())
+    }
+
     /// Binds the groups (first task), then sets the groups of the task's start: the task
     /// count for `unit = "task"`, the position carried over (or the top group alone, with
     /// `restart_each_task`) otherwise.
@@ -481,7 +498,7 @@ pub fn explicit_groups(
         let matched: Vec<&String> = sorted.iter().filter(|n| matches(pattern, n)).collect();
         if matched.is_empty() {
             return Err(format!(
-                "`groups` pattern `{pattern}` matches no trainable variable (the model has: {})",
+                "`method.groups` pattern `{pattern}` matches no trainable variable (the model has: {})",
                 abbreviated(&sorted, LISTED_NAMES)
             ));
         }

@@ -428,7 +428,7 @@ fn bad_hyper_parameters_are_rejected() {
     assert!(message("evry = 2").contains("unknown key `evry`"));
     assert_eq!(
         bind_error("groups = [\"head.*\", \"hidden.1.*\"]"),
-        "method `unfreeze` failed: `groups` pattern `hidden.1.*` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
+        "method `unfreeze` failed: `method.groups` pattern `hidden.1.*` matches no trainable variable (the model has: head.bias, head.weight, hidden.0.bias, hidden.0.weight)"
     );
     assert_eq!(
         bind_error("groups = [\"*\", \"head.*\"]"),

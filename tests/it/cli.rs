@@ -3,7 +3,9 @@ use std::process::{Command, Output};
 
 use polars::prelude::*;
 
-use crate::common::{assert_success, data_root, read_parquet, repo, retain};
+use crate::common::{
+    assert_success, data_root, dependency_present, read_parquet, repo, retain, venv_has,
+};
 
 /// A reduced Split-MNIST: 3 tasks, 500 training and 300 test samples per task, on the CPU.
 fn reduced_run(output: &Path, run_name: &str, extra: &[&str]) -> Output {
@@ -181,15 +183,11 @@ fn reduced_split_mnist_learns_forgets_and_is_reproducible() {
 #[test]
 fn parquet_is_readable_by_pyarrow() {
     let python = repo().join(".venv/bin/python");
-    let has_pyarrow = Command::new(&python)
-        .args(["-c", "import pyarrow"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_pyarrow {
-        eprintln!(
-            "skipped: {} has no pyarrow (./setup.sh installs it)",
-            python.display()
-        );
+    if !dependency_present(
+        "RETAIN_REQUIRE_PYARROW",
+        venv_has("pyarrow"),
+        "the project's .venv has no pyarrow (./setup.sh installs it)",
+    ) {
         return;
     }
     let out_dir = tempfile::tempdir().unwrap();

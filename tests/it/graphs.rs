@@ -20,6 +20,8 @@ use retain_stream::TaskStream;
 use retain_train::{Method, Network, RunOutcome, Silent, TrainError};
 use tch::{Device, Tensor};
 
+use crate::common::dependency_present;
+
 const MLP: &str = "kind = \"mlp\"\nhidden = [100, 100]";
 const VIT: &str = "kind = \"vit\"\npatch = 7\ndim = 16\ndepth = 2\nheads = 2\nmlp_dim = 32";
 
@@ -183,12 +185,11 @@ fn capturable_methods_say_so_and_the_others_do_not() {
 
 #[test]
 fn graphed_runs_train_as_eager_runs_do_for_every_capturable_method() {
-    if !tch::Cuda::is_available() {
-        assert!(
-            std::env::var_os("RETAIN_REQUIRE_CUDA").is_none(),
-            "RETAIN_REQUIRE_CUDA is set but no CUDA device is visible"
-        );
-        eprintln!("skipped: no CUDA device");
+    if !dependency_present(
+        "RETAIN_REQUIRE_CUDA",
+        tch::Cuda::is_available(),
+        "no CUDA device is visible",
+    ) {
         return;
     }
     let mut failures = Vec::new();
@@ -270,12 +271,11 @@ fn fused_kernels_give_the_bits_of_the_tensor_operations() {
         Vec::<i64>::try_from(&hash::hash32_xor(&cpu, 0x1234_5678)).unwrap(),
         host_hash(&salted)
     );
-    if !tch::Cuda::is_available() {
-        assert!(
-            std::env::var_os("RETAIN_REQUIRE_CUDA").is_none(),
-            "RETAIN_REQUIRE_CUDA is set but no CUDA device is visible"
-        );
-        eprintln!("CUDA half skipped: no CUDA device");
+    if !dependency_present(
+        "RETAIN_REQUIRE_CUDA",
+        tch::Cuda::is_available(),
+        "no CUDA device is visible",
+    ) {
         return;
     }
     assert!(retain_graph::fused_available(), "fused kernels run on CUDA");

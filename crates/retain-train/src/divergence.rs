@@ -67,6 +67,22 @@ impl Watch {
         }
     }
 
+    /// A watch that continues a resumed run: `first` is the first step's loss, when the run
+    /// before the checkpoint took a step.
+    pub(crate) fn resumed(factor: f64, first: Option<f64>) -> Self {
+        Watch {
+            factor,
+            first_step: None,
+            first,
+            stepped: first.is_some(),
+        }
+    }
+
+    /// The first step's loss, once read.
+    pub(crate) fn first(&self) -> Option<f64> {
+        self.first
+    }
+
     /// After each step, with the epoch's loss sum (zeroed at the epoch's start): after the
     /// run's first step it holds just that step's loss, which is copied on the device.
     pub(crate) fn after_step(&mut self, loss_sum: &Tensor) {

@@ -44,6 +44,9 @@ pub enum TrainError {
         needs(*readout)
     )]
     UnsupportedReadout { readout: Readout, method: String },
+    /// A resume checkpoint that cannot continue this run (another configuration, malformed).
+    #[error("cannot resume: {message}")]
+    Resume { message: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]

@@ -33,6 +33,7 @@
 //! * `method_state`: a method's state as a checkpoint file.
 //! * `error`: [`TrainError`].
 //! * [`divergence`]: when an epoch's mean loss fails the run.
+//! * [`resume`]: the checkpoint a run writes at every task boundary, to continue from.
 //! * [`stage`]: the `[pretrain]` stage before the stream.
 //! * [`schedule`](mod@schedule): what a run will do, step counts included, before it runs.
 //!
@@ -48,6 +49,7 @@ mod method_state;
 mod network;
 pub mod optim;
 mod report;
+pub mod resume;
 pub mod schedule;
 pub mod stage;
 #[cfg(any(test, feature = "testkit"))]
@@ -72,7 +74,7 @@ pub use retain_config::{Readout, TrainingLoss};
 pub use retain_models::checkpoint::CheckpointError;
 pub use retain_stream::Batch;
 pub use schedule::{TaskSchedule, schedule};
-pub use trainer::{check_training, run, train_step};
+pub use trainer::{BoundaryHook, Resumable, check_training, run, run_resumable, train_step};
 
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,10 @@
 //!
 //! After the last evaluation, `retain run --save-checkpoint` reads [`Method::state`] into
 //! `method-state.safetensors`; [`crate::load_method_state`] gives such a file to a freshly
-//! built method's [`Method::load_state`], once, before any other hook.
+//! built method's [`Method::load_state`], once, before any other hook. A run's resume
+//! checkpoint at every task boundary ([`crate::resume`]) holds the same state, restored the
+//! same way before the next task's `before_task`: the method must continue from it exactly
+//! as it would have gone on.
 //!
 //! Helpers for what methods commonly need: [`crate::Network::frozen_copy`] (an independent,
 //! frozen copy of the model, e.g. the model after the previous task), and on a

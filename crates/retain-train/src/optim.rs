@@ -47,6 +47,7 @@
 pub(crate) mod configured;
 mod layout;
 mod memory_format;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

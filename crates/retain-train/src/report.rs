@@ -53,7 +53,7 @@ pub struct Silent;
 impl Observer for Silent {}
 
 /// Correct and total counts of one read-out: rows `0..=T` (0 = untrained), columns = tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CountMatrix {
     pub tasks: usize,
     pub correct: Vec<u64>,
@@ -110,7 +110,7 @@ pub(crate) fn record_evaluation(
 }
 
 /// What happened while training one task.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskReport {
     pub task: usize,
     pub steps: usize,

@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 
 use crate::evaluate::check_readouts;
 use crate::report::record_evaluation;
+use crate::resume::{self, Boundary, Progress};
 use crate::{
     CountMatrix, EpochReport, Method, Network, Observer, RunOutcome, StepContext, TaskContext,
     TaskReport, TrainError, TrainOptimizer, divergence, evaluate_with, graph_step, schedule,
@@ -25,7 +26,48 @@ pub fn run(
     method: &mut dyn Method,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, TrainError> {
+    run_resumable(
+        experiment,
+        stream,
+        network,
+        method,
+        observer,
+        Resumable::default(),
+    )
+}
+
+/// Where a run starts and what it does at each task boundary ([`run_resumable`]).
+#[derive(Default)]
+pub struct Resumable<'a> {
+    /// The boundary to continue from ([`resume::read_checkpoint`], which has loaded the
+    /// network and the method already); `None`: from the start.
+    pub from: Option<Boundary>,
+    /// Called after each task's training and evaluation (the last task's included) with
+    /// the boundary's state, to write a resume checkpoint; an error stops the run.
+    pub at_boundary: Option<BoundaryHook<'a>>,
+}
+
+/// [`Resumable::at_boundary`]: gets the network, the method and the boundary.
+pub type BoundaryHook<'a> =
+    &'a mut dyn FnMut(&Network, &dyn Method, &Boundary) -> Result<(), TrainError>;
+
+/// [`run`], continuing from a task boundary and reporting each boundary as `resumable` says.
+/// A run continued from a boundary trains and evaluates exactly as the run that wrote it
+/// would have gone on (bit for bit on the same device); it does not evaluate the untrained
+/// model again (row 0 comes from the checkpoint) and the observer hears only what follows.
+pub fn run_resumable(
+    experiment: &Experiment,
+    stream: &TaskStream,
+    network: &Network,
+    method: &mut dyn Method,
+    observer: &mut dyn Observer,
+    resumable: Resumable<'_>,
+) -> Result<RunOutcome, TrainError> {
     let started = Instant::now();
+    let Resumable {
+        from,
+        mut at_boundary,
+    } = resumable;
     let training = &experiment.training;
     let readouts = &experiment.stream.readouts;
     let tasks = stream.tasks.len();
@@ -33,36 +75,72 @@ pub fn run(
     check_training(training)?;
     network.set_memory_format(training.memory_format);
     let mut optimizer = TrainOptimizer::new(training, &network.vars)?;
-    let mut counts: BTreeMap<Readout, CountMatrix> = readouts
-        .iter()
-        .map(|&r| (r, CountMatrix::new(tasks)))
-        .collect();
-
-    let clock = Instant::now();
-    record_evaluation(
-        &mut counts,
-        0,
-        evaluate_with(
-            network,
-            stream,
-            readouts,
-            training.eval_batch_size,
-            0,
-            method,
-        )?,
-    );
-    let initial_eval_seconds = clock.elapsed().as_secs_f64();
-    observer.evaluated(0, 0, &counts);
-
-    let mut reports = Vec::with_capacity(tasks);
-    let mut watch = divergence::Watch::new(training.divergence_factor);
+    let config_hash = resume::config_hash(experiment);
+    let (mut counts, initial_eval_seconds, mut reports, mut watch, mut run_steps, done, before) =
+        match from {
+            Some(boundary) => {
+                let p = boundary.progress;
+                if p.tasks_done > tasks || p.reports.len() != p.tasks_done {
+                    return Err(TrainError::Resume {
+                        message: format!(
+                            "the checkpoint has {} tasks done of a {tasks}-task stream",
+                            p.tasks_done
+                        ),
+                    });
+                }
+                if let (Some(state), TrainOptimizer::Flat(flat)) =
+                    (boundary.optimizer, &mut optimizer)
+                {
+                    flat.load_state(state)?;
+                }
+                (
+                    p.counts_for(readouts)?,
+                    p.initial_eval_seconds,
+                    p.reports,
+                    divergence::Watch::resumed(training.divergence_factor, p.first_loss),
+                    p.run_steps,
+                    p.tasks_done,
+                    Some((p.elapsed_seconds, p.graphed_steps, p.eager_steps)),
+                )
+            }
+            None => {
+                let mut counts: BTreeMap<Readout, CountMatrix> = readouts
+                    .iter()
+                    .map(|&r| (r, CountMatrix::new(tasks)))
+                    .collect();
+                let clock = Instant::now();
+                record_evaluation(
+                    &mut counts,
+                    0,
+                    evaluate_with(
+                        network,
+                        stream,
+                        readouts,
+                        training.eval_batch_size,
+                        0,
+                        method,
+                    )?,
+                );
+                let initial_eval_seconds = clock.elapsed().as_secs_f64();
+                observer.evaluated(0, 0, &counts);
+                (
+                    counts,
+                    initial_eval_seconds,
+                    Vec::with_capacity(tasks),
+                    divergence::Watch::new(training.divergence_factor),
+                    0,
+                    0,
+                    None,
+                )
+            }
+        };
+    let elapsed_before = before.map_or(0.0, |b| b.0);
     let mut execution = graph_step::StepExecution {
         eager_reason: graph_step::eager_reason(training, stream.device, &*method),
-        ..Default::default()
+        graphed_steps: before.map_or(0, |b| b.1),
+        eager_steps: before.map_or(0, |b| b.2),
     };
-    // Optimiser steps of the finished tasks.
-    let mut run_steps = 0;
-    for task in &stream.tasks {
+    for task in &stream.tasks[done..] {
         let task_ctx = TaskContext {
             network,
             stream,
@@ -253,13 +331,40 @@ pub fn run(
         };
         observer.task_finished(task.index, &report);
         reports.push(report);
+        if let Some(hook) = at_boundary.as_mut() {
+            // The next task's optimiser state, unless it starts a fresh one.
+            let fresh_next = task.index + 1 < tasks && method.fresh_optimizer_each_task();
+            let optimizer_state = match &optimizer {
+                TrainOptimizer::Flat(flat) if !fresh_next => Some(flat.state()),
+                _ => None,
+            };
+            let boundary = Boundary {
+                progress: Progress {
+                    config_hash: config_hash.clone(),
+                    tasks_done: task.index + 1,
+                    run_steps,
+                    graphed_steps: execution.graphed_steps,
+                    eager_steps: execution.eager_steps,
+                    first_loss: watch.first(),
+                    initial_eval_seconds,
+                    elapsed_seconds: elapsed_before + started.elapsed().as_secs_f64(),
+                    counts: counts
+                        .iter()
+                        .map(|(r, c)| (r.as_str().to_owned(), c.clone()))
+                        .collect(),
+                    reports: reports.clone(),
+                },
+                optimizer: optimizer_state,
+            };
+            hook(network, &*method, &boundary)?;
+        }
     }
     Ok(RunOutcome {
         counts,
         tasks: reports,
         execution,
         initial_eval_seconds,
-        total_seconds: started.elapsed().as_secs_f64(),
+        total_seconds: elapsed_before + started.elapsed().as_secs_f64(),
     })
 }
 

@@ -232,6 +232,10 @@ pub struct RunArgs {
     /// with `[model] checkpoint`.
     #[arg(long)]
     pub save_checkpoint: bool,
+    /// Continue from the run folder's last resume checkpoint (written at every task
+    /// boundary, `resume/`) instead of from the start; without one, start from the start.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ pub fn execute(args: &PlanArgs) -> Result<()> {
         data_root: args.data_root.clone(),
         quiet: true,
         save_checkpoint: false,
+        resume: false,
     };
     let plan = Plan::from_args(&run_args)?;
     let experiment = &plan.experiment;

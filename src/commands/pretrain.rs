@@ -21,6 +21,7 @@ pub fn execute(args: &PretrainArgs) -> Result<()> {
         data_root: args.data_root.clone(),
         quiet: args.quiet,
         save_checkpoint: false,
+        resume: false,
     };
     let plan = Plan::from_args(&run_args)?;
     let experiment = &plan.experiment;

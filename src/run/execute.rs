@@ -11,6 +11,14 @@ use crate::live_log::LiveLog;
 use crate::progress::{Progress, ProgressLines};
 use crate::provenance::{device_name, peak_host_memory_bytes, unix_seconds};
 
+/// For testing crash recovery: with this variable set to N, a run exits (status
+/// [`EXIT_AFTER_CHECKPOINT_CODE`]) right after writing its resume checkpoint for N tasks
+/// trained, as if it had been killed there.
+pub const EXIT_AFTER_CHECKPOINT: &str = "RETAIN_EXIT_AFTER_CHECKPOINT";
+
+/// The exit status of a run stopped by [`EXIT_AFTER_CHECKPOINT`].
+pub const EXIT_AFTER_CHECKPOINT_CODE: i32 = 75;
+
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Display {
@@ -46,8 +54,22 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     )?;
     std::fs::create_dir_all(&plan.run_dir)
         .with_context(|| format!("cannot create the run folder {}", plan.run_dir.display()))?;
-    // An earlier run into this folder must leave nothing beside what this one writes.
-    record::clear_results(&plan.run_dir).with_context(|| {
+    let checkpoint = record::resume_checkpoint(&plan.run_dir);
+    let resuming = plan.resume && checkpoint.is_file();
+    if plan.resume && !resuming && display == Display::Interactive {
+        eprintln!(
+            "note: no resume checkpoint in {}; starting from the first task",
+            plan.run_dir.display()
+        );
+    }
+    // An earlier run into this folder must leave nothing beside what this one writes; a
+    // resumed run keeps the checkpoint and the live logs it continues.
+    let cleared = if resuming {
+        record::clear_partial_results(&plan.run_dir)
+    } else {
+        record::clear_results(&plan.run_dir)
+    };
+    cleared.with_context(|| {
         format!(
             "cannot clear the results of the earlier run in {}",
             plan.run_dir.display()
@@ -98,27 +120,69 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             plan.run_dir.display()
         );
     }
+    let from = if resuming {
+        let boundary = retain_train::resume::read_checkpoint(
+            &checkpoint,
+            experiment,
+            &network,
+            method.as_mut(),
+            plan.device,
+        )?;
+        if display == Display::Interactive {
+            eprintln!(
+                "resuming after task {} of {}",
+                boundary.progress.tasks_done,
+                stream.tasks.len()
+            );
+        }
+        Some(boundary)
+    } else {
+        None
+    };
+    let exit_after = std::env::var(EXIT_AFTER_CHECKPOINT)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut write_checkpoint =
+        |network: &retain_train::Network,
+         method: &dyn retain_train::Method,
+         boundary: &retain_train::resume::Boundary| {
+            retain_train::resume::write_checkpoint(&checkpoint, network, method, boundary)?;
+            if exit_after == Some(boundary.progress.tasks_done) {
+                std::process::exit(EXIT_AFTER_CHECKPOINT_CODE);
+            }
+            Ok(())
+        };
+    // libtorch's per-tensor optimiser cannot give its state: no resume checkpoints.
+    let at_boundary: Option<retain_train::BoundaryHook<'_>> = if experiment.training.flat_optimizer
+    {
+        Some(&mut write_checkpoint)
+    } else {
+        None
+    };
+    let resumable = retain_train::Resumable { from, at_boundary };
     let device_memory = DeviceMemoryProbe::start(plan.device.is_cuda());
     let outcome = match display {
         Display::Lines => {
             let mut lines = ProgressLines::new(stream.tasks.len());
             let mut observer = LiveLog::new(log, &mut lines);
-            retain_train::run(
+            retain_train::run_resumable(
                 experiment,
                 &stream,
                 &network,
                 method.as_mut(),
                 &mut observer,
+                resumable,
             )
         }
         _ => {
             let mut progress = Progress::new(stream.tasks.len(), display == Display::Quiet);
-            let outcome = retain_train::run(
+            let outcome = retain_train::run_resumable(
                 experiment,
                 &stream,
                 &network,
                 method.as_mut(),
                 &mut LiveLog::new(log, &mut progress),
+                resumable,
             );
             progress.finish();
             outcome
@@ -224,6 +288,8 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
         None,
     );
     manifest.write(&plan.run_dir)?;
+    // The run is whole: nothing to resume.
+    record::clear_resume(&plan.run_dir)?;
     if display == Display::Interactive {
         summary::print_run(&matrices, &outcome);
         println!("\nresults: {}", plan.run_dir.display());

@@ -13,6 +13,7 @@
 //! | `heatmap-<readout>.png` | the accuracy matrix of each read-out |
 //! | `events.jsonl`, `events.out.tfevents.*` | live logs, written while the run trains: each epoch's mean loss and each evaluation, as JSON lines and TensorBoard scalars ([`crate::live_log`]) |
 //! | (`manifest.json` `pretrain`) | with a `[pretrain]` stage: its cached checkpoint under `<output>/<experiment>/stages/`, whether it was reused, its accuracy and seconds (see [`stage`]) |
+//! | `resume/checkpoint.safetensors` | while the run trains: the checkpoint after its last finished task, for `--resume` ([`retain_train::resume`]); removed when the run completes, and with the other results by a run without `--resume` |
 //! | `model.safetensors`, `method-state.safetensors` | with `--save-checkpoint` only: the trained model's variables by name (a `[model] checkpoint` for another run) and the method's state |
 //!
 //! Every file but the live logs is written atomically, and `manifest.json` last: a folder

@@ -19,6 +19,8 @@ pub struct Plan {
     pub device: Device,
     /// Write `model.safetensors` and `method-state.safetensors` after training.
     pub save_checkpoint: bool,
+    /// Continue from the run folder's resume checkpoint, when there is one.
+    pub resume: bool,
 }
 
 impl Plan {
@@ -58,6 +60,7 @@ impl Plan {
             run_dir,
             device,
             save_checkpoint: args.save_checkpoint,
+            resume: args.resume,
         })
     }
 }

@@ -41,15 +41,37 @@ fn is_result_file(name: &str) -> bool {
         || retain_fs::is_temporary(name)
 }
 
+/// The run folder's resume checkpoint (see [`retain_train::resume`]).
+pub fn resume_checkpoint(dir: &Path) -> std::path::PathBuf {
+    dir.join(RESUME_DIR).join("checkpoint.safetensors")
+}
+
+/// The folder of a run's resume checkpoint.
+const RESUME_DIR: &str = "resume";
+
+/// Removes the run folder's resume checkpoint (and a temporary file of one a crash left),
+/// and the folder itself when nothing else is in it.
+pub fn clear_resume(dir: &Path) -> Result<()> {
+    let resume = dir.join(RESUME_DIR);
+    clear(&resume, |name| {
+        name == "checkpoint.safetensors" || retain_fs::is_temporary(name)
+    })?;
+    // Left in place when it holds something else.
+    let _ = std::fs::remove_dir(&resume);
+    Ok(())
+}
+
 /// Removes every result file and live log (`events.jsonl`, TensorBoard event files) an
 /// earlier run left in `dir` (`manifest.json` first, so that no manifest ever describes files
 /// it did not write), so that nothing stale lies beside what this run writes; anything else
 /// in the folder (a grid cell's `cell.log`) stays, and so does a folder under a result file's
 /// name (the write that meets it fails, naming it). A `dir` that does not exist holds nothing.
+/// The resume checkpoint goes too ([`clear_resume`]).
 pub fn clear_results(dir: &Path) -> Result<()> {
     clear(dir, |name| {
         is_result_file(name) || retain_events::is_log_file(name)
-    })
+    })?;
+    clear_resume(dir)
 }
 
 /// Removes the result files of this run after writing them failed, so that its failed

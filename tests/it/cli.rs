@@ -566,12 +566,13 @@ fn a_result_file_that_cannot_be_written_fails_the_run_in_its_manifest() {
     assert!(error.starts_with("writing the results failed"), "{error}");
     assert!(error.contains("metrics.parquet"), "{error}");
     // The files written before the failure are gone: the failed manifest stands alone, with
-    // the live logs of the training that went well.
+    // the live logs of the training that went well and the resume checkpoint after its last
+    // task (`--resume` writes the results again without training).
     let names = file_names(&run);
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 5, "{names:?}");
     assert_eq!(names[0], "events.jsonl");
     assert!(names[1].starts_with("events.out.tfevents."), "{names:?}");
-    assert_eq!(names[2..], ["manifest.json", "metrics.parquet"]);
+    assert_eq!(names[2..], ["manifest.json", "metrics.parquet", "resume"]);
 }
 
 #[test]

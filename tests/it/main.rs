@@ -12,4 +12,5 @@ mod plan;
 mod pretrain;
 mod refusals;
 mod rehearsal;
+mod resume;
 mod slurm;

@@ -68,6 +68,8 @@ pub fn execute(args: &GridCellArgs) -> Result<()> {
         run_dir: dir,
         device,
         save_checkpoint: false,
+        // An unfinished cell continues from its last task boundary.
+        resume: true,
     };
     let display = if args.progress_lines {
         Display::Lines

@@ -1,0 +1,345 @@
+//! Resuming a run from its task-boundary checkpoint: a run stopped after a task and resumed
+//! with `--resume` ends with exactly the results of the run that was never stopped (every
+//! count and accuracy equal, and every epoch's loss), for each method family.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{assert_success, data_root, read_parquet, repo};
+
+/// The exit status of a run stopped by `RETAIN_EXIT_AFTER_CHECKPOINT`.
+const STOPPED: i32 = 75;
+
+/// `retain run` of a tiny Split-MNIST (3 tasks, 200 training and 100 test samples per task,
+/// SGD with momentum, so that the optimiser has state) into `output`/split-mnist/`run`.
+fn tiny_run(output: &Path, run: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_retain"));
+    command
+        .current_dir(repo())
+        .args(["run", "experiments/split-mnist.toml", "--device", "cpu"])
+        .arg("--output")
+        .arg(output)
+        .arg("--data-root")
+        .arg(data_root())
+        .args(["--run-name", run, "--quiet"])
+        .args([
+            "--set",
+            "stream.tasks=3",
+            "--set",
+            "stream.train_samples_per_task=200",
+            "--set",
+            "stream.test_samples_per_task=100",
+            "--set",
+            "training.optimizer.lr=0.05",
+            "--set",
+            "training.optimizer.momentum=0.9",
+        ])
+        .args(extra);
+    command
+}
+
+fn output_of(mut command: Command) -> Output {
+    command.output().expect("the retain binary runs")
+}
+
+/// `(scenario, trained_tasks, eval_task, correct, samples, accuracy)` of every row, sorted.
+fn cells(dir: &Path) -> Vec<(String, u32, u32, u64, u64, f64)> {
+    let frame = read_parquet(&dir.join("accuracy.parquet"));
+    let col = |name: &str| frame.column(name).unwrap().as_materialized_series().clone();
+    let scenario = col("scenario");
+    let trained = col("trained_tasks");
+    let task = col("eval_task");
+    let correct = col("correct");
+    let samples = col("samples");
+    let accuracy = col("accuracy");
+    let mut rows: Vec<_> = (0..frame.height())
+        .map(|i| {
+            (
+                scenario.str().unwrap().get(i).unwrap().to_owned(),
+                trained.u32().unwrap().get(i).unwrap(),
+                task.u32().unwrap().get(i).unwrap(),
+                correct.u64().unwrap().get(i).unwrap(),
+                samples.u64().unwrap().get(i).unwrap(),
+                accuracy.f64().unwrap().get(i).unwrap(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows
+}
+
+/// Every task's epoch losses, from the manifest.
+fn epoch_losses(dir: &Path) -> Vec<serde_json::Value> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest["timings"]["per_task"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["epoch_losses"].clone())
+        .collect()
+}
+
+/// The live log of a run folder: how many TensorBoard files (one per process that trained
+/// into it) and the `(kind, task)` of every line of `events.jsonl`.
+fn live_log(dir: &Path) -> (usize, Vec<(String, u64)>) {
+    let tensorboard = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .count();
+    let lines = std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let event: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                event["kind"].as_str().unwrap().to_owned(),
+                event["task"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (tensorboard, lines)
+}
+
+/// Asserts that `resumed` continued from a checkpoint rather than starting again: two
+/// processes wrote its live log, which holds each event of `whole`'s exactly once (no task
+/// trained or evaluated twice).
+fn assert_continued(resumed: &Path, whole: &Path) {
+    let (files, events) = live_log(resumed);
+    let (whole_files, whole_events) = live_log(whole);
+    assert_eq!(
+        (files, whole_files),
+        (2, 1),
+        "one TensorBoard file per process"
+    );
+    assert_eq!(events, whole_events);
+}
+
+/// Runs `method` (its `--set` overrides) uninterrupted and stopped after task 1 then
+/// resumed; asserts that the two runs' results are identical and that the resumed run's
+/// folder keeps no checkpoint.
+fn resumed_equals_uninterrupted(method: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let sets: Vec<&str> = method.iter().flat_map(|m| ["--set", m]).collect();
+    assert_success(&output_of(tiny_run(dir.path(), "whole", &sets)));
+    let whole = dir.path().join("split-mnist/whole");
+    assert!(
+        !whole.join("resume").exists(),
+        "a finished run keeps no checkpoint"
+    );
+
+    let mut stopped = tiny_run(dir.path(), "resumed", &sets);
+    stopped.env("RETAIN_EXIT_AFTER_CHECKPOINT", "1");
+    let out = output_of(stopped);
+    assert_eq!(
+        out.status.code(),
+        Some(STOPPED),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = dir.path().join("split-mnist/resumed");
+    assert!(resumed.join("resume/checkpoint.safetensors").is_file());
+    assert!(!resumed.join("accuracy.parquet").exists());
+
+    let mut resume = tiny_run(dir.path(), "resumed", &sets);
+    resume.arg("--resume");
+    assert_success(&output_of(resume));
+    assert_eq!(cells(&resumed), cells(&whole), "{method:?}");
+    assert_eq!(epoch_losses(&resumed), epoch_losses(&whole), "{method:?}");
+    assert_continued(&resumed, &whole);
+    assert!(
+        !resumed.join("resume").exists(),
+        "a finished run keeps no checkpoint"
+    );
+}
+
+#[test]
+fn naive_resumes_exactly() {
+    resumed_equals_uninterrupted(&["method.name=\"naive\""]);
+}
+
+#[test]
+fn naive_under_adam_resumes_exactly() {
+    resumed_equals_uninterrupted(&[
+        "training.optimizer={kind=\"adam\", lr=0.001}",
+        "method.name=\"naive\"",
+    ]);
+}
+
+#[test]
+fn ewc_resumes_exactly() {
+    resumed_equals_uninterrupted(&["method.name=\"ewc\"", "method.lambda=1.0"]);
+}
+
+#[test]
+fn replay_resumes_exactly() {
+    resumed_equals_uninterrupted(&[
+        "method.name=\"replay\"",
+        "method.buffer_size=100",
+        "method.replay_batch_size=10",
+    ]);
+}
+
+#[test]
+fn der_plus_plus_resumes_exactly() {
+    resumed_equals_uninterrupted(&[
+        "method.name=\"der\"",
+        "method.buffer_size=100",
+        "method.replay_batch_size=10",
+        "method.alpha=0.2",
+        "method.beta=1.0",
+    ]);
+}
+
+#[test]
+fn gem_resumes_exactly() {
+    resumed_equals_uninterrupted(&["method.name=\"gem\"", "method.memories_per_task=32"]);
+}
+
+#[test]
+fn lora_resumes_exactly() {
+    resumed_equals_uninterrupted(&[
+        "method.name=\"lora\"",
+        "method.rank=4",
+        "stream.readouts=[\"class_il\", \"task_il\", \"task_inferred\", \"merged\"]",
+    ]);
+}
+
+#[test]
+fn bitfit_resumes_exactly() {
+    resumed_equals_uninterrupted(&["method.name=\"bitfit\""]);
+}
+
+/// A run killed (SIGKILL) as soon as its checkpoint after task 1 exists, then resumed.
+#[test]
+fn a_killed_replay_run_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        "--set",
+        "method.name=\"replay\"",
+        "--set",
+        "method.buffer_size=100",
+        // More tasks so that the kill lands before the run ends.
+        "--set",
+        "stream.tasks=5",
+    ];
+    assert_success(&output_of(tiny_run(dir.path(), "whole", &sets)));
+    let whole = dir.path().join("split-mnist/whole");
+
+    let mut child = tiny_run(dir.path(), "killed", &sets)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed = dir.path().join("split-mnist/killed");
+    let checkpoint = killed.join("resume/checkpoint.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !checkpoint.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its checkpoint"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run was killed, not finished: {status}"
+    );
+    assert!(!killed.join("manifest.json").exists());
+
+    let mut resume = tiny_run(dir.path(), "killed", &sets);
+    resume.arg("--resume");
+    assert_success(&output_of(resume));
+    assert_eq!(cells(&killed), cells(&whole));
+    assert_eq!(epoch_losses(&killed), epoch_losses(&whole));
+    assert_continued(&killed, &whole);
+}
+
+#[test]
+fn a_checkpoint_of_another_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stopped = tiny_run(dir.path(), "run", &[]);
+    stopped.env("RETAIN_EXIT_AFTER_CHECKPOINT", "1");
+    assert_eq!(output_of(stopped).status.code(), Some(STOPPED));
+
+    let mut other = tiny_run(dir.path(), "run", &["--set", "training.optimizer.lr=0.07"]);
+    other.arg("--resume");
+    let out = output_of(other);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot resume") && stderr.contains("another configuration"),
+        "{stderr}"
+    );
+    // The checkpoint stays for the run it belongs to.
+    let run = dir.path().join("split-mnist/run");
+    assert!(run.join("resume/checkpoint.safetensors").is_file());
+}
+
+#[test]
+fn resume_without_a_checkpoint_starts_from_the_start_and_a_fresh_run_clears_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = tiny_run(dir.path(), "run", &[]);
+    first.arg("--resume");
+    let out = output_of(first);
+    assert_success(&out);
+    let run = dir.path().join("split-mnist/run");
+    let whole = cells(&run);
+
+    let mut stopped = tiny_run(dir.path(), "run", &[]);
+    stopped.env("RETAIN_EXIT_AFTER_CHECKPOINT", "2");
+    assert_eq!(output_of(stopped).status.code(), Some(STOPPED));
+    assert!(run.join("resume/checkpoint.safetensors").is_file());
+    // A rerun without --resume starts afresh: the checkpoint goes with the other results.
+    let mut fresh = tiny_run(dir.path(), "run", &[]);
+    fresh.env("RETAIN_EXIT_AFTER_CHECKPOINT", "9");
+    assert_success(&output_of(fresh));
+    assert!(!run.join("resume").exists());
+    assert_eq!(cells(&run), whole);
+}
+
+/// A grid cell stopped after its first task (recorded as failed by the grid, as a crashed
+/// cell is) continues from its checkpoint when the grid runs again with `--retry-failed`,
+/// and ends as the cell of a grid that was never stopped.
+#[test]
+fn an_unfinished_grid_cell_continues_from_its_checkpoint() {
+    let grid = |dir: &Path| crate::grid::grid_file(dir, "resume-grid", "\"seed\" = [0]", "");
+    let run_grid = |path: &Path, stop_after: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_retain"));
+        command
+            .current_dir(repo())
+            .args(["grid", "run"])
+            .arg(path)
+            // The stopped cell's process died, so the grid recorded it as failed.
+            .args(["--quiet", "--retry-failed"]);
+        if let Some(n) = stop_after {
+            command.env("RETAIN_EXIT_AFTER_CHECKPOINT", n);
+        }
+        output_of(command)
+    };
+    let whole_dir = tempfile::tempdir().unwrap();
+    assert_success(&run_grid(&grid(whole_dir.path()), None));
+    let whole = whole_dir.path().join("results/resume-grid/cells/seed=0");
+
+    let stopped_dir = tempfile::tempdir().unwrap();
+    let path = grid(stopped_dir.path());
+    let out = run_grid(&path, Some("1"));
+    assert!(!out.status.success(), "the stopped cell did not finish");
+    let cell = stopped_dir.path().join("results/resume-grid/cells/seed=0");
+    assert!(cell.join("resume/checkpoint.safetensors").is_file());
+    assert_success(&run_grid(&path, None));
+    assert_eq!(cells(&cell), cells(&whole));
+    assert_eq!(epoch_losses(&cell), epoch_losses(&whole));
+    assert_continued(&cell, &whole);
+    assert!(!cell.join("resume").exists());
+}

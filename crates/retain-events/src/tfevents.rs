@@ -98,15 +98,32 @@ pub struct EventFile {
 }
 
 impl EventFile {
-    /// Creates `<dir>/events.out.tfevents.<unix seconds>.retain` (refusing to overwrite one)
-    /// and writes its file-version event.
+    /// Creates `<dir>/events.out.tfevents.<unix seconds>.retain` (never overwriting one: a
+    /// second file in the same second, e.g. a run resumed at once, gets `.retain.1`, `.2`, …,
+    /// which TensorBoard reads in that order) and writes its file-version event.
     pub fn create(dir: &Path, wall_time: f64) -> Result<Self, EventsError> {
-        let path = dir.join(format!("{FILE_PREFIX}{}.retain", wall_time as u64));
-        let file = File::create_new(&path).map_err(|source| EventsError {
-            path: path.clone(),
-            action: "create",
-            source,
-        })?;
+        let stem = format!("{FILE_PREFIX}{}.retain", wall_time as u64);
+        let mut attempt = 0u32;
+        let (path, file) = loop {
+            let name = match attempt {
+                0 => stem.clone(),
+                n => format!("{stem}.{n}"),
+            };
+            let path = dir.join(name);
+            match File::create_new(&path) {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 => {
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(EventsError {
+                        path,
+                        action: "create",
+                        source,
+                    });
+                }
+            }
+        };
         let mut events = EventFile { path, file };
         events.append(&file_version_event(wall_time))?;
         Ok(events)
@@ -153,6 +170,20 @@ mod tests {
         ];
         assert_eq!(frame(b"hello"), expected);
         assert_eq!(frame(b"").len(), 16);
+    }
+
+    #[test]
+    fn a_second_file_in_the_same_second_gets_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = EventFile::create(dir.path(), 1765152000.2).unwrap();
+        let second = EventFile::create(dir.path(), 1765152000.7).unwrap();
+        let name = |f: &EventFile| f.path().file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(name(&first), "events.out.tfevents.1765152000.retain");
+        assert_eq!(name(&second), "events.out.tfevents.1765152000.retain.1");
+        assert!(crate::is_log_file(&name(&second)));
+        // The first file is left as it was: its version record only.
+        let len = std::fs::metadata(first.path()).unwrap().len();
+        assert_eq!(len as usize, frame(&file_version_event(1765152000.2)).len());
     }
 
     /// Events as TensorBoard's `event_pb2.Event(...).SerializeToString()` encodes them.

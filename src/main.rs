@@ -37,6 +37,7 @@ mod progress;
 mod provenance;
 mod registry;
 mod run;
+mod signals;
 mod tables;
 mod usage;
 
@@ -68,7 +69,9 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            if error.chain().any(|e| e.is::<UsageError>()) {
+            if error.chain().any(|e| e.is::<run::Stopped>()) {
+                ExitCode::from(run::EXIT_STOPPED_CODE as u8)
+            } else if error.chain().any(|e| e.is::<UsageError>()) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

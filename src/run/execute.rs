@@ -17,7 +17,41 @@ use crate::provenance::{device_name, peak_host_memory_bytes, unix_seconds};
 pub const EXIT_AFTER_CHECKPOINT: &str = "RETAIN_EXIT_AFTER_CHECKPOINT";
 
 /// The exit status of a run stopped by [`EXIT_AFTER_CHECKPOINT`].
-pub const EXIT_AFTER_CHECKPOINT_CODE: i32 = 75;
+pub const EXIT_AFTER_CHECKPOINT_CODE: i32 = EXIT_STOPPED_CODE;
+
+/// The exit status of a run stopped unfinished, its resume checkpoint in place and no
+/// manifest written: 75 (`EX_TEMPFAIL`, "try again"), which the Slurm job script requeues on
+/// and `grid run` records as unfinished, not failed.
+pub const EXIT_STOPPED_CODE: i32 = 75;
+
+/// The error of a run stopped by SIGTERM at a task boundary ([`crate::signals`]): the run is
+/// unfinished, not failed; `--resume` continues it. `main` exits with [`EXIT_STOPPED_CODE`].
+#[derive(Debug)]
+pub struct Stopped {
+    pub run: String,
+    pub tasks_done: usize,
+    pub tasks: usize,
+    pub checkpoint: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} stopped on SIGTERM after task {} of {}",
+            self.run, self.tasks_done, self.tasks
+        )?;
+        match &self.checkpoint {
+            Some(path) => write!(f, "; --resume continues it from {}", path.display()),
+            None => write!(
+                f,
+                "; it wrote no resume checkpoint (flat_optimizer = false), so it starts again"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,23 +176,28 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let exit_after = std::env::var(EXIT_AFTER_CHECKPOINT)
         .ok()
         .and_then(|v| v.parse::<usize>().ok());
-    let mut write_checkpoint =
+    let tasks = stream.tasks.len();
+    // libtorch's per-tensor optimiser cannot give its state: no resume checkpoints.
+    let checkpoints = experiment.training.flat_optimizer;
+    let mut at_each_boundary =
         |network: &retain_train::Network,
          method: &dyn retain_train::Method,
          boundary: &retain_train::resume::Boundary| {
-            retain_train::resume::write_checkpoint(&checkpoint, network, method, boundary)?;
-            if exit_after == Some(boundary.progress.tasks_done) {
-                std::process::exit(EXIT_AFTER_CHECKPOINT_CODE);
+            let tasks_done = boundary.progress.tasks_done;
+            if checkpoints {
+                retain_train::resume::write_checkpoint(&checkpoint, network, method, boundary)?;
+                if exit_after == Some(tasks_done) {
+                    std::process::exit(EXIT_AFTER_CHECKPOINT_CODE);
+                }
+            }
+            // SIGTERM: stop at this boundary, its checkpoint written; a request that comes
+            // after the last task lets the run finish.
+            if tasks_done < tasks && crate::signals::termination_requested() {
+                return Err(retain_train::TrainError::Stopped { tasks_done });
             }
             Ok(())
         };
-    // libtorch's per-tensor optimiser cannot give its state: no resume checkpoints.
-    let at_boundary: Option<retain_train::BoundaryHook<'_>> = if experiment.training.flat_optimizer
-    {
-        Some(&mut write_checkpoint)
-    } else {
-        None
-    };
+    let at_boundary: Option<retain_train::BoundaryHook<'_>> = Some(&mut at_each_boundary);
     let resumable = retain_train::Resumable { from, at_boundary };
     let device_memory = DeviceMemoryProbe::start(plan.device.is_cuda());
     let outcome = match display {
@@ -209,6 +248,16 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     };
     let outcome = match outcome {
         Ok(outcome) => outcome,
+        // Unfinished, not failed: no manifest, the checkpoint stays.
+        Err(retain_train::TrainError::Stopped { tasks_done }) => {
+            return Err(Stopped {
+                run: plan.run_name.clone(),
+                tasks_done,
+                tasks,
+                checkpoint: checkpoints.then(|| checkpoint.clone()),
+            }
+            .into());
+        }
         Err(error) => {
             let costs = RunCosts {
                 wall_seconds: wall.elapsed().as_secs_f64(),

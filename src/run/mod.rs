@@ -33,5 +33,5 @@ pub mod record;
 pub mod stage;
 pub mod summary;
 
-pub use execute::{Display, run_plan};
+pub use execute::{Display, EXIT_STOPPED_CODE, Stopped, run_plan};
 pub use plan::{Plan, build_network, check_method, resolve_device};

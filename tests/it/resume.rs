@@ -308,9 +308,9 @@ fn resume_without_a_checkpoint_starts_from_the_start_and_a_fresh_run_clears_one(
     assert_eq!(cells(&run), whole);
 }
 
-/// A grid cell stopped after its first task (recorded as failed by the grid, as a crashed
-/// cell is) continues from its checkpoint when the grid runs again with `--retry-failed`,
-/// and ends as the cell of a grid that was never stopped.
+/// A grid cell stopped after its first task (status 75: recorded as stopped, not failed)
+/// continues from its checkpoint when the grid runs again, without `--retry-failed`, and ends
+/// as the cell of a grid that was never stopped.
 #[test]
 fn an_unfinished_grid_cell_continues_from_its_checkpoint() {
     let grid = |dir: &Path| crate::grid::grid_file(dir, "resume-grid", "\"seed\" = [0]", "");
@@ -320,8 +320,7 @@ fn an_unfinished_grid_cell_continues_from_its_checkpoint() {
             .current_dir(repo())
             .args(["grid", "run"])
             .arg(path)
-            // The stopped cell's process died, so the grid recorded it as failed.
-            .args(["--quiet", "--retry-failed"]);
+            .arg("--quiet");
         if let Some(n) = stop_after {
             command.env("RETAIN_EXIT_AFTER_CHECKPOINT", n);
         }
@@ -335,11 +334,90 @@ fn an_unfinished_grid_cell_continues_from_its_checkpoint() {
     let path = grid(stopped_dir.path());
     let out = run_grid(&path, Some("1"));
     assert!(!out.status.success(), "the stopped cell did not finish");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 failed, 1 stopped") && stdout.contains("stopped  seed=0"),
+        "{stdout}"
+    );
     let cell = stopped_dir.path().join("results/resume-grid/cells/seed=0");
     assert!(cell.join("resume/checkpoint.safetensors").is_file());
+    assert!(!cell.join("manifest.json").exists(), "stopped, not failed");
     assert_success(&run_grid(&path, None));
     assert_eq!(cells(&cell), cells(&whole));
     assert_eq!(epoch_losses(&cell), epoch_losses(&whole));
     assert_continued(&cell, &whole);
     assert!(!cell.join("resume").exists());
+}
+
+/// SIGTERM while the run trains its second task: the run finishes that task, writes its
+/// checkpoint, exits with status 75 and no manifest; `--resume` then ends with the results
+/// of the run that was never stopped.
+#[test]
+fn a_run_stopped_by_sigterm_checkpoints_after_its_task_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tasks long enough that the signal lands while task 1 trains.
+    let sets = [
+        "--set",
+        "stream.tasks=4",
+        "--set",
+        "stream.train_samples_per_task=1000",
+        "--set",
+        "training.optimizer.lr=0.01",
+    ];
+    assert_success(&output_of(tiny_run(dir.path(), "whole", &sets)));
+    let whole = dir.path().join("split-mnist/whole");
+
+    let mut child = tiny_run(dir.path(), "stopped", &sets)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopped = dir.path().join("split-mnist/stopped");
+    let checkpoint = stopped.join("resume/checkpoint.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // The checkpoint after task 0: the run now trains task 1.
+    while !checkpoint.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(STOPPED), "{stderr}");
+    assert!(
+        stderr.contains("stopped on SIGTERM after task 2 of 4"),
+        "{stderr}"
+    );
+    assert!(checkpoint.is_file(), "the checkpoint stays");
+    assert!(
+        !stopped.join("manifest.json").exists(),
+        "unfinished, not failed"
+    );
+    assert!(!stopped.join("accuracy.parquet").exists());
+    // Task 1 was finished and evaluated, no later task started: two evaluations short of
+    // the whole run's.
+    let evaluations = |dir: &Path| {
+        live_log(dir)
+            .1
+            .iter()
+            .filter(|(kind, _)| kind == "evaluation")
+            .count()
+    };
+    assert_eq!(evaluations(&stopped) + 2, evaluations(&whole));
+
+    let mut resume = tiny_run(dir.path(), "stopped", &sets);
+    resume.arg("--resume");
+    assert_success(&output_of(resume));
+    assert_eq!(cells(&stopped), cells(&whole));
+    assert_eq!(epoch_losses(&stopped), epoch_losses(&whole));
+    assert_continued(&stopped, &whole);
+    assert!(!stopped.join("resume").exists());
 }

@@ -43,7 +43,8 @@ pub struct Resumable<'a> {
     /// network and the method already); `None`: from the start.
     pub from: Option<Boundary>,
     /// Called after each task's training and evaluation (the last task's included) with
-    /// the boundary's state, to write a resume checkpoint; an error stops the run.
+    /// the boundary's state, to write a resume checkpoint; an error stops the run
+    /// ([`TrainError::Stopped`]: stopped on request, after the checkpoint).
     pub at_boundary: Option<BoundaryHook<'a>>,
 }
 

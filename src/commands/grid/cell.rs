@@ -12,6 +12,8 @@ use crate::usage::UsageError;
 /// Runs the cell unless it is complete (or failed, without `--retry-failed`); `--force` runs
 /// it anyway.
 pub fn execute(args: &GridCellArgs) -> Result<()> {
+    // SIGTERM stops the cell at its next task boundary, checkpointed (exit status 75).
+    crate::signals::install();
     if args.watch_stdin {
         // The parent holds our stdin open; EOF means it is gone, so stop training at once.
         std::thread::spawn(|| {

@@ -110,14 +110,19 @@ pub fn execute(args: &GridRunArgs) -> Result<()> {
         .iter()
         .filter_map(|f| match &f.status {
             CellStatus::Failed { error } => Some((f.id.clone(), error.clone())),
-            CellStatus::Unfinished => Some((f.id.clone(), "did not finish".into())),
-            CellStatus::Complete => None,
+            _ => None,
         })
         .collect();
+    let stopped: Vec<&str> = finished
+        .iter()
+        .filter(|f| f.status == CellStatus::Unfinished)
+        .map(|f| f.id.as_str())
+        .collect();
     println!(
-        "{} cell(s) ran in {seconds:.1}s: {done} complete, {} failed; {:.0} runs/hour",
+        "{} cell(s) ran in {seconds:.1}s: {done} complete, {} failed, {} stopped; {:.0} runs/hour",
         finished.len(),
         failed.len(),
+        stopped.len(),
         if seconds > 0.0 {
             finished.len() as f64 * 3600.0 / seconds
         } else {
@@ -130,8 +135,17 @@ pub fn execute(args: &GridRunArgs) -> Result<()> {
     for (id, error) in &skipped_failed {
         println!("  failed earlier (skipped)  {id}: {error}");
     }
+    for id in &stopped {
+        println!("  stopped  {id}: unfinished; the next grid run continues it");
+    }
     collect(&loaded, args.quiet)?;
     let failures = failed.len() + skipped_failed.len();
+    if failures == 0 && !stopped.is_empty() {
+        return Err(anyhow!(
+            "{} of {total} cells stopped unfinished; running the grid again continues them",
+            stopped.len()
+        ));
+    }
     if failures > 0 {
         return Err(anyhow!(
             "{failures} of {total} cells failed (status and reasons in {})",
@@ -226,7 +240,9 @@ fn run_cells(
 
 /// Runs one cell as a child process and returns its status from its manifest. A child that
 /// dies before writing a manifest (a crash, a bad dataset) gets a failed one written here,
-/// with its exit status and the error lines of its log.
+/// with its exit status and the error lines of its log; one that exits with
+/// [`crate::run::EXIT_STOPPED_CODE`] (stopped at a task boundary, checkpointed) stays
+/// unfinished.
 fn run_child(
     exe: &Path,
     loaded: &Loaded,
@@ -293,6 +309,11 @@ fn run_child(
     let exit = child.wait().context("waiting for a cell")?;
     drop(stdin);
     let status = CellStatus::of(&dir)?;
+    // Stopped on SIGTERM at a task boundary: unfinished, not failed; it continues from its
+    // checkpoint on the next grid run.
+    if status == CellStatus::Unfinished && exit.code() == Some(crate::run::EXIT_STOPPED_CODE) {
+        return Ok(CellStatus::Unfinished);
+    }
     if status == CellStatus::Unfinished {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let mut reason: Vec<&str> = log

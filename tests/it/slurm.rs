@@ -365,3 +365,84 @@ fn bad_submissions_fail_before_anything_is_submitted() {
         "nothing may be submitted"
     );
 }
+
+/// The job script's requeue branch, without a cluster: the generated script with its retain
+/// command replaced by a stub that exits with `status`, and a stub `scontrol` that records
+/// its arguments. Returns the script's exit status and the recorded `scontrol` call.
+fn run_job_script_with_stub(status: i32) -> (Option<i32>, Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_retain"))
+        .current_dir(crate::common::repo())
+        .args([
+            "grid",
+            "submit",
+            "experiments/split-mnist-grid.toml",
+            "--slurm",
+        ])
+        .arg("--dry-run")
+        .arg("--output")
+        .arg(dir.path())
+        .arg("--data-root")
+        .arg(crate::common::data_root())
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out);
+    let slurm = dir.path().join("split-mnist-grid/slurm");
+    let script = std::fs::read_dir(&slurm)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sbatch"))
+        .unwrap();
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("#SBATCH --requeue"), "{text}");
+    assert!(text.contains("#SBATCH --signal=B:TERM@"), "{text}");
+    let command = text
+        .lines()
+        .find(|l| l.contains(" grid cell ") && l.ends_with(" &"))
+        .unwrap_or_else(|| panic!("no background cell command in {text}"));
+    let stubbed = text.replace(command, &format!("sh -c 'exit {status}' &"));
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let record = dir.path().join("scontrol.args");
+    let scontrol = bin.join("scontrol");
+    std::fs::write(
+        &scontrol,
+        format!("#!/bin/sh\necho \"$@\" > '{}'\n", record.display()),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&scontrol)
+        .status()
+        .unwrap();
+    let stub = dir.path().join("stub.sh");
+    std::fs::write(&stub, stubbed).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = Command::new("bash")
+        .arg(&stub)
+        .env("PATH", path)
+        .env("SLURM_ARRAY_JOB_ID", "7")
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .output()
+        .unwrap();
+    let call = std::fs::read_to_string(&record)
+        .ok()
+        .map(|s| s.trim().to_owned());
+    (ran.status.code(), call)
+}
+
+/// A cell stopped by SIGTERM (status 75) requeues its own array task; one that completes or
+/// fails does not.
+#[test]
+fn the_job_script_requeues_a_stopped_cell_only() {
+    assert_eq!(
+        run_job_script_with_stub(75),
+        (Some(75), Some("requeue 7_1".to_owned()))
+    );
+    assert_eq!(run_job_script_with_stub(0), (Some(0), None));
+    assert_eq!(run_job_script_with_stub(1), (Some(1), None));
+}

@@ -104,7 +104,12 @@ pub fn submit(args: &GridSubmitArgs) -> Result<()> {
     Ok(())
 }
 
-/// The sbatch script: one array task per cell, each running that cell alone.
+/// How long before the time limit Slurm sends the job script SIGTERM (`--signal=B:TERM@…`),
+/// time for the cell to finish its task and checkpoint.
+const TERM_BEFORE_LIMIT_SECONDS: u32 = 300;
+
+/// The sbatch script: one array task per cell, each running that cell alone; SIGTERM makes
+/// the cell stop at a task boundary (status 75), and the task then requeues itself.
 fn sbatch_script(
     loaded: &Loaded,
     args: &GridSubmitArgs,
@@ -147,6 +152,8 @@ fn sbatch_script(
         writeln!(s, "#SBATCH --time={time}")?;
     }
     writeln!(s, "#SBATCH --output={}/logs/%A_%a.out", slurm_dir.display())?;
+    writeln!(s, "#SBATCH --requeue")?;
+    writeln!(s, "#SBATCH --signal=B:TERM@{TERM_BEFORE_LIMIT_SECONDS}")?;
     writeln!(s, "set -euo pipefail")?;
     writeln!(s, "cd {}", shell_quote(&workdir.display().to_string()))?;
     writeln!(
@@ -181,7 +188,35 @@ fn sbatch_script(
             command.push(shell_quote(&absolute(path)?.display().to_string()));
         }
     }
-    writeln!(s, "exec {}", command.join(" "))?;
+    // SIGTERM to this shell goes on to the cell, which stops at its next task boundary,
+    // checkpointed, with status 75; the array task is then requeued and continues there.
+    writeln!(
+        s,
+        "# SIGTERM (preemption, scancel --signal=TERM, the time limit) stops the cell at its next"
+    )?;
+    writeln!(
+        s,
+        "# task boundary with status 75, checkpointed; the array task is then requeued."
+    )?;
+    writeln!(s, "trap 'kill -TERM \"$child\" 2>/dev/null || true' TERM")?;
+    writeln!(s, "{} &", command.join(" "))?;
+    writeln!(s, "child=$!")?;
+    writeln!(s, "while :; do")?;
+    writeln!(s, "  status=0")?;
+    writeln!(s, "  wait \"$child\" || status=$?")?;
+    writeln!(s, "  kill -0 \"$child\" 2>/dev/null || break")?;
+    writeln!(s, "done")?;
+    writeln!(
+        s,
+        "if [ \"$status\" -eq {} ]; then",
+        crate::run::EXIT_STOPPED_CODE
+    )?;
+    writeln!(
+        s,
+        "  scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\""
+    )?;
+    writeln!(s, "fi")?;
+    writeln!(s, "exit \"$status\"")?;
     Ok(s)
 }
 

@@ -1,5 +1,6 @@
 //! Grids on a real single-node Slurm cluster started by the test (`scripts/slurm-local.sh`):
-//! submission as a job array, status, collect, `scancel` and `--resume`, and the checks that run
+//! submission as a job array, status, collect, `scancel`, `--resume` and the requeue of a cell
+//! stopped by SIGTERM, and the checks that run
 //! before anything is submitted. CI installs Slurm and sets `RETAIN_REQUIRE_SLURM=1`, which
 //! makes a machine that cannot start the cluster a failure; elsewhere the cluster tests say
 //! why they cannot run and return.
@@ -445,4 +446,172 @@ fn the_job_script_requeues_a_stopped_cell_only() {
     );
     assert_eq!(run_job_script_with_stub(0), (Some(0), None));
     assert_eq!(run_job_script_with_stub(1), (Some(1), None));
+}
+
+/// `(scenario, trained_tasks, eval_task, correct, samples, accuracy bits)` of a cell's
+/// accuracy matrix, sorted: equal only when bit-for-bit equal.
+fn cell_matrix(cell: &Path) -> Vec<(String, u32, u32, u64, u64, u64)> {
+    let frame = read_parquet(&cell.join("accuracy.parquet"));
+    let col = |name: &str| frame.column(name).unwrap().clone();
+    let (scenario, trained, task, correct, samples, accuracy) = (
+        col("scenario"),
+        col("trained_tasks"),
+        col("eval_task"),
+        col("correct"),
+        col("samples"),
+        col("accuracy"),
+    );
+    let mut rows: Vec<_> = (0..frame.height())
+        .map(|i| {
+            (
+                scenario.str().unwrap().get(i).unwrap().to_owned(),
+                trained.u32().unwrap().get(i).unwrap(),
+                task.u32().unwrap().get(i).unwrap(),
+                correct.u64().unwrap().get(i).unwrap(),
+                samples.u64().unwrap().get(i).unwrap(),
+                accuracy.f64().unwrap().get(i).unwrap().to_bits(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A cell's TensorBoard files (one per process that logged) and its `(kind, task)` events.
+fn cell_log(cell: &Path) -> (usize, Vec<(String, u64)>) {
+    let tensorboard = std::fs::read_dir(cell)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .count();
+    let events = std::fs::read_to_string(cell.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let event: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                event["kind"].as_str().unwrap().to_owned(),
+                event["task"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (tensorboard, events)
+}
+
+/// SIGTERM to a running array task's batch shell (as at preemption or the time limit): the
+/// script forwards it to the cell, which stops checkpointed after its task with status 75;
+/// the script requeues its own array task, which runs again, continues from the checkpoint
+/// and completes with the matrix of the same cell run uninterrupted.
+#[test]
+fn a_cell_stopped_by_sigterm_on_slurm_is_requeued_and_completes_exactly() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let grid = grid_file(dir.path(), "requeue-grid", "\"seed\" = [0]", "");
+    // Tasks long enough that the signal lands while a later task trains.
+    let text = std::fs::read_to_string(&grid).unwrap();
+    let text = text.replace("\ntasks = 3\n", "\ntasks = 4\n").replace(
+        "train_samples_per_task = 500",
+        "train_samples_per_task = 1000",
+    );
+    std::fs::write(&grid, text).unwrap();
+    let grid = grid.to_str().unwrap();
+    let slurm_out = dir.path().join("slurm");
+    let local_out = dir.path().join("local");
+    let (slurm_s, local_s) = (slurm_out.to_str().unwrap(), local_out.to_str().unwrap());
+
+    let job = job_id(&cluster.retain(&[
+        "grid",
+        "submit",
+        grid,
+        "--slurm",
+        "--partition",
+        "debug",
+        "--output",
+        slurm_s,
+    ]));
+    let task = format!("{job}_0");
+    let cell = slurm_out.join("requeue-grid/cells/seed=0");
+    let checkpoint = cell.join("resume/checkpoint.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // The checkpoint after task 0: the cell now trains task 1.
+    while !checkpoint.is_file() {
+        assert!(
+            !cell.join("manifest.json").exists(),
+            "the cell ended before it was signalled"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let term = cluster
+        .command("scancel")
+        .args(["--signal=TERM", "--batch", &task])
+        .output()
+        .unwrap();
+    assert!(
+        term.status.success(),
+        "{}",
+        String::from_utf8_lossy(&term.stderr)
+    );
+
+    // Requeued, run again and left the queue, the cell complete.
+    let deadline = Instant::now() + Duration::from_secs(400);
+    loop {
+        let queued = cluster
+            .command("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if queued.status.success() && queued.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} still queued after 400 s: {}",
+            String::from_utf8_lossy(&queued.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let shown = cluster
+        .command("scontrol")
+        .args(["show", "job", &task])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("Restarts=1 ") && shown.contains("JobState=COMPLETED"),
+        "the array task ran twice and completed: {shown}"
+    );
+    let statuses = status_lines(&cluster, grid, slurm_s);
+    assert_eq!(statuses, vec![("seed=0".to_owned(), "done".to_owned())]);
+    assert!(
+        !cell.join("resume").exists(),
+        "a complete cell keeps no checkpoint"
+    );
+
+    assert_success(&cluster.retain(&["grid", "run", grid, "--output", local_s, "--quiet"]));
+    let whole = local_out.join("requeue-grid/cells/seed=0");
+    let (files, events) = cell_log(&cell);
+    let (whole_files, whole_events) = cell_log(&whole);
+    assert_eq!(
+        (files, whole_files),
+        (2, 1),
+        "one TensorBoard file per process"
+    );
+    assert_eq!(events, whole_events, "each event exactly once");
+    let evaluations = |events: &[(String, u64)]| {
+        events
+            .iter()
+            .filter(|(kind, _)| kind == "evaluation")
+            .count()
+    };
+    assert!(evaluations(&whole_events) >= 4, "{whole_events:?}");
+    assert_eq!(evaluations(&events), evaluations(&whole_events));
+    assert_eq!(cell_matrix(&cell), cell_matrix(&whole));
 }

@@ -44,6 +44,21 @@ impl StateReader {
         Ok(Self { tensors })
     }
 
+    /// A method's whole state read by `read`, any tensor left over refused; `None` for an
+    /// empty state (a method before its first task).
+    pub fn read_whole<T>(
+        state: Vec<(String, Tensor)>,
+        read: impl FnOnce(&mut Self) -> Result<T, MemoryError>,
+    ) -> Result<Option<T>, MemoryError> {
+        if state.is_empty() {
+            return Ok(None);
+        }
+        let mut reader = Self::new(state)?;
+        let value = read(&mut reader)?;
+        reader.finish()?;
+        Ok(Some(value))
+    }
+
     /// Whether a tensor named `name` is left.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)

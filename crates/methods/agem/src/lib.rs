@@ -261,14 +261,11 @@ impl Method for AGem {
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
         self.memory = None;
         self.restored = None;
-        if state.is_empty() {
-            return Ok(());
-        }
-        let mut reader = StateReader::new(state).map_err(memory_error)?;
-        let restored = ClassBalancedState::read(&mut reader, STATE_PREFIX, self.params.memory_size)
-            .map_err(memory_error)?;
-        reader.finish().map_err(memory_error)?;
-        self.restored = Some(restored);
+        let size = self.params.memory_size;
+        self.restored = StateReader::read_whole(state, |reader| {
+            ClassBalancedState::read(reader, STATE_PREFIX, size)
+        })
+        .map_err(memory_error)?;
         Ok(())
     }
 }

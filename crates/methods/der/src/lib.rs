@@ -336,15 +336,11 @@ impl Method for Der {
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
         self.reservoir = None;
         self.restored = None;
-        if state.is_empty() {
-            return Ok(());
-        }
-        let mut reader = StateReader::new(state).map_err(memory_error)?;
-        let restored =
-            ReservoirState::read(&mut reader, STATE_PREFIX, self.params.buffer_size, true)
-                .map_err(memory_error)?;
-        reader.finish().map_err(memory_error)?;
-        self.restored = Some(restored);
+        let size = self.params.buffer_size;
+        self.restored = StateReader::read_whole(state, |reader| {
+            ReservoirState::read(reader, STATE_PREFIX, size, true)
+        })
+        .map_err(memory_error)?;
         Ok(())
     }
 }

@@ -342,15 +342,11 @@ impl Method for Gem {
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
         self.memory = None;
         self.restored = None;
-        if state.is_empty() {
-            return Ok(());
-        }
-        let mut reader = StateReader::new(state).map_err(memory_error)?;
-        let restored =
-            EpisodicState::read(&mut reader, STATE_PREFIX, self.params.memories_per_task)
-                .map_err(memory_error)?;
-        reader.finish().map_err(memory_error)?;
-        self.restored = Some(restored);
+        let per_task = self.params.memories_per_task;
+        self.restored = StateReader::read_whole(state, |reader| {
+            EpisodicState::read(reader, STATE_PREFIX, per_task)
+        })
+        .map_err(memory_error)?;
         Ok(())
     }
 }

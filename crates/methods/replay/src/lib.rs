@@ -341,22 +341,18 @@ impl Method for Replay {
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
         self.memory = None;
         self.restored = None;
-        if state.is_empty() {
-            return Ok(());
-        }
-        let mut reader = StateReader::new(state).map_err(memory_error)?;
-        let size = self.params.buffer_size;
-        let restored = match self.params.buffer {
-            BufferKind::Reservoir => Restored::Reservoir(
-                ReservoirState::read(&mut reader, STATE_PREFIX, size, false)
-                    .map_err(memory_error)?,
-            ),
-            BufferKind::ClassBalanced => Restored::ClassBalanced(
-                ClassBalancedState::read(&mut reader, STATE_PREFIX, size).map_err(memory_error)?,
-            ),
-        };
-        reader.finish().map_err(memory_error)?;
-        self.restored = Some(restored);
+        let (size, buffer) = (self.params.buffer_size, self.params.buffer);
+        self.restored = StateReader::read_whole(state, |reader| {
+            Ok(match buffer {
+                BufferKind::Reservoir => {
+                    Restored::Reservoir(ReservoirState::read(reader, STATE_PREFIX, size, false)?)
+                }
+                BufferKind::ClassBalanced => {
+                    Restored::ClassBalanced(ClassBalancedState::read(reader, STATE_PREFIX, size)?)
+                }
+            })
+        })
+        .map_err(memory_error)?;
         Ok(())
     }
 }

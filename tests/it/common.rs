@@ -43,6 +43,62 @@ pub fn read_parquet(path: &Path) -> DataFrame {
     ParquetReader::new(file).finish().unwrap()
 }
 
+/// `(scenario, trained_tasks, eval_task, correct, samples, accuracy bits)` of a run folder's
+/// accuracy matrix, sorted: equal only when bit-for-bit equal.
+pub fn accuracy_cells(dir: &Path) -> Vec<(String, u32, u32, u64, u64, u64)> {
+    let frame = read_parquet(&dir.join("accuracy.parquet"));
+    let col = |name: &str| frame.column(name).unwrap().clone();
+    let (scenario, trained, task, correct, samples, accuracy) = (
+        col("scenario"),
+        col("trained_tasks"),
+        col("eval_task"),
+        col("correct"),
+        col("samples"),
+        col("accuracy"),
+    );
+    let mut rows: Vec<_> = (0..frame.height())
+        .map(|i| {
+            (
+                scenario.str().unwrap().get(i).unwrap().to_owned(),
+                trained.u32().unwrap().get(i).unwrap(),
+                task.u32().unwrap().get(i).unwrap(),
+                correct.u64().unwrap().get(i).unwrap(),
+                samples.u64().unwrap().get(i).unwrap(),
+                accuracy.f64().unwrap().get(i).unwrap().to_bits(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The live log of a run folder: how many TensorBoard files (one per process that trained
+/// into it) and the `(kind, task)` of every line of `events.jsonl`.
+pub fn live_log(dir: &Path) -> (usize, Vec<(String, u64)>) {
+    let tensorboard = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .count();
+    let lines = std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let event: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                event["kind"].as_str().unwrap().to_owned(),
+                event["task"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (tensorboard, lines)
+}
+
 /// A path as a TOML string literal.
 pub fn toml_str(path: &Path) -> String {
     format!("{:?}", path.to_str().unwrap())

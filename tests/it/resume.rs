@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_success, data_root, read_parquet, repo};
+use crate::common::{accuracy_cells, assert_success, data_root, live_log, repo};
 
 /// The exit status of a run stopped by `RETAIN_EXIT_AFTER_CHECKPOINT`.
 const STOPPED: i32 = 75;
@@ -43,32 +43,6 @@ fn output_of(mut command: Command) -> Output {
     command.output().expect("the retain binary runs")
 }
 
-/// `(scenario, trained_tasks, eval_task, correct, samples, accuracy)` of every row, sorted.
-fn cells(dir: &Path) -> Vec<(String, u32, u32, u64, u64, f64)> {
-    let frame = read_parquet(&dir.join("accuracy.parquet"));
-    let col = |name: &str| frame.column(name).unwrap().as_materialized_series().clone();
-    let scenario = col("scenario");
-    let trained = col("trained_tasks");
-    let task = col("eval_task");
-    let correct = col("correct");
-    let samples = col("samples");
-    let accuracy = col("accuracy");
-    let mut rows: Vec<_> = (0..frame.height())
-        .map(|i| {
-            (
-                scenario.str().unwrap().get(i).unwrap().to_owned(),
-                trained.u32().unwrap().get(i).unwrap(),
-                task.u32().unwrap().get(i).unwrap(),
-                correct.u64().unwrap().get(i).unwrap(),
-                samples.u64().unwrap().get(i).unwrap(),
-                accuracy.f64().unwrap().get(i).unwrap(),
-            )
-        })
-        .collect();
-    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    rows
-}
-
 /// Every task's epoch losses, from the manifest.
 fn epoch_losses(dir: &Path) -> Vec<serde_json::Value> {
     let manifest: serde_json::Value =
@@ -79,33 +53,6 @@ fn epoch_losses(dir: &Path) -> Vec<serde_json::Value> {
         .iter()
         .map(|t| t["epoch_losses"].clone())
         .collect()
-}
-
-/// The live log of a run folder: how many TensorBoard files (one per process that trained
-/// into it) and the `(kind, task)` of every line of `events.jsonl`.
-fn live_log(dir: &Path) -> (usize, Vec<(String, u64)>) {
-    let tensorboard = std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents.")
-        })
-        .count();
-    let lines = std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let event: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                event["kind"].as_str().unwrap().to_owned(),
-                event["task"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
-    (tensorboard, lines)
 }
 
 /// Asserts that `resumed` continued from a checkpoint rather than starting again: two
@@ -151,7 +98,11 @@ fn resumed_equals_uninterrupted(method: &[&str]) {
     let mut resume = tiny_run(dir.path(), "resumed", &sets);
     resume.arg("--resume");
     assert_success(&output_of(resume));
-    assert_eq!(cells(&resumed), cells(&whole), "{method:?}");
+    assert_eq!(
+        accuracy_cells(&resumed),
+        accuracy_cells(&whole),
+        "{method:?}"
+    );
     assert_eq!(epoch_losses(&resumed), epoch_losses(&whole), "{method:?}");
     assert_continued(&resumed, &whole);
     assert!(
@@ -260,7 +211,7 @@ fn a_killed_replay_run_resumes_exactly() {
     let mut resume = tiny_run(dir.path(), "killed", &sets);
     resume.arg("--resume");
     assert_success(&output_of(resume));
-    assert_eq!(cells(&killed), cells(&whole));
+    assert_eq!(accuracy_cells(&killed), accuracy_cells(&whole));
     assert_eq!(epoch_losses(&killed), epoch_losses(&whole));
     assert_continued(&killed, &whole);
 }
@@ -294,7 +245,7 @@ fn resume_without_a_checkpoint_starts_from_the_start_and_a_fresh_run_clears_one(
     let out = output_of(first);
     assert_success(&out);
     let run = dir.path().join("split-mnist/run");
-    let whole = cells(&run);
+    let whole = accuracy_cells(&run);
 
     let mut stopped = tiny_run(dir.path(), "run", &[]);
     stopped.env("RETAIN_EXIT_AFTER_CHECKPOINT", "2");
@@ -305,7 +256,7 @@ fn resume_without_a_checkpoint_starts_from_the_start_and_a_fresh_run_clears_one(
     fresh.env("RETAIN_EXIT_AFTER_CHECKPOINT", "9");
     assert_success(&output_of(fresh));
     assert!(!run.join("resume").exists());
-    assert_eq!(cells(&run), whole);
+    assert_eq!(accuracy_cells(&run), whole);
 }
 
 /// A grid cell stopped after its first task (status 75: recorded as stopped, not failed)
@@ -343,7 +294,7 @@ fn an_unfinished_grid_cell_continues_from_its_checkpoint() {
     assert!(cell.join("resume/checkpoint.safetensors").is_file());
     assert!(!cell.join("manifest.json").exists(), "stopped, not failed");
     assert_success(&run_grid(&path, None));
-    assert_eq!(cells(&cell), cells(&whole));
+    assert_eq!(accuracy_cells(&cell), accuracy_cells(&whole));
     assert_eq!(epoch_losses(&cell), epoch_losses(&whole));
     assert_continued(&cell, &whole);
     assert!(!cell.join("resume").exists());
@@ -416,7 +367,7 @@ fn a_run_stopped_by_sigterm_checkpoints_after_its_task_and_resumes_exactly() {
     let mut resume = tiny_run(dir.path(), "stopped", &sets);
     resume.arg("--resume");
     assert_success(&output_of(resume));
-    assert_eq!(cells(&stopped), cells(&whole));
+    assert_eq!(accuracy_cells(&stopped), accuracy_cells(&whole));
     assert_eq!(epoch_losses(&stopped), epoch_losses(&whole));
     assert_continued(&stopped, &whole);
     assert!(!stopped.join("resume").exists());

@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_success, dependency_present, read_parquet, repo};
+use crate::common::{
+    accuracy_cells, assert_success, dependency_present, live_log, read_parquet, repo,
+};
 use crate::grid::grid_file;
 
 /// A running cluster; stopped (daemons and munged) when dropped, also when a test panics.
@@ -448,61 +450,6 @@ fn the_job_script_requeues_a_stopped_cell_only() {
     assert_eq!(run_job_script_with_stub(1), (Some(1), None));
 }
 
-/// `(scenario, trained_tasks, eval_task, correct, samples, accuracy bits)` of a cell's
-/// accuracy matrix, sorted: equal only when bit-for-bit equal.
-fn cell_matrix(cell: &Path) -> Vec<(String, u32, u32, u64, u64, u64)> {
-    let frame = read_parquet(&cell.join("accuracy.parquet"));
-    let col = |name: &str| frame.column(name).unwrap().clone();
-    let (scenario, trained, task, correct, samples, accuracy) = (
-        col("scenario"),
-        col("trained_tasks"),
-        col("eval_task"),
-        col("correct"),
-        col("samples"),
-        col("accuracy"),
-    );
-    let mut rows: Vec<_> = (0..frame.height())
-        .map(|i| {
-            (
-                scenario.str().unwrap().get(i).unwrap().to_owned(),
-                trained.u32().unwrap().get(i).unwrap(),
-                task.u32().unwrap().get(i).unwrap(),
-                correct.u64().unwrap().get(i).unwrap(),
-                samples.u64().unwrap().get(i).unwrap(),
-                accuracy.f64().unwrap().get(i).unwrap().to_bits(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-/// A cell's TensorBoard files (one per process that logged) and its `(kind, task)` events.
-fn cell_log(cell: &Path) -> (usize, Vec<(String, u64)>) {
-    let tensorboard = std::fs::read_dir(cell)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents.")
-        })
-        .count();
-    let events = std::fs::read_to_string(cell.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let event: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                event["kind"].as_str().unwrap().to_owned(),
-                event["task"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
-    (tensorboard, events)
-}
-
 /// SIGTERM to a running array task's batch shell (as at preemption or the time limit): the
 /// script forwards it to the cell, which stops checkpointed after its task with status 75;
 /// the script requeues its own array task, which runs again, continues from the checkpoint
@@ -597,8 +544,8 @@ fn a_cell_stopped_by_sigterm_on_slurm_is_requeued_and_completes_exactly() {
 
     assert_success(&cluster.retain(&["grid", "run", grid, "--output", local_s, "--quiet"]));
     let whole = local_out.join("requeue-grid/cells/seed=0");
-    let (files, events) = cell_log(&cell);
-    let (whole_files, whole_events) = cell_log(&whole);
+    let (files, events) = live_log(&cell);
+    let (whole_files, whole_events) = live_log(&whole);
     assert_eq!(
         (files, whole_files),
         (2, 1),
@@ -613,5 +560,5 @@ fn a_cell_stopped_by_sigterm_on_slurm_is_requeued_and_completes_exactly() {
     };
     assert!(evaluations(&whole_events) >= 4, "{whole_events:?}");
     assert_eq!(evaluations(&events), evaluations(&whole_events));
-    assert_eq!(cell_matrix(&cell), cell_matrix(&whole));
+    assert_eq!(accuracy_cells(&cell), accuracy_cells(&whole));
 }

@@ -4,13 +4,14 @@ use crate::matrix::EvalCount;
 use crate::{ResultsError, RunRecord};
 
 /// The read-out scenarios a record may name, as stored in the `scenario` column.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "class_il",
     "task_il",
     "domain_il",
     "task_inferred",
     "task_inference",
     "merged",
+    "ncm",
 ];
 
 pub(crate) fn check_scenario(scenario: &str) -> Result<(), ResultsError> {

@@ -66,6 +66,7 @@ fn needs(readout: Readout) -> &'static str {
             "it needs a method that infers each test sample's task from its inputs"
         }
         Readout::Merged => "it needs a method with per-task weights that it can merge",
+        Readout::Ncm => "it needs a method that keeps exemplars and their class means (iCaRL)",
         Readout::ClassIl | Readout::TaskIl | Readout::DomainIl => "every method provides it",
     }
 }

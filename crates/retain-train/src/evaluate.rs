@@ -25,7 +25,8 @@ pub fn evaluate(
     evaluate_inner(network, stream, readouts, batch_size, 0, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`evaluate`] for a method, after `trained` tasks (0 before training). When
+/// [`evaluate`] for a method, after `trained` tasks (0 before training). Wherever the network
+/// is read out, a method's own scores ([`Method::eval_logits`]) replace its outputs. When
 /// [`Method::uses_task_id`], [`Method::select`] sets the weights of each read-out up in the
 /// order documented in [`method`](crate::method), and `select(Latest)` ends the evaluation.
 ///
@@ -33,6 +34,8 @@ pub fn evaluate(
 /// * `task_il`: arg-max over the true task's classes, under [`Selection::Task`] of the true
 ///   task.
 /// * `merged`: arg-max over every class, under [`Selection::Merged`].
+/// * `ncm`: arg-max of the method's [`Method::ncm_scores`] under [`Selection::Latest`]; before
+///   any task is trained, class-IL's arg-max over every class.
 /// * `task_inference`: hits are samples whose [`Method::infer_task`] id (computed under
 ///   `Latest`) is their own task; 0 before any task is trained.
 /// * `task_inferred`: each sample's prediction is the arg-max over the classes of its
@@ -81,6 +84,15 @@ fn select(
     }
 }
 
+/// The scores evaluation reads a batch out from: the method's own
+/// ([`Method::eval_logits`]) where it has them, else the network's outputs.
+fn outputs(method: &mut Option<&mut dyn Method>, network: &Network, inputs: &Tensor) -> Tensor {
+    method
+        .as_deref_mut()
+        .and_then(|m| m.eval_logits(network, inputs))
+        .unwrap_or_else(|| network.model.forward_t(inputs, false))
+}
+
 fn evaluate_inner(
     network: &Network,
     stream: &TaskStream,
@@ -115,13 +127,13 @@ fn evaluate_inner(
             Readout::ClassIl | Readout::DomainIl => true,
             Readout::TaskIl | Readout::Merged => !selects,
             Readout::TaskInferred => trained == 0,
-            Readout::TaskInference => false,
+            Readout::TaskInference | Readout::Ncm => false,
         })
         .collect();
     let method_name = method
         .as_ref()
         .map_or(String::new(), |m| m.name().to_owned());
-    let forward = |inputs: &Tensor| network.model.forward_t(inputs, false);
+    let ncm = wants(Readout::Ncm);
     let masked_argmax = |logits: &Tensor, mask: &Tensor| {
         logits
             .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
@@ -140,11 +152,28 @@ fn evaluate_inner(
         };
         // Per batch: the inferred task ids and the labels.
         let mut inferred: Vec<(Tensor, Tensor)> = Vec::new();
-        if !latest.is_empty() || infers {
+        if !latest.is_empty() || infers || ncm {
             select(&mut method, selects, network, Selection::Latest)?;
             for batch in batches() {
+                if ncm {
+                    let predictions = if trained == 0 {
+                        // No exemplars yet: the network's arg-max, as task-inferred's row 0.
+                        outputs(&mut method, network, &batch.inputs).argmax(-1, false)
+                    } else {
+                        method
+                            .as_deref_mut()
+                            .and_then(|m| m.ncm_scores(network, &batch.inputs))
+                            .ok_or_else(|| TrainError::Method {
+                                method: method_name.clone(),
+                                message: "gave no nearest-mean scores, though it supports the `ncm` read-out"
+                                    .into(),
+                            })?
+                            .argmax(-1, false)
+                    };
+                    add(Readout::Ncm, task.index, hits(&predictions, &batch.labels));
+                }
                 if !latest.is_empty() {
-                    let logits = forward(&batch.inputs);
+                    let logits = outputs(&mut method, network, &batch.inputs);
                     for &readout in &latest {
                         let predictions = match readout {
                             Readout::TaskIl => masked_argmax(&logits, &task.class_mask),
@@ -175,7 +204,10 @@ fn evaluate_inner(
         if selects && wants(Readout::TaskIl) {
             select(&mut method, selects, network, Selection::Task(task.index))?;
             for batch in batches() {
-                let predictions = masked_argmax(&forward(&batch.inputs), &task.class_mask);
+                let predictions = masked_argmax(
+                    &outputs(&mut method, network, &batch.inputs),
+                    &task.class_mask,
+                );
                 add(
                     Readout::TaskIl,
                     task.index,
@@ -186,7 +218,7 @@ fn evaluate_inner(
         if selects && wants(Readout::Merged) {
             select(&mut method, selects, network, Selection::Merged)?;
             for batch in batches() {
-                let predictions = forward(&batch.inputs).argmax(-1, false);
+                let predictions = outputs(&mut method, network, &batch.inputs).argmax(-1, false);
                 add(
                     Readout::Merged,
                     task.index,
@@ -209,7 +241,7 @@ fn evaluate_inner(
                     select(&mut method, selects, network, Selection::Task(k))?;
                 }
                 for (b, batch) in batches().enumerate() {
-                    let logits = forward(&batch.inputs);
+                    let logits = outputs(&mut method, network, &batch.inputs);
                     for &k in &pass {
                         let own = masked_argmax(&logits, &stream.tasks[k].class_mask);
                         let mine = inferred[b].0.eq(k as i64);

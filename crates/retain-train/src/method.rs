@@ -373,6 +373,31 @@ pub trait Method {
         None
     }
 
+    /// The method's own scores for an evaluation batch `inputs` (`[B, …]`), `[B, classes]`
+    /// on the device, in place of the network's outputs wherever evaluation reads the
+    /// network out (class-IL, domain-IL, task-IL — masked to the task's classes —, merged
+    /// and task-inferred): the arg-max of a row is the prediction. For methods whose
+    /// classifier is more than the network's forward pass: a bias correction of the newest
+    /// classes' logits (BiC), a cosine-normalised head (LUCIR), a model trained on the
+    /// memory alone (GDumb). Called under `no_grad`, after any [`Method::select`], also
+    /// before the first task (row 0 of the matrices). Must not read tensors back to the
+    /// host. Default: `None`, the network's outputs.
+    fn eval_logits(&mut self, _network: &Network, _inputs: &Tensor) -> Option<Tensor> {
+        None
+    }
+
+    /// Scores of the nearest-mean-of-exemplars read-out ([`Readout::Ncm`]) for an
+    /// evaluation batch `inputs`: `[B, classes]` on the device, higher for nearer class means
+    /// (e.g. the negative distance), and `-inf` (or any score below every real one) for
+    /// classes without exemplars; the arg-max of a row is the prediction. Called under
+    /// `no_grad` and [`Selection::Latest`], only after at least one task is trained (before
+    /// that the read-out is the arg-max of the scores class-IL reads out), by a method that supports `ncm`
+    /// ([`Method::supports_readout`]); `None` then fails the evaluation. Must not read
+    /// tensors back to the host. Default: `None`.
+    fn ncm_scores(&mut self, _network: &Network, _inputs: &Tensor) -> Option<Tensor> {
+        None
+    }
+
     /// The method's own state between tasks, as named tensors (e.g. a Fisher matrix and its
     /// anchor parameters), for checkpoints: together with the network's variables it must be
     /// enough to continue the run with [`Method::load_state`]. Names are stable strings the

@@ -1230,3 +1230,102 @@ fn channels_last_training_keeps_the_layout_and_matches_contiguous_gradients() {
         }
     }
 }
+
+/// Scores every sample as class `eval_class` in the network read-outs and as `ncm_class` in
+/// the nearest-mean read-out (when it has one).
+struct Scorer {
+    eval_class: i64,
+    ncm_class: Option<i64>,
+}
+
+impl Scorer {
+    fn one_hot(inputs: &Tensor, class: i64, classes: i64) -> Tensor {
+        Tensor::zeros([inputs.size()[0], classes], (Kind::Float, inputs.device())).index_fill(
+            1,
+            &Tensor::from_slice(&[class]),
+            1.0,
+        )
+    }
+}
+
+impl Method for Scorer {
+    fn name(&self) -> &str {
+        "scorer"
+    }
+    fn supports_readout(&self, readout: Readout) -> bool {
+        matches!(readout, Readout::ClassIl | Readout::TaskIl | Readout::Ncm)
+    }
+    fn eval_logits(&mut self, network: &Network, inputs: &Tensor) -> Option<Tensor> {
+        let classes = network.model.outputs() as i64;
+        Some(Self::one_hot(inputs, self.eval_class, classes))
+    }
+    fn ncm_scores(&mut self, network: &Network, inputs: &Tensor) -> Option<Tensor> {
+        let classes = network.model.outputs() as i64;
+        self.ncm_class
+            .map(|class| Self::one_hot(inputs, class, classes))
+    }
+}
+
+/// How many of each task's evaluation samples have label `class`.
+fn label_counts(stream: &TaskStream, class: i64) -> Vec<u64> {
+    stream
+        .tasks
+        .iter()
+        .map(|task| {
+            let (split, indices, _) = stream.evaluation_set(task);
+            let labels = stream.task_batch(split, task.index, indices).labels;
+            labels.eq(class).sum(Kind::Int64).int64_value(&[]) as u64
+        })
+        .collect()
+}
+
+#[test]
+fn a_method_with_its_own_scores_is_read_out_from_them_and_from_its_class_means() {
+    let stream = stream(2, 6, 3);
+    let net = network(3, &[], 4, 4);
+    let readouts = [Readout::ClassIl, Readout::TaskIl, Readout::Ncm];
+    let mut scorer = Scorer {
+        eval_class: 2,
+        ncm_class: Some(1),
+    };
+    let got = evaluate_with(&net, &stream, &readouts, 4, 1, &mut scorer).unwrap();
+    let hits = |readout: Readout| got[&readout].iter().map(|&(c, _)| c).collect::<Vec<_>>();
+    // Class-IL: every sample predicted as class 2, which only task 1 holds.
+    assert_eq!(hits(Readout::ClassIl), label_counts(&stream, 2));
+    assert_eq!(hits(Readout::ClassIl)[0], 0);
+    // Task-IL masks the same scores to the task's classes: class 2 in task 1; in task 0 every
+    // remaining score ties at 0 and the first of its classes (0) is predicted.
+    let task_il = [label_counts(&stream, 0)[0], label_counts(&stream, 2)[1]];
+    assert_eq!(hits(Readout::TaskIl), task_il);
+    // The nearest-mean read-out from its own scores: class 1, in task 0 only.
+    assert_eq!(hits(Readout::Ncm), label_counts(&stream, 1));
+    assert!(hits(Readout::Ncm)[0] > 0);
+    // Before any task is trained there are no class means: the read-out is the arg-max of
+    // the method's scores.
+    let before = evaluate_with(&net, &stream, &readouts, 4, 0, &mut scorer).unwrap();
+    assert_eq!(before[&Readout::Ncm], before[&Readout::ClassIl]);
+    // A method that claims the read-out but gives no scores fails the evaluation.
+    let mut silent = Scorer {
+        eval_class: 2,
+        ncm_class: None,
+    };
+    let error = evaluate_with(&net, &stream, &readouts, 4, 1, &mut silent)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("gave no nearest-mean scores"), "{error}");
+    // And a method without it is refused the read-out.
+    let error = evaluate_with(
+        &net,
+        &stream,
+        &[Readout::Ncm],
+        4,
+        1,
+        &mut Recorder::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("keeps exemplars and their class means"),
+        "{error}"
+    );
+}

@@ -77,17 +77,23 @@ pub enum Readout {
     /// arg-max over all classes, no task identity. Opt-in; needs a method with per-task
     /// weights that can merge them.
     Merged,
+    /// Nearest mean of exemplars (iCaRL): each test sample is given the class whose mean
+    /// feature over the method's stored exemplars is nearest to its own feature, among the
+    /// classes seen so far, beside the network's own read-out (`class_il`). No task identity.
+    /// Opt-in; needs a method that keeps exemplars and their class means.
+    Ncm,
 }
 
 impl Readout {
     /// Every read-out, in the order of the enum (and of result files).
-    pub const ALL: [Readout; 6] = [
+    pub const ALL: [Readout; 7] = [
         Self::ClassIl,
         Self::TaskIl,
         Self::DomainIl,
         Self::TaskInferred,
         Self::TaskInference,
         Self::Merged,
+        Self::Ncm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +104,7 @@ impl Readout {
             Self::TaskInferred => "task_inferred",
             Self::TaskInference => "task_inference",
             Self::Merged => "merged",
+            Self::Ncm => "ncm",
         }
     }
 
@@ -106,7 +113,7 @@ impl Readout {
     pub fn is_opt_in(self) -> bool {
         matches!(
             self,
-            Self::TaskInferred | Self::TaskInference | Self::Merged
+            Self::TaskInferred | Self::TaskInference | Self::Merged | Self::Ncm
         )
     }
 }

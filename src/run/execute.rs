@@ -13,7 +13,8 @@ use crate::provenance::{device_name, peak_host_memory_bytes, unix_seconds};
 
 /// For testing crash recovery: with this variable set to N, a run exits (status
 /// [`EXIT_AFTER_CHECKPOINT_CODE`]) right after writing its resume checkpoint for N tasks
-/// trained, as if it had been killed there.
+/// trained, as if it had been killed there; set to N:E, right after the checkpoint written
+/// inside task N + 1 after E of its epochs (`training.checkpoint_every_epochs`).
 pub const EXIT_AFTER_CHECKPOINT: &str = "RETAIN_EXIT_AFTER_CHECKPOINT";
 
 /// The exit status of a run stopped by [`EXIT_AFTER_CHECKPOINT`].
@@ -30,6 +31,8 @@ pub const EXIT_STOPPED_CODE: i32 = 75;
 pub struct Stopped {
     pub run: String,
     pub tasks_done: usize,
+    /// Epochs of task `tasks_done + 1` trained (a checkpoint inside it), else 0.
+    pub epochs_done: usize,
     pub tasks: usize,
     pub checkpoint: Option<std::path::PathBuf>,
 }
@@ -41,6 +44,14 @@ impl std::fmt::Display for Stopped {
             "run {} stopped on SIGTERM after task {} of {}",
             self.run, self.tasks_done, self.tasks
         )?;
+        if self.epochs_done > 0 {
+            write!(
+                f,
+                " and {} epochs of task {}",
+                self.epochs_done,
+                self.tasks_done + 1
+            )?;
+        }
         match &self.checkpoint {
             Some(path) => write!(f, "; --resume continues it from {}", path.display()),
             None => write!(
@@ -163,19 +174,29 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
             plan.device,
         )?;
         if display == Display::Interactive {
-            eprintln!(
-                "resuming after task {} of {}",
-                boundary.progress.tasks_done,
-                stream.tasks.len()
-            );
+            match &boundary.progress.within_task {
+                None => eprintln!(
+                    "resuming after task {} of {}",
+                    boundary.progress.tasks_done,
+                    stream.tasks.len()
+                ),
+                Some(within) => eprintln!(
+                    "resuming task {} of {} after epoch {}",
+                    boundary.progress.tasks_done + 1,
+                    stream.tasks.len(),
+                    within.epochs_done
+                ),
+            }
         }
         Some(boundary)
     } else {
         None
     };
-    let exit_after = std::env::var(EXIT_AFTER_CHECKPOINT)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok());
+    // `N` or `N:E`: (tasks done, epochs of the next).
+    let exit_after = std::env::var(EXIT_AFTER_CHECKPOINT).ok().and_then(|v| {
+        let (tasks, epochs) = v.split_once(':').unwrap_or((&v, "0"));
+        Some((tasks.parse::<usize>().ok()?, epochs.parse::<usize>().ok()?))
+    });
     let tasks = stream.tasks.len();
     // libtorch's per-tensor optimiser cannot give its state: no resume checkpoints.
     let checkpoints = experiment.training.flat_optimizer;
@@ -184,16 +205,24 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
          method: &dyn retain_train::Method,
          boundary: &retain_train::resume::Boundary| {
             let tasks_done = boundary.progress.tasks_done;
+            let epochs_done = boundary
+                .progress
+                .within_task
+                .as_ref()
+                .map_or(0, |w| w.epochs_done);
             if checkpoints {
                 retain_train::resume::write_checkpoint(&checkpoint, network, method, boundary)?;
-                if exit_after == Some(tasks_done) {
+                if exit_after == Some((tasks_done, epochs_done)) {
                     std::process::exit(EXIT_AFTER_CHECKPOINT_CODE);
                 }
             }
-            // SIGTERM: stop at this boundary, its checkpoint written; a request that comes
-            // after the last task lets the run finish.
+            // SIGTERM: stop at this checkpoint, once written; a request that comes after the
+            // last task lets the run finish.
             if tasks_done < tasks && crate::signals::termination_requested() {
-                return Err(retain_train::TrainError::Stopped { tasks_done });
+                return Err(retain_train::TrainError::Stopped {
+                    tasks_done,
+                    epochs_done,
+                });
             }
             Ok(())
         };
@@ -249,10 +278,14 @@ pub fn run_plan(plan: &Plan, display: Display) -> Result<()> {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         // Unfinished, not failed: no manifest, the checkpoint stays.
-        Err(retain_train::TrainError::Stopped { tasks_done }) => {
+        Err(retain_train::TrainError::Stopped {
+            tasks_done,
+            epochs_done,
+        }) => {
             return Err(Stopped {
                 run: plan.run_name.clone(),
                 tasks_done,
+                epochs_done,
                 tasks,
                 checkpoint: checkpoints.then(|| checkpoint.clone()),
             }

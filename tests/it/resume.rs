@@ -73,9 +73,41 @@ fn assert_continued(resumed: &Path, whole: &Path) {
 /// resumed; asserts that the two runs' results are identical and that the resumed run's
 /// folder keeps no checkpoint.
 fn resumed_equals_uninterrupted(method: &[&str]) {
+    stopped_at_equals_uninterrupted(method, &[], "1");
+}
+
+/// Every method that continues a task from its middle, stopped after 2 of its 3 epochs of
+/// task 2 (checkpoints every epoch) and resumed, ends as the run written without those
+/// checkpoints: they change when a run can stop, not what it computes.
+fn resumed_inside_a_task_equals_uninterrupted(method: &[&str]) {
+    let epochs = ["training.epochs=3"];
+    let method: Vec<&str> = method.iter().chain(&epochs).copied().collect();
+    stopped_at_equals_uninterrupted(&method, &["training.checkpoint_every_epochs=1"], "1:2");
+}
+
+/// The progress record (TOML) of the resume checkpoint in `run`: safetensors stores the
+/// record's bytes verbatim, between the header and the next tensor's data.
+fn checkpoint_progress(run: &Path) -> String {
+    let bytes = std::fs::read(run.join("resume/checkpoint.safetensors")).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let start = text.find("config_hash = ").expect("a progress record");
+    let end = text[start..].find('\0').map_or(text.len(), |n| start + n);
+    text[start..end].to_owned()
+}
+
+/// Runs `method` (its `--set` overrides) uninterrupted, and with `checkpoints` (more
+/// overrides) stopped at `exit_after` (`RETAIN_EXIT_AFTER_CHECKPOINT`) then resumed; asserts
+/// that the two runs' results are identical and that the resumed run's folder keeps no
+/// checkpoint.
+fn stopped_at_equals_uninterrupted(method: &[&str], checkpoints: &[&str], exit_after: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let sets: Vec<&str> = method.iter().flat_map(|m| ["--set", m]).collect();
-    assert_success(&output_of(tiny_run(dir.path(), "whole", &sets)));
+    let whole_sets: Vec<&str> = method.iter().flat_map(|m| ["--set", m]).collect();
+    let sets: Vec<&str> = method
+        .iter()
+        .chain(checkpoints)
+        .flat_map(|m| ["--set", m])
+        .collect();
+    assert_success(&output_of(tiny_run(dir.path(), "whole", &whole_sets)));
     let whole = dir.path().join("split-mnist/whole");
     assert!(
         !whole.join("resume").exists(),
@@ -83,7 +115,7 @@ fn resumed_equals_uninterrupted(method: &[&str]) {
     );
 
     let mut stopped = tiny_run(dir.path(), "resumed", &sets);
-    stopped.env("RETAIN_EXIT_AFTER_CHECKPOINT", "1");
+    stopped.env("RETAIN_EXIT_AFTER_CHECKPOINT", exit_after);
     let out = output_of(stopped);
     assert_eq!(
         out.status.code(),
@@ -92,7 +124,20 @@ fn resumed_equals_uninterrupted(method: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     let resumed = dir.path().join("split-mnist/resumed");
-    assert!(resumed.join("resume/checkpoint.safetensors").is_file());
+    let progress = checkpoint_progress(&resumed);
+    match exit_after.split_once(':') {
+        Some((tasks, epochs)) => {
+            assert!(
+                progress.contains(&format!("tasks_done = {tasks}\n")),
+                "{progress}"
+            );
+            assert!(
+                progress.contains(&format!("epochs_done = {epochs}\n")),
+                "{progress}"
+            );
+        }
+        None => assert!(!progress.contains("within_task"), "{progress}"),
+    }
     assert!(!resumed.join("accuracy.parquet").exists());
 
     let mut resume = tiny_run(dir.path(), "resumed", &sets);
@@ -168,11 +213,86 @@ fn bitfit_resumes_exactly() {
     resumed_equals_uninterrupted(&["method.name=\"bitfit\""]);
 }
 
-/// A run killed (SIGKILL) as soon as its checkpoint after task 1 exists, then resumed.
+#[test]
+fn naive_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&["method.name=\"naive\""]);
+}
+
+#[test]
+fn ewc_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&["method.name=\"ewc\"", "method.lambda=1.0"]);
+}
+
+#[test]
+fn replay_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&[
+        "method.name=\"replay\"",
+        "method.buffer_size=100",
+        "method.replay_batch_size=10",
+    ]);
+}
+
+#[test]
+fn der_plus_plus_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&[
+        "method.name=\"der\"",
+        "method.buffer_size=100",
+        "method.alpha=0.2",
+        "method.beta=1.0",
+    ]);
+}
+
+#[test]
+fn agem_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&["method.name=\"agem\"", "method.memory_size=64"]);
+}
+
+/// A method whose state holds only between tasks (LwF's teacher is the network at the task's
+/// start) writes no checkpoint inside a task: the run that would stop at one finishes.
+#[test]
+fn a_method_that_cannot_resume_inside_a_task_checkpoints_at_boundaries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = tiny_run(
+        dir.path(),
+        "lwf",
+        &[
+            "--set",
+            "method.name=\"lwf\"",
+            "--set",
+            "training.epochs=2",
+            "--set",
+            "training.checkpoint_every_epochs=1",
+            "--set",
+            "training.optimizer.lr=0.01",
+        ],
+    );
+    run.env("RETAIN_EXIT_AFTER_CHECKPOINT", "0:1");
+    assert_success(&output_of(run));
+    assert!(dir.path().join("split-mnist/lwf/manifest.json").is_file());
+}
+
+/// A run killed (SIGKILL) as soon as its first checkpoint exists, then resumed: after task 1.
 #[test]
 fn a_killed_replay_run_resumes_exactly() {
+    killed_at_first_checkpoint_equals_uninterrupted(&[], None);
+}
+
+/// The same with checkpoints every epoch: the kill lands inside task 1, after its first of
+/// three epochs.
+#[test]
+fn a_replay_run_killed_inside_a_task_resumes_exactly() {
+    killed_at_first_checkpoint_equals_uninterrupted(
+        &["--set", "training.checkpoint_every_epochs=1"],
+        Some(1),
+    );
+}
+
+/// A replay run (3 epochs a task) killed as soon as its first resume checkpoint exists, with
+/// `checkpoints` added to its overrides, then resumed, against the run never stopped;
+/// `inside`: the epochs of task 1 the checkpoint was written after, `None` at its end.
+fn killed_at_first_checkpoint_equals_uninterrupted(checkpoints: &[&str], inside: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
-    let sets = [
+    let whole_sets = [
         "--set",
         "method.name=\"replay\"",
         "--set",
@@ -180,8 +300,11 @@ fn a_killed_replay_run_resumes_exactly() {
         // More tasks so that the kill lands before the run ends.
         "--set",
         "stream.tasks=5",
+        "--set",
+        "training.epochs=3",
     ];
-    assert_success(&output_of(tiny_run(dir.path(), "whole", &sets)));
+    let sets: Vec<&str> = whole_sets.iter().chain(checkpoints).copied().collect();
+    assert_success(&output_of(tiny_run(dir.path(), "whole", &whole_sets)));
     let whole = dir.path().join("split-mnist/whole");
 
     let mut child = tiny_run(dir.path(), "killed", &sets)
@@ -207,6 +330,17 @@ fn a_killed_replay_run_resumes_exactly() {
         "the run was killed, not finished: {status}"
     );
     assert!(!killed.join("manifest.json").exists());
+    let progress = checkpoint_progress(&killed);
+    match inside {
+        Some(epochs) => {
+            assert!(progress.contains("tasks_done = 0\n"), "{progress}");
+            assert!(
+                progress.contains(&format!("epochs_done = {epochs}\n")),
+                "{progress}"
+            );
+        }
+        None => assert!(progress.contains("tasks_done = 1\n"), "{progress}"),
+    }
 
     let mut resume = tiny_run(dir.path(), "killed", &sets);
     resume.arg("--resume");

@@ -47,10 +47,14 @@ pub enum TrainError {
     /// A resume checkpoint that cannot continue this run (another configuration, malformed).
     #[error("cannot resume: {message}")]
     Resume { message: String },
-    /// The boundary hook stopped the run after `tasks_done` tasks (a termination request):
-    /// the run is unfinished, not failed, and continues from its resume checkpoint.
-    #[error("stopped after task {tasks_done} on request")]
-    Stopped { tasks_done: usize },
+    /// The checkpoint hook stopped the run after `tasks_done` tasks and `epochs_done` epochs
+    /// of the next (a termination request): the run is unfinished, not failed, and continues
+    /// from its resume checkpoint.
+    #[error("stopped after task {tasks_done} (and {epochs_done} epochs of the next) on request")]
+    Stopped {
+        tasks_done: usize,
+        epochs_done: usize,
+    },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]

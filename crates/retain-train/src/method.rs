@@ -308,6 +308,19 @@ pub trait Method {
         false
     }
 
+    /// Whether a run can continue a task of this method from its middle: from a checkpoint
+    /// written after some epochs of the task (`training.checkpoint_every_epochs`), a fresh
+    /// method given that checkpoint's [`Method::state`] and then the task's
+    /// [`Method::before_task`] again (and [`Method::training_indices`], which must return the
+    /// same indices) continues the task exactly as the method that wrote it. That holds where
+    /// the state is complete at any step, not only between tasks, and `before_task` neither
+    /// replaces nor adds to what the state restored (a teacher copied from the network at the
+    /// task's start, a memory filled from the task's samples would be). Default: false
+    /// (checkpoints at task boundaries only).
+    fn resumes_within_task(&self) -> bool {
+        false
+    }
+
     /// Whether this method's training step can be captured in a CUDA graph and replayed for
     /// the rest of a task: `loss` and `after_backward` launch the same kernels on the same
     /// tensors at every step of a task, read nothing from the host, and depend on neither

@@ -1,5 +1,6 @@
-//! Resume checkpoints: what a run writes at every task boundary so that a run stopped there
-//! (killed, crashed, preempted) continues exactly as if it had not stopped.
+//! Resume checkpoints: what a run writes at every task boundary (and, with
+//! `training.checkpoint_every_epochs`, every so many epochs within a task) so that a run
+//! stopped there (killed, crashed, preempted) continues exactly as if it had not stopped.
 //!
 //! One safetensors file holds all of it, so that it is written atomically as a whole (through
 //! the workspace's atomic writer): the network's variables (`model.<name>`), the method's
@@ -39,20 +40,41 @@ pub struct Progress {
     /// Counts per read-out (by name): rows `0..=tasks_done` are filled.
     pub counts: BTreeMap<String, CountMatrix>,
     pub reports: Vec<TaskReport>,
+    /// Within task `tasks_done` (0-based), when the checkpoint was written in its middle
+    /// (`training.checkpoint_every_epochs`); `None` at a task boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_task: Option<WithinTask>,
 }
 
-/// A task boundary's state beside the network and method: the progress and the optimiser's
-/// state (`None` when the next task starts a fresh optimiser anyway).
+/// How far a checkpoint written inside a task got: whole epochs only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WithinTask {
+    /// Epochs of the task completed.
+    pub epochs_done: usize,
+    /// Optimiser steps of the task so far.
+    pub steps: usize,
+    /// The mean loss of each completed epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Training time of the task so far.
+    pub train_seconds: f64,
+}
+
+/// A checkpoint's state beside the network and method (at a task boundary or, with
+/// [`Progress::within_task`], inside a task): the progress and the optimiser's state (`None`
+/// when the next task starts a fresh optimiser anyway).
 #[derive(Debug)]
 pub struct Boundary {
     pub progress: Progress,
     pub optimizer: Option<Vec<(String, Tensor)>>,
 }
 
-/// A stable hash (FNV-1a, 64 bits, hex) of the experiment's resolved configuration.
+/// A stable hash (FNV-1a, 64 bits, hex) of the experiment's resolved configuration, less
+/// `training.checkpoint_every_epochs` (when checkpoints are written, not what is computed).
 pub fn config_hash(experiment: &Experiment) -> String {
+    let mut hashed = experiment.clone();
+    hashed.training.checkpoint_every_epochs = 0;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in experiment.to_resolved_toml().bytes() {
+    for byte in hashed.to_resolved_toml().bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }

@@ -11,7 +11,7 @@ use tch::{Kind, Tensor};
 
 use crate::evaluate::check_readouts;
 use crate::report::record_evaluation;
-use crate::resume::{self, Boundary, Progress};
+use crate::resume::{self, Boundary, Progress, WithinTask};
 use crate::{
     CountMatrix, EpochReport, Method, Network, Observer, RunOutcome, StepContext, TaskContext,
     TaskReport, TrainError, TrainOptimizer, divergence, evaluate_with, graph_step, schedule,
@@ -77,6 +77,8 @@ pub fn run_resumable(
     network.set_memory_format(training.memory_format);
     let mut optimizer = TrainOptimizer::new(training, &network.vars)?;
     let config_hash = resume::config_hash(experiment);
+    // A checkpoint written inside a task: where in it the run continues.
+    let mut resume_within: Option<WithinTask> = None;
     let (mut counts, initial_eval_seconds, mut reports, mut watch, mut run_steps, done, before) =
         match from {
             Some(boundary) => {
@@ -89,6 +91,10 @@ pub fn run_resumable(
                         ),
                     });
                 }
+                if let Some(within) = &p.within_task {
+                    check_within_task(within, &p, tasks, training, &*method)?;
+                }
+                resume_within = p.within_task.clone();
                 if let (Some(state), TrainOptimizer::Flat(flat)) =
                     (boundary.optimizer, &mut optimizer)
                 {
@@ -161,8 +167,11 @@ pub fn run_resumable(
         observer.task_started(task.index, steps_per_epoch * training.epochs);
 
         let clock = Instant::now();
-        let mut epoch_losses = Vec::with_capacity(training.epochs.min(1024));
-        let mut step = 0;
+        // From the task's start, or from the epoch a checkpoint inside it was written after.
+        let (first_epoch, mut step, mut epoch_losses, train_before) = match resume_within.take() {
+            Some(w) => (w.epochs_done, w.steps, w.epoch_losses, w.train_seconds),
+            None => (0, 0, Vec::with_capacity(training.epochs.min(1024)), 0.0),
+        };
         // A new graph per task: what the step reads (anchors, teachers, the trainable set) may
         // have changed at the boundary.
         let mut graphed = match (&execution.eager_reason, &mut optimizer) {
@@ -188,7 +197,7 @@ pub fn run_resumable(
         };
         // The augmentation key of an eager step's batch, on the device (`StepContext::key`).
         let mut eager_key = Tensor::zeros([], (Kind::Int64, stream.device));
-        for epoch in 0..epochs {
+        for epoch in first_epoch..epochs {
             let order = stream.epoch_order(&indices, experiment.seed, task.index, epoch);
             let mut own_loss_sum = Tensor::zeros([], (Kind::Float, stream.device));
             if let Some(g) = graphed.as_mut() {
@@ -303,8 +312,39 @@ pub fn run_resumable(
                 });
             }
             epoch_losses.push(mean_loss);
+            let every = training.checkpoint_every_epochs;
+            let checkpoint_here = every > 0 && (epoch + 1) % every == 0 && epoch + 1 < epochs;
+            if let Some(hook) = at_boundary.as_mut().filter(|_| checkpoint_here)
+                && method.resumes_within_task()
+            {
+                let boundary = Boundary {
+                    progress: Progress {
+                        config_hash: config_hash.clone(),
+                        tasks_done: task.index,
+                        run_steps,
+                        graphed_steps: execution.graphed_steps,
+                        eager_steps: execution.eager_steps,
+                        first_loss: watch.first(),
+                        initial_eval_seconds,
+                        elapsed_seconds: elapsed_before + started.elapsed().as_secs_f64(),
+                        counts: named_counts(&counts),
+                        reports: reports.clone(),
+                        within_task: Some(WithinTask {
+                            epochs_done: epoch + 1,
+                            steps: step,
+                            epoch_losses: epoch_losses.clone(),
+                            train_seconds: train_before + clock.elapsed().as_secs_f64(),
+                        }),
+                    },
+                    optimizer: match &optimizer {
+                        TrainOptimizer::Flat(flat) => Some(flat.state()),
+                        TrainOptimizer::PerTensor(_) => None,
+                    },
+                };
+                hook(network, &*method, &boundary)?;
+            }
         }
-        let train_seconds = clock.elapsed().as_secs_f64();
+        let train_seconds = train_before + clock.elapsed().as_secs_f64();
 
         method.after_task(&task_ctx)?;
         let clock = Instant::now();
@@ -349,11 +389,9 @@ pub fn run_resumable(
                     first_loss: watch.first(),
                     initial_eval_seconds,
                     elapsed_seconds: elapsed_before + started.elapsed().as_secs_f64(),
-                    counts: counts
-                        .iter()
-                        .map(|(r, c)| (r.as_str().to_owned(), c.clone()))
-                        .collect(),
+                    counts: named_counts(&counts),
                     reports: reports.clone(),
+                    within_task: None,
                 },
                 optimizer: optimizer_state,
             };
@@ -367,6 +405,46 @@ pub fn run_resumable(
         initial_eval_seconds,
         total_seconds: elapsed_before + started.elapsed().as_secs_f64(),
     })
+}
+
+/// The counts by read-out name, as a checkpoint's progress holds them.
+fn named_counts(counts: &BTreeMap<Readout, CountMatrix>) -> BTreeMap<String, CountMatrix> {
+    counts
+        .iter()
+        .map(|(r, c)| (r.as_str().to_owned(), c.clone()))
+        .collect()
+}
+
+/// Refuses a checkpoint written inside a task that this run cannot continue: a method that
+/// cannot resume a task from its middle, or an epoch count the task does not have.
+fn check_within_task(
+    within: &WithinTask,
+    progress: &Progress,
+    tasks: usize,
+    training: &TrainingConfig,
+    method: &dyn Method,
+) -> Result<(), TrainError> {
+    let refuse = |message: String| Err(TrainError::Resume { message });
+    if !method.resumes_within_task() {
+        return refuse(format!(
+            "the checkpoint was written inside task {}, and method `{}` cannot continue a task from its middle",
+            progress.tasks_done + 1,
+            method.name()
+        ));
+    }
+    if progress.tasks_done >= tasks
+        || within.epochs_done >= training.epochs
+        || within.epoch_losses.len() != within.epochs_done
+    {
+        return refuse(format!(
+            "the checkpoint was written after {} epochs of task {}, which this {}-task run of {} epochs per task does not have",
+            within.epochs_done,
+            progress.tasks_done + 1,
+            tasks,
+            training.epochs
+        ));
+    }
+    Ok(())
 }
 
 /// One optimisation step of `method` on `batch`: its loss, `zero_grad`, `backward`, its

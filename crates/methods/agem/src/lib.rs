@@ -216,6 +216,12 @@ impl Method for AGem {
         Ok(())
     }
 
+    /// The memory is fixed within a task (it grows at `after_task`) and `before_task` only
+    /// rebuilds it from a loaded state and binds the parameters.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
+
     /// The memory is fixed within a task and sampled on the device; the projection reads
     /// nothing back.
     fn capturable(&self) -> bool {

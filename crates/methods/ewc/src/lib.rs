@@ -414,6 +414,12 @@ impl Method for Ewc {
         self.bind(ctx)
     }
 
+    /// Within a task only the network changes; the consolidations (Fisher, anchors) are
+    /// fixed until `after_task`, and `before_task` binds the parameters again, idempotently.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
+
     /// Cross-entropy plus the penalty's value. The penalty enters the returned loss as a
     /// constant (no autograd graph): its gradient `λ Σ_c F_c ⊙ (θ − θ*_c)` is computed here in
     /// closed form on flat tensors and added by `after_backward`. That is a handful of kernels

@@ -68,4 +68,9 @@ impl Method for Naive {
     fn name(&self) -> &str {
         "naive"
     }
+
+    /// Nothing but the network and the optimiser carries within a task.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
 }

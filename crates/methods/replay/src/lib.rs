@@ -269,6 +269,12 @@ impl Method for Replay {
         Ok(())
     }
 
+    /// The memory's state (indices, counters on the device) is complete at any step, and
+    /// `before_task` only rebuilds the memory from a loaded state or syncs its host count.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
+
     /// Sampling and adding run on the device from device counters (see `retain-memory`).
     fn capturable(&self) -> bool {
         true

@@ -40,6 +40,18 @@ pub struct TrainingConfig {
     /// far beyond what a healthy run reaches.
     #[serde(default = "default_divergence_factor")]
     pub divergence_factor: f64,
+    /// Besides the resume checkpoint at every task boundary, one after every this many epochs
+    /// within a task (not after a task's last epoch: the boundary's follows), for long tasks;
+    /// 0 (the default) writes boundary checkpoints only. Only for methods that can continue a
+    /// task from its middle (`Method::resumes_within_task`); the others checkpoint at task
+    /// boundaries alone. It changes when checkpoints are written, never what is computed, so
+    /// a run may be resumed with another value.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub checkpoint_every_epochs: usize,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
 }
 
 /// `[training] precision`.
@@ -145,6 +157,7 @@ impl Default for TrainingConfig {
             precision: Precision::default(),
             memory_format: MemoryFormat::default(),
             divergence_factor: default_divergence_factor(),
+            checkpoint_every_epochs: 0,
         }
     }
 }

@@ -51,12 +51,14 @@ test:
 grid file *args: (fetch-for file)
     {{env}} && {{bin}} grid run {{file}} {{args}}
 
-# Regression check: a small CPU grid (reduced Split-MNIST, naive, 2 seeds) against results/baselines/.
+# Regression check: small CPU grids (reduced Split-MNIST, 2 seeds: naive; replay, DER++, iCaRL, SI) against results/baselines/.
 check:
     {{env}} && cargo run --quiet -- data fetch mnist
     rm -rf results/check
     {{env}} && cargo run --quiet -- grid run experiments/check-split-mnist.toml --output results/check --quiet
     {{env}} && cargo run --quiet -- check results/check/check-split-mnist --baseline results/baselines/check-split-mnist.toml
+    {{env}} && cargo run --quiet -- grid run experiments/check-split-mnist-methods.toml --output results/check --quiet
+    {{env}} && cargo run --quiet -- check results/check/check-split-mnist-methods --baseline results/baselines/check-split-mnist-methods.toml
 
 # Create crates/methods/NAME from templates/method and register it (see README, "Adding a method").
 new-method name:

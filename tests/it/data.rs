@@ -20,6 +20,7 @@ fn data_fetch_for_resolves_the_datasets_of_every_shipped_experiment() {
             "split-cifar.toml" => &["cifar10"],
             "split-cifar100.toml" => &["cifar100"],
             "check-split-mnist.toml"
+            | "check-split-mnist-methods.toml"
             | "perm-mnist.toml"
             | "pretrain-distill-mnist-teacher.toml"
             | "pretrain-distill-mnist.toml"

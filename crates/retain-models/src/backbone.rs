@@ -90,14 +90,18 @@ pub trait Backbone: ModuleT {
 
     /// Prepends learned prompt tokens `[P, width]` to the input sequence after the class
     /// token (prompt tuning, Lester et al. 2021; VPT-shallow, Jia et al. 2022), or removes
-    /// them with `None`. False when the model is not a transformer.
+    /// them with `None`. `[B, P, width]` gives each sample of the next batches of `B` its own
+    /// prompts (prompts chosen per sample, as L2P's pool). False when the model is not a
+    /// transformer.
     fn set_prompt(&self, _prompt: Option<Tensor>) -> bool {
         false
     }
 
     /// Prepends learned keys and values `([P, width], [P, width])` to the attention of block
-    /// `block` (prefix tuning, Li & Liang 2021), or removes them with `None`. False when the
-    /// model is not a transformer or has no such block.
+    /// `block` (prefix tuning, Li & Liang 2021), or removes them with `None`; with
+    /// `([B, P, width], [B, P, width])` each sample of the next batches of `B` gets its own
+    /// (prefixes chosen per sample, as DualPrompt's). False when the model is not a
+    /// transformer or has no such block.
     fn set_prefix(&self, _block: usize, _prefix: Option<(Tensor, Tensor)>) -> bool {
         false
     }

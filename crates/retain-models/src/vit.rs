@@ -102,9 +102,12 @@ impl Block {
             .permute([2, 0, 3, 1, 4]);
         let (q, mut k, mut v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         if let Some((key, value)) = &*self.prefix.lock().expect("prefix lock") {
+            // `[P, D]`: one prefix for every sample; `[B, P, D]`: each sample its own.
             let split = |t: &Tensor| {
-                let p = t.size()[0];
-                t.view([1, p, heads, head_dim])
+                let shared = t.dim() == 2;
+                let p = t.size()[t.dim() - 2];
+                let per_sample = if shared { 1 } else { batch };
+                t.view([per_sample, p, heads, head_dim])
                     .permute([0, 2, 1, 3])
                     .expand([batch, heads, p, head_dim], false)
             };
@@ -202,8 +205,13 @@ impl VisionTransformer {
         let tokens = Tensor::cat(&[cls, patches], 1) + &self.pos_embed;
         match &*self.prompt.lock().expect("prompt lock") {
             Some(prompt) => {
-                let p = prompt.size()[0];
-                let prompts = prompt.unsqueeze(0).expand([batch, p, dim], false);
+                // `[P, D]`: the same prompts for every sample; `[B, P, D]`: each its own.
+                let prompts = match prompt.dim() {
+                    2 => prompt
+                        .unsqueeze(0)
+                        .expand([batch, prompt.size()[0], dim], false),
+                    _ => prompt.shallow_clone(),
+                };
                 let cls = tokens.narrow(1, 0, 1);
                 let rest = tokens.narrow(1, 1, tokens.size()[1] - 1);
                 Tensor::cat(&[cls, prompts, rest], 1)

@@ -253,3 +253,33 @@ fn quantised_layers_free_their_floats_and_stay_close() {
         None
     );
 }
+
+/// Prompts and prefixes given per sample (`[B, P, D]`) read each sample out exactly as the
+/// same prompt or prefix shared (`[P, D]`) by a batch of that sample alone.
+#[test]
+fn per_sample_prompts_and_prefixes_equal_each_sample_run_alone_with_its_own() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tiny(&vs);
+    let inputs = Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let prompts = Tensor::randn([3, 2, 12], (Kind::Float, Device::Cpu));
+    let keys = Tensor::randn([3, 4, 12], (Kind::Float, Device::Cpu));
+    let values = Tensor::randn([3, 4, 12], (Kind::Float, Device::Cpu));
+    assert!(model.set_prompt(Some(prompts.shallow_clone())));
+    assert!(model.set_prefix(1, Some((keys.shallow_clone(), values.shallow_clone()))));
+    let together = model.forward_t(&inputs, false);
+    for b in 0..3 {
+        model.set_prompt(Some(prompts.get(b)));
+        model.set_prefix(1, Some((keys.get(b), values.get(b))));
+        let alone = model.forward_t(&inputs.narrow(0, b, 1), false);
+        assert!(
+            worst(&alone, &together.narrow(0, b, 1)) < 1e-5,
+            "sample {b}"
+        );
+    }
+    // Different prompts give different outputs: the per-sample ones are used.
+    model.set_prompt(Some(prompts.get(0)));
+    model.set_prefix(1, Some((keys.get(0), values.get(0))));
+    let shared = model.forward_t(&inputs, false);
+    assert!(worst(&shared.narrow(0, 1, 2), &together.narrow(0, 1, 2)) > 1e-3);
+}

@@ -5,7 +5,9 @@
 //! Naive fine-tuning and every registered rehearsal method (the registry's `Rehearsal` family,
 //! each from its documented example) run in their steady state: GEM with 20 finished tasks of
 //! 256 memories each, A-GEM with a full 5120-sample memory and 256-sample reference batches,
-//! replay and DER (its example is DER++) with a full 500-sample reservoir. On CUDA the device is synchronised before the clock is read
+//! the reservoirs (replay, DER — its example is DER++ —, ER-ACE) full at 500 samples, and the
+//! memories filled at task ends (iCaRL, GDumb, BiC, LUCIR, X-DER) after the stream's first four
+//! tasks, each begun and ended. On CUDA the device is synchronised before the clock is read
 //! (`iter_custom`), so the time is the device's, not the launch queue's.
 //!
 //! ```sh
@@ -110,20 +112,21 @@ const STEADY_STATE: [(&str, i64); 3] = [
 ];
 
 /// Naive fine-tuning (the reference) and every registered rehearsal method, with whether its
-/// memory is filled at task ends (a per-task or episodic memory, not a reservoir).
+/// memory is episodic, growing with every finished task (GEM's per-task memories, A-GEM's):
+/// those see [`PAST_TASKS`] synthetic finished tasks first, the others the stream's own
+/// earlier tasks.
 fn methods() -> Vec<(&'static str, bool, Box<dyn Method>)> {
     retain_methods::all()
         .filter(|d| d.name == "naive" || d.family == retain_methods::Family::Rehearsal)
         .map(|d| {
             let mut params: toml::Table = d.example.parse().unwrap();
+            let episodic = d.param("memories_per_task").is_some() || d.name == "agem";
             for (key, value) in STEADY_STATE {
-                if d.param(key).is_some() {
+                if d.param(key).is_some() && (episodic || key == "buffer_size") {
                     params.insert(key.into(), toml::Value::Integer(value));
                 }
             }
-            let at_task_ends =
-                d.param("memories_per_task").is_some() || d.param("memory_size").is_some();
-            (d.name, at_task_ends, d.build(&params).unwrap())
+            (d.name, episodic, d.build(&params).unwrap())
         })
         .collect()
 }
@@ -147,19 +150,22 @@ fn bench_device(c: &mut Criterion, data: &ImageDataset, device: Device) {
     let mut group = c.benchmark_group(format!("step/{label}"));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
-    for (name, at_task_ends, mut method) in methods() {
+    for (name, episodic, mut method) in methods() {
         let network = Network::new(&experiment, &stream);
         let mut optimizer = nn::Sgd::default().build(&network.vars, 0.01).unwrap();
         // Memories filled at task ends see the past tasks first.
-        if at_task_ends {
-            for task in &past {
-                method
-                    .before_task(&task_ctx(&network, &stream, task))
-                    .unwrap();
-                method
-                    .after_task(&task_ctx(&network, &stream, task))
-                    .unwrap();
-            }
+        let earlier = if episodic {
+            &past[..]
+        } else {
+            &stream.tasks[..stream.tasks.len() - 1]
+        };
+        for task in earlier {
+            method
+                .before_task(&task_ctx(&network, &stream, task))
+                .unwrap();
+            method
+                .after_task(&task_ctx(&network, &stream, task))
+                .unwrap();
         }
         method
             .before_task(&task_ctx(&network, &stream, current))

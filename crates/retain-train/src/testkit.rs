@@ -191,6 +191,46 @@ pub fn run_on(
         .collect()
 }
 
+/// [`run_on`] after the experiment's `[pretrain]` stage, trained in the test as `retain run`
+/// trains it (without its cache): the network first learns the stage's classes of `dataset`
+/// (its own dataset must be `dataset`), then `method` trains on the stream from those weights.
+/// Also returns the stage's test accuracy. Panics when the experiment has no `[pretrain]`.
+pub fn run_on_pretrained(
+    experiment: &Experiment,
+    dataset: &ImageDataset,
+    method: &mut dyn Method,
+) -> Result<(f64, BTreeMap<Readout, AccuracyMatrix>), TrainError> {
+    single_threaded();
+    let plan = experiment
+        .pretrain_plan()
+        .expect("the experiment has a [pretrain] stage");
+    let stage_stream = TaskStream::build(
+        dataset,
+        &crate::stage::stream_config(&plan),
+        crate::stage::seed(experiment.seed),
+        Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("building the stage's stream: {e}"));
+    let stream = TaskStream::build(dataset, &experiment.stream, experiment.seed, Device::Cpu)
+        .unwrap_or_else(|e| panic!("building the test stream: {e}"));
+    let network = Network::new(experiment, &stream);
+    let stage = crate::stage::pretrain(
+        &plan,
+        experiment.seed,
+        &stage_stream,
+        &network,
+        None,
+        &mut Silent,
+    )?;
+    let outcome = crate::run(experiment, &stream, &network, method, &mut Silent)?;
+    let matrices = outcome
+        .counts
+        .iter()
+        .map(|(&readout, counts)| Ok((readout, counts.accuracy()?)))
+        .collect::<Result<_, TrainError>>()?;
+    Ok((stage.accuracy, matrices))
+}
+
 /// The context the trainer passes to task hooks for task `task` of `stream`, with seed 0.
 pub fn task_context<'a>(
     network: &'a Network,

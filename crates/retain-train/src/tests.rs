@@ -1329,3 +1329,33 @@ fn a_method_with_its_own_scores_is_read_out_from_them_and_from_its_class_means()
         "{error}"
     );
 }
+
+/// The testkit's pre-trained runs: the network learns the stage's classes first, then the
+/// stream's; the stage's own accuracy says it learned them.
+#[test]
+fn a_testkit_run_after_its_pretrain_stage_starts_from_the_stage_weights() {
+    let experiment = crate::testkit::split_mnist_with(
+        "kind = \"mlp\"\nhidden = [100]",
+        2,
+        300,
+        200,
+        0,
+        "name = \"plain\"",
+        &[
+            "stream.class_order=[5, 6, 7, 8, 9, 0, 1, 2, 3, 4]",
+            "pretrain={classes=[0, 1, 2, 3, 4], epochs=1, batch_size=32, optimizer={kind=\"adam\", lr=0.001}}",
+        ],
+    );
+    let (stage, matrices) = crate::testkit::run_on_pretrained(
+        &experiment,
+        &crate::testkit::mnist(),
+        &mut CapturablePlain,
+    )
+    .unwrap();
+    assert!(stage > 0.9, "the stage learned digits 0-4: {stage}");
+    // Row 0 (before the stream's training) reads classes 5-8 out of a network that knows
+    // only 0-4: near nothing right.
+    let class_il = &matrices[&Readout::ClassIl];
+    assert!(class_il.untrained(1) < 0.1, "{class_il:?}");
+    assert!(class_il.r(1, 1) > 0.8, "{class_il:?}");
+}

@@ -33,6 +33,8 @@
 //! * `method_state`: a method's state as a checkpoint file.
 //! * `error`: [`TrainError`].
 //! * [`divergence`]: when an epoch's mean loss fails the run.
+//! * [`flat_params`]: a network's parameters as one flat tensor, sorted by name, for the state
+//!   and closed-form penalties of the regularisation methods.
 //! * [`resume`]: the checkpoint a run writes at every task boundary, to continue from.
 //! * [`stage`]: the `[pretrain]` stage before the stream.
 //! * [`schedule`](mod@schedule): what a run will do, step counts included, before it runs.
@@ -43,6 +45,7 @@ mod costs;
 pub mod divergence;
 mod error;
 mod evaluate;
+pub mod flat_params;
 pub mod graph_step;
 pub mod method;
 mod method_state;

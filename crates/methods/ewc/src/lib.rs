@@ -125,11 +125,10 @@
 //! Schwarz et al., "Progress & Compress: A scalable framework for continual learning", ICML 2018.
 
 mod descriptor;
-mod layout;
 
 pub use descriptor::{EWC, METHODS, ONLINE_EWC};
 
-use layout::{Layout, flatten, layout, unflatten};
+use retain_train::flat_params::{Layout, add_to_grads, flatten, quadratic};
 use retain_train::{Batch, Method, StepContext, TaskContext, TrainError, TrainingLoss, gradients};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
@@ -267,7 +266,7 @@ impl Ewc {
             estimator: params.fisher,
             fisher_samples: params.fisher_samples,
             fisher_batch_size: params.fisher_batch_size,
-            layout: Vec::new(),
+            layout: Layout::default(),
             consolidations: Vec::new(),
             params: Vec::new(),
             pending_gradient: None,
@@ -367,22 +366,10 @@ impl Ewc {
     /// Checks the network's parameters against the stored consolidations' layout and caches
     /// handles on them.
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let (names, params): (Vec<String>, Vec<Tensor>) = ctx.parameters().into_iter().unzip();
-        let current = layout(names.into_iter().zip(params.iter().map(Tensor::size)));
-        if self.consolidations.is_empty() {
-            self.layout = current;
-        } else if current != self.layout {
-            let describe = |l: &Layout| {
-                l.iter()
-                    .map(|s| format!("{} {:?}", s.name, s.shape))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(self.error(format!(
-                "the network's parameters [{}] differ from the consolidated ones [{}]",
-                describe(&current),
-                describe(&self.layout)
-            )));
+        let (current, params) = Layout::bind(ctx.parameters());
+        let stored = !self.consolidations.is_empty();
+        if let Err(mismatch) = self.layout.adopt(current, stored) {
+            return Err(self.error(mismatch.to_string()));
         }
         for consolidation in &mut self.consolidations {
             consolidation.fisher = consolidation.fisher.to_device(ctx.device);
@@ -435,12 +422,10 @@ impl Method for Ewc {
         let mut gradient: Option<Tensor> = None;
         let mut value: Option<Tensor> = None;
         for c in &self.consolidations {
-            let delta = &theta - &c.anchor;
-            let weighted = &c.fisher * &delta;
-            let quadratic = weighted.dot(&delta);
+            let (term, weighted) = quadratic(&c.fisher, &theta, &c.anchor);
             value = Some(match value {
-                Some(v) => v + quadratic,
-                None => quadratic,
+                Some(v) => v + term,
+                None => term,
             });
             gradient = Some(match gradient {
                 Some(g) => g + weighted,
@@ -461,12 +446,7 @@ impl Method for Ewc {
         let Some(gradient) = self.pending_gradient.take() else {
             return Ok(());
         };
-        for (param, slot) in self.params.iter().zip(&self.layout) {
-            let mut grad = param.grad();
-            if grad.defined() {
-                let _ = grad.g_add_(&unflatten(&gradient, slot));
-            }
-        }
+        add_to_grads(&self.params, &gradient);
         Ok(())
     }
 
@@ -489,12 +469,7 @@ impl Method for Ewc {
                 ("fisher", &consolidation.fisher),
                 ("anchor", &consolidation.anchor),
             ] {
-                for slot in &self.layout {
-                    state.push((
-                        format!("{prefix}{kind}.{}", slot.name),
-                        unflatten(flat, slot),
-                    ));
-                }
+                state.extend(self.layout.named(&format!("{prefix}{kind}."), flat));
             }
         }
         state
@@ -568,7 +543,7 @@ impl Method for Ewc {
                     }
                 }
             }
-            let this_layout = layout(these.into_iter().zip(shapes));
+            let this_layout = Layout::new(these.into_iter().zip(shapes));
             match &names {
                 Some(first) if *first != this_layout => {
                     return Err(self.error(format!(

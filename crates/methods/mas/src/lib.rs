@@ -89,9 +89,7 @@
 //! * **Samples.** FACIL `--fi-num-samples -1` (default) and Avalanche use the whole task, as
 //!   the default here; the authors' code every sample of the given loaders.
 
-mod layout;
-
-use layout::{Layout, describe, flatten, layout, unflatten};
+use retain_train::flat_params::{Layout, add_to_grads, flatten, quadratic, read_pair};
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
@@ -194,7 +192,7 @@ impl Mas {
             lambda: params.lambda,
             samples: params.samples,
             batch_size: params.batch_size,
-            layout: Vec::new(),
+            layout: Layout::default(),
             consolidated: None,
             params: Vec::new(),
             pending_gradient: None,
@@ -215,7 +213,7 @@ impl Mas {
     /// the first task ends.
     pub fn importance(&self) -> Option<Vec<Tensor>> {
         let (omega, _) = self.consolidated.as_ref()?;
-        Some(self.layout.iter().map(|s| unflatten(omega, s)).collect())
+        Some(self.layout.split(omega))
     }
 
     /// `Ω_task` of the task in `ctx` (see the crate docs), one tensor per parameter of
@@ -255,16 +253,10 @@ impl Mas {
     /// Checks the network's parameters against the consolidated layout and caches handles on
     /// them.
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let (names, params): (Vec<String>, Vec<Tensor>) = ctx.parameters().into_iter().unzip();
-        let current = layout(names.into_iter().zip(params.iter().map(Tensor::size)));
-        if self.consolidated.is_none() {
-            self.layout = current;
-        } else if current != self.layout {
-            return Err(Self::error(format!(
-                "the network's parameters [{}] differ from the consolidated ones [{}]",
-                describe(&current),
-                describe(&self.layout)
-            )));
+        let (current, params) = Layout::bind(ctx.parameters());
+        let stored = self.consolidated.is_some();
+        if let Err(mismatch) = self.layout.adopt(current, stored) {
+            return Err(Self::error(mismatch.to_string()));
         }
         if let Some((omega, anchor)) = &mut self.consolidated {
             *omega = omega.to_device(ctx.device);
@@ -299,10 +291,10 @@ impl Method for Mas {
         };
         let value = {
             let _no_grad = tch::no_grad_guard();
-            let delta = flatten(&self.params).detach() - anchor;
-            let weighted = omega * &delta;
-            self.pending_gradient = Some(&weighted * (2.0 * self.lambda));
-            weighted.dot(&delta) * self.lambda
+            let theta = flatten(&self.params).detach();
+            let (value, weighted) = quadratic(omega, &theta, anchor);
+            self.pending_gradient = Some(weighted * (2.0 * self.lambda));
+            value * self.lambda
         };
         // Outside the guard: the cross-entropy keeps its graph.
         Ok(ce + value)
@@ -315,12 +307,7 @@ impl Method for Mas {
         let Some(penalty) = self.pending_gradient.take() else {
             return Ok(());
         };
-        for (param, slot) in self.params.iter().zip(&self.layout) {
-            let mut grad = param.grad();
-            if grad.defined() {
-                let _ = grad.g_add_(&unflatten(&penalty, slot));
-            }
-        }
+        add_to_grads(&self.params, &penalty);
         Ok(())
     }
 
@@ -345,66 +332,21 @@ impl Method for Mas {
         let Some((omega, anchor)) = &self.consolidated else {
             return Vec::new();
         };
-        let mut state = Vec::new();
-        for (kind, flat) in [("omega", omega), ("anchor", anchor)] {
-            for slot in &self.layout {
-                state.push((
-                    format!("{kind}.{}", slot.name),
-                    unflatten(flat, slot).copy(),
-                ));
-            }
-        }
-        state
+        let copied = |(key, view): (String, Tensor)| (key, view.copy());
+        let omegas = self.layout.named("omega.", omega).map(copied);
+        omegas
+            .chain(self.layout.named("anchor.", anchor).map(copied))
+            .collect()
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
-        let mut omegas = std::collections::BTreeMap::new();
-        let mut anchors = std::collections::BTreeMap::new();
-        for (key, tensor) in state {
-            let previous = match key.split_once('.') {
-                Some(("omega", name)) => omegas.insert(name.to_owned(), tensor),
-                Some(("anchor", name)) => anchors.insert(name.to_owned(), tensor),
-                _ => {
-                    return Err(Self::error(format!(
-                        "state key `{key}` is not `omega.<param>` or `anchor.<param>`"
-                    )));
-                }
-            };
-            if previous.is_some() {
-                return Err(Self::error(format!("state key `{key}` appears twice")));
-            }
-        }
-        if let Some(name) = omegas
-            .keys()
-            .find(|n| !anchors.contains_key(*n))
-            .or_else(|| anchors.keys().find(|n| !omegas.contains_key(*n)))
-        {
-            return Err(Self::error(format!(
-                "parameter `{name}` needs both an omega and an anchor tensor"
-            )));
-        }
-        let mut omega = Vec::new();
-        let mut anchor = Vec::new();
-        let mut named = Vec::new();
-        for (name, o) in omegas {
-            let a = anchors.remove(&name).expect("checked above");
-            if o.size() != a.size() {
-                return Err(Self::error(format!(
-                    "omega and anchor of `{name}` differ in shape: {:?} vs {:?}",
-                    o.size(),
-                    a.size()
-                )));
-            }
-            named.push((name, o.size()));
-            omega.push(o);
-            anchor.push(a);
-        }
-        self.consolidated = if named.is_empty() {
-            None
-        } else {
-            Some((flatten(&omega), flatten(&anchor)))
+        let read = read_pair(state, "omega", "anchor").map_err(Self::error)?;
+        let (layout, consolidated) = match read {
+            Some((layout, omega, anchor)) => (layout, Some((omega, anchor))),
+            None => (Layout::default(), None),
         };
-        self.layout = layout(named);
+        self.consolidated = consolidated;
+        self.layout = layout;
         self.params.clear();
         self.pending_gradient = None;
         Ok(())

@@ -131,6 +131,8 @@ use retain_stream::seed::derive;
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
+// Every flat tensor the method keeps is detached from autograd.
+use retain_train::flat_params::{add_to_grads, flat_grad, flatten_detached as flatten, quadratic};
 use retain_train::{Batch, Method, StepContext, TaskContext, TrainError};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
@@ -296,27 +298,6 @@ fn failed(message: String) -> TrainError {
     }
 }
 
-fn flatten(tensors: &[Tensor]) -> Tensor {
-    let flat: Vec<Tensor> = tensors.iter().map(|t| t.detach().reshape([-1])).collect();
-    Tensor::cat(&flat, 0)
-}
-
-/// The current gradients of `params` as one flat vector (undefined ones count as zeros).
-fn flat_grad(params: &[Tensor]) -> Tensor {
-    let flat: Vec<Tensor> = params
-        .iter()
-        .map(|p| {
-            let g = p.grad();
-            if g.defined() {
-                g.detach().reshape([-1])
-            } else {
-                p.zeros_like().detach().reshape([-1])
-            }
-        })
-        .collect();
-    Tensor::cat(&flat, 0)
-}
-
 impl Rwalk {
     /// Validates `params`, naming the offending key.
     pub fn new(params: Params) -> Result<Self, TrainError> {
@@ -390,8 +371,7 @@ impl Rwalk {
     /// first task ends. The step computes the same value and gradient in closed form.
     pub fn penalty(&self, params: &[Tensor]) -> Option<Tensor> {
         let c = self.consolidation.as_ref()?;
-        let flat: Vec<Tensor> = params.iter().map(|p| p.reshape([-1])).collect();
-        let delta = Tensor::cat(&flat, 0) - &c.anchor;
+        let delta = retain_train::flat_params::flatten(params) - &c.anchor;
         Some((&c.weights * delta.square()).sum(Kind::Float) * self.params.lambda)
     }
 
@@ -514,9 +494,8 @@ impl Method for Rwalk {
         let Some(c) = &self.consolidation else {
             return Ok(ce);
         };
-        let delta = flatten(&self.handles) - &c.anchor;
-        let weighted = &c.weights * &delta;
-        let value = weighted.dot(&delta) * self.params.lambda;
+        let (value, weighted) = quadratic(&c.weights, &flatten(&self.handles), &c.anchor);
+        let value = value * self.params.lambda;
         self.pending_gradient = Some(weighted * (2.0 * self.params.lambda));
         Ok(ce + value)
     }
@@ -541,15 +520,7 @@ impl Method for Rwalk {
         walk.gradient.copy_(&gradient);
         walk.previous.copy_(&theta);
         if let Some(pending) = self.pending_gradient.take() {
-            let mut offset = 0;
-            for p in &self.handles {
-                let numel = p.numel() as i64;
-                let mut grad = p.grad();
-                if grad.defined() {
-                    let _ = grad.g_add_(&pending.narrow(0, offset, numel).view_as(&grad));
-                }
-                offset += numel;
-            }
+            add_to_grads(&self.handles, &pending);
         }
         Ok(())
     }

@@ -112,9 +112,7 @@
 //! gradient = "total"`; Mammoth's `--c C --xi X` is `c = C, xi = X, gradient = "total"` with
 //! plain SGD (its gradient clipping at 1 not reproduced).
 
-mod layout;
-
-use layout::{Layout, describe, flatten, layout, unflatten};
+use retain_train::flat_params::{Layout, add_to_grads, flat_grad, flatten, quadratic, read_pair};
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
@@ -236,7 +234,7 @@ impl Si {
             c: params.c,
             xi: params.xi,
             gradient: params.gradient,
-            layout: Vec::new(),
+            layout: Layout::default(),
             consolidated: None,
             path: None,
             params: Vec::new(),
@@ -258,7 +256,7 @@ impl Si {
     /// the first task ends.
     pub fn importance(&self) -> Option<Vec<Tensor>> {
         let (omega, _) = self.consolidated.as_ref()?;
-        Some(self.layout.iter().map(|s| unflatten(omega, s)).collect())
+        Some(self.layout.split(omega))
     }
 
     /// The current task's path integral `ω` up to the last update the method has measured
@@ -266,12 +264,7 @@ impl Si {
     /// per parameter; `None` outside a task.
     pub fn path_integral(&self) -> Option<Vec<Tensor>> {
         let path = self.path.as_ref()?;
-        Some(
-            self.layout
-                .iter()
-                .map(|s| unflatten(&path.omega, s))
-                .collect(),
-        )
+        Some(self.layout.split(&path.omega))
     }
 
     fn error(message: String) -> TrainError {
@@ -284,16 +277,10 @@ impl Si {
     /// Checks the network's parameters against the consolidated layout and caches handles on
     /// them.
     fn bind(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
-        let (names, params): (Vec<String>, Vec<Tensor>) = ctx.parameters().into_iter().unzip();
-        let current = layout(names.into_iter().zip(params.iter().map(Tensor::size)));
-        if self.consolidated.is_none() {
-            self.layout = current;
-        } else if current != self.layout {
-            return Err(Self::error(format!(
-                "the network's parameters [{}] differ from the consolidated ones [{}]",
-                describe(&current),
-                describe(&self.layout)
-            )));
+        let (current, params) = Layout::bind(ctx.parameters());
+        let stored = self.consolidated.is_some();
+        if let Err(mismatch) = self.layout.adopt(current, stored) {
+            return Err(Self::error(mismatch.to_string()));
         }
         if let Some((omega, anchor)) = &mut self.consolidated {
             *omega = omega.to_device(ctx.device);
@@ -357,9 +344,8 @@ impl Method for Si {
         let Some((omega, anchor)) = &self.consolidated else {
             return Ok(ce);
         };
-        let delta = &theta - anchor;
-        let weighted = omega * &delta;
-        let value = weighted.dot(&delta) * self.c;
+        let (value, weighted) = quadratic(omega, &theta, anchor);
+        let value = value * self.c;
         self.pending_gradient = Some(weighted * (2.0 * self.c));
         Ok(ce + value)
     }
@@ -375,15 +361,7 @@ impl Method for Si {
             ));
         };
         let _no_grad = tch::no_grad_guard();
-        let grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|p| {
-                let g = p.grad();
-                if g.defined() { g } else { p.zeros_like() }
-            })
-            .collect();
-        let task = flatten(&grads);
+        let task = flat_grad(&self.params);
         let pending = self.pending_gradient.take();
         match (&pending, self.gradient) {
             (Some(penalty), PathGradient::Total) => {
@@ -394,12 +372,7 @@ impl Method for Si {
             }
         }
         if let Some(penalty) = pending {
-            for (param, slot) in self.params.iter().zip(&self.layout) {
-                let mut grad = param.grad();
-                if grad.defined() {
-                    let _ = grad.g_add_(&unflatten(&penalty, slot));
-                }
-            }
+            add_to_grads(&self.params, &penalty);
         }
         Ok(())
     }
@@ -428,66 +401,21 @@ impl Method for Si {
         let Some((omega, anchor)) = &self.consolidated else {
             return Vec::new();
         };
-        let mut state = Vec::new();
-        for (kind, flat) in [("omega", omega), ("anchor", anchor)] {
-            for slot in &self.layout {
-                state.push((
-                    format!("{kind}.{}", slot.name),
-                    unflatten(flat, slot).copy(),
-                ));
-            }
-        }
-        state
+        let copied = |(key, view): (String, Tensor)| (key, view.copy());
+        let omegas = self.layout.named("omega.", omega).map(copied);
+        omegas
+            .chain(self.layout.named("anchor.", anchor).map(copied))
+            .collect()
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {
-        let mut omegas = std::collections::BTreeMap::new();
-        let mut anchors = std::collections::BTreeMap::new();
-        for (key, tensor) in state {
-            let target = match key.split_once('.') {
-                Some(("omega", name)) => omegas.insert(name.to_owned(), tensor),
-                Some(("anchor", name)) => anchors.insert(name.to_owned(), tensor),
-                _ => {
-                    return Err(Self::error(format!(
-                        "state key `{key}` is not `omega.<param>` or `anchor.<param>`"
-                    )));
-                }
-            };
-            if target.is_some() {
-                return Err(Self::error(format!("state key `{key}` appears twice")));
-            }
-        }
-        if let Some(name) = omegas
-            .keys()
-            .find(|n| !anchors.contains_key(*n))
-            .or_else(|| anchors.keys().find(|n| !omegas.contains_key(*n)))
-        {
-            return Err(Self::error(format!(
-                "parameter `{name}` needs both an omega and an anchor tensor"
-            )));
-        }
-        let mut omega = Vec::new();
-        let mut anchor = Vec::new();
-        let mut named = Vec::new();
-        for (name, o) in omegas {
-            let a = anchors.remove(&name).expect("checked above");
-            if o.size() != a.size() {
-                return Err(Self::error(format!(
-                    "omega and anchor of `{name}` differ in shape: {:?} vs {:?}",
-                    o.size(),
-                    a.size()
-                )));
-            }
-            named.push((name, o.size()));
-            omega.push(o);
-            anchor.push(a);
-        }
-        self.consolidated = if named.is_empty() {
-            None
-        } else {
-            Some((flatten(&omega), flatten(&anchor)))
+        let read = read_pair(state, "omega", "anchor").map_err(Self::error)?;
+        let (layout, consolidated) = match read {
+            Some((layout, omega, anchor)) => (layout, Some((omega, anchor))),
+            None => (Layout::default(), None),
         };
-        self.layout = layout(named);
+        self.consolidated = consolidated;
+        self.layout = layout;
         self.path = None;
         self.params.clear();
         self.pending_gradient = None;

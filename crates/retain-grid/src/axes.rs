@@ -26,20 +26,25 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// The assignments as `KEY=VALUE` overrides, the value in TOML syntax.
+    /// The assignments as `KEY=VALUE` overrides, the value in TOML syntax (a [`WITH`] axis's
+    /// table gives one override per key).
     pub fn overrides(&self) -> Vec<String> {
         self.assignments
             .iter()
-            .map(|(k, v)| format!("{k}={}", toml_inline(v)))
+            .flat_map(|(k, v)| value_overrides(k, v))
             .collect()
     }
 
-    /// The value of an axis as a readable string (strings unquoted), if the cell has it.
+    /// The value of a key as a readable string (strings unquoted), if the cell sets it: by an
+    /// axis of its own or inside a [`WITH`] axis's table.
     pub fn value_of(&self, key: &str) -> Option<String> {
         self.assignments
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| display_value(v))
+            .find_map(|(k, v)| match (k.as_str(), v) {
+                (k, v) if k == key => Some(display_value(v)),
+                (WITH, toml::Value::Table(table)) => table.get(key).map(display_value),
+                _ => None,
+            })
     }
 
     /// The id without the `seed` axis: cells that differ only in their seed share it, so it
@@ -49,7 +54,7 @@ impl Cell {
             .iter()
             .zip(&self.assignments)
             .filter(|(axis, _)| axis.key != "seed")
-            .map(|(axis, (_, v))| format!("{}={}", axis.short, id_value(v)))
+            .map(|(axis, (_, v))| axis_id(axis, v))
             .collect();
         if parts.is_empty() {
             "all".to_owned()
@@ -57,6 +62,95 @@ impl Cell {
             parts.join(",")
         }
     }
+}
+
+/// The axis whose values are tables of overrides applied together, e.g.
+/// `with = [{ "method.name" = "der", "method.alpha" = 0.3, "training.optimizer.lr" = 0.03 }, …]`:
+/// for settings that belong together (a method and the learning rate tuned for it), which
+/// separate axes would cross.
+pub const WITH: &str = "with";
+
+/// The overrides an axis value sets: `key=value`, or one per leaf of a [`WITH`] table (nested
+/// tables flattened to dotted keys, so `{ method = { name = "der" } }` sets `method.name`
+/// alone, as `{ "method.name" = "der" }` does).
+pub(crate) fn value_overrides(key: &str, value: &toml::Value) -> Vec<String> {
+    match (key, value) {
+        (WITH, toml::Value::Table(table)) => with_leaves(table)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", toml_inline(v)))
+            .collect(),
+        _ => vec![format!("{key}={}", toml_inline(value))],
+    }
+}
+
+/// The dotted keys and leaf values of a [`WITH`] table, in key order.
+fn with_leaves(table: &toml::Table) -> Vec<(String, &toml::Value)> {
+    let mut leaves = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(inner) => leaves.extend(
+                with_leaves(inner)
+                    .into_iter()
+                    .map(|(k, v)| (format!("{key}.{k}"), v)),
+            ),
+            _ => leaves.push((key.clone(), value)),
+        }
+    }
+    leaves
+}
+
+/// The id part of a [`WITH`] value: the method's name first (when it sets one), then
+/// `key-value` for every other leaf by the key's last segment, joined by `+`
+/// (`der+alpha-0.3+lr-0.03`).
+fn with_id(value: &toml::Value) -> String {
+    let Some(table) = value.as_table() else {
+        return id_value(value);
+    };
+    let leaves = with_leaves(table);
+    let name = leaves
+        .iter()
+        .find(|(k, _)| k == "method.name")
+        .map(|(_, v)| id_value(v));
+    let rest = leaves
+        .iter()
+        .filter(|(k, _)| k != "method.name")
+        .map(|(k, v)| {
+            let short = k.rsplit('.').next().unwrap_or(k);
+            id_value(&toml::Value::String(format!("{short}-{}", id_value(v))))
+        });
+    name.into_iter().chain(rest).collect::<Vec<_>>().join("+")
+}
+
+/// Refuses a [`WITH`] value that is not a non-empty table of overrides.
+pub(crate) fn check_with_value(origin: &str, value: &toml::Value) -> Result<(), GridError> {
+    let fail = |message: String| GridError::Axis {
+        origin: origin.to_owned(),
+        key: WITH.to_owned(),
+        message,
+    };
+    match value {
+        toml::Value::Table(table) if table.is_empty() => {
+            Err(fail("an empty table sets nothing".into()))
+        }
+        toml::Value::Table(table) => match table.keys().find(|k| *k == WITH) {
+            Some(_) => Err(fail("a `with` table cannot hold `with`".into())),
+            None => Ok(()),
+        },
+        other => Err(fail(format!(
+            "each value is a table of overrides, e.g. {{ \"method.name\" = \"der\", \"training.optimizer.lr\" = 0.03 }}, not {}",
+            toml_inline(other)
+        ))),
+    }
+}
+
+/// One axis's part of a cell id: `short=value`.
+fn axis_id(axis: &Axis, value: &toml::Value) -> String {
+    let value = if axis.key == WITH {
+        with_id(value)
+    } else {
+        id_value(value)
+    };
+    format!("{}={value}", axis.short)
 }
 
 /// Expands axes into cells, first axis slowest.
@@ -81,7 +175,7 @@ pub(crate) fn expand(origin: &str, axes: &[Axis]) -> Result<Vec<Cell>, GridError
         } else {
             axes.iter()
                 .zip(&assignments)
-                .map(|(axis, (_, v))| format!("{}={}", axis.short, id_value(v)))
+                .map(|(axis, (_, v))| axis_id(axis, v))
                 .collect::<Vec<_>>()
                 .join(",")
         };

@@ -288,8 +288,11 @@ impl GridSpec {
                 });
             }
             for value in &axis.values {
-                let set = format!("{}={}", axis.key, toml_inline(value));
-                Experiment::from_source(&base_source, origin, &[set]).map_err(|e| {
+                if axis.key == axes::WITH {
+                    axes::check_with_value(origin, value)?;
+                }
+                let sets = axes::value_overrides(&axis.key, value);
+                Experiment::from_source(&base_source, origin, &sets).map_err(|e| {
                     GridError::Axis {
                         origin: origin.to_owned(),
                         key: axis.key.clone(),
@@ -357,11 +360,16 @@ impl GridSpec {
 
     /// The method a cell runs (its `method.name` axis value, else the base experiment's).
     pub fn method_of(&self, cell: &Cell) -> String {
+        // A `method` axis of whole tables, or one inside a `with` table.
         let from_table = || {
             cell.assignments
                 .iter()
-                .find(|(k, _)| k == "method")
-                .and_then(|(_, v)| v.get("name"))
+                .find_map(|(k, v)| match k.as_str() {
+                    "method" => Some(v),
+                    axes::WITH => v.get("method"),
+                    _ => None,
+                })
+                .and_then(|v| v.get("name"))
                 .map(display_value)
         };
         cell.value_of("method.name")
@@ -388,10 +396,10 @@ impl GridSpec {
     }
 }
 
-/// Whether an axis key chooses the method: `method.<key>`, or `method` itself (an axis of
-/// whole `[method]` tables).
+/// Whether an axis key chooses the method: `method.<key>`, `method` itself (an axis of
+/// whole `[method]` tables), or `with` (tables that set a method with what belongs to it).
 fn is_method_key(key: &str) -> bool {
-    key == "method" || key.starts_with("method.")
+    key == "method" || key.starts_with("method.") || key == axes::WITH
 }
 
 /// Device strings of the runner's slots: `runs_per_device` slots per device, interleaved

@@ -390,3 +390,63 @@ fn joint_partner_pairs_cells_of_a_method_table_axis() {
         assert_eq!(spec.joint_partner(cell("joint", seed)), None);
     }
 }
+
+#[test]
+fn a_with_axis_applies_each_table_of_overrides_together() {
+    let spec = parse(
+        "\"seed\" = [0, 1]\nwith = [\n\
+         { \"method.name\" = \"der\", \"method.alpha\" = 0.3, \"training.optimizer.lr\" = 0.03 },\n\
+         { method = { name = \"replay\", buffer_size = 200 }, training.optimizer.lr = 0.1 },\n\
+         { \"method.name\" = \"joint\" },\n]",
+    )
+    .unwrap();
+    // Two seeds × three tables, not two × the product of the tables' keys.
+    assert_eq!(spec.cells.len(), 6);
+    assert_eq!(
+        ids(&spec)[..3],
+        [
+            "seed=0,with=der+alpha-0.3+lr-0.03",
+            "seed=0,with=replay+buffer_size-200+lr-0.1",
+            "seed=0,with=joint",
+        ]
+    );
+    // Nested tables set their leaves, as dotted keys do.
+    assert_eq!(
+        spec.cells[1].overrides(),
+        [
+            "seed=0",
+            "method.buffer_size=200",
+            "method.name=\"replay\"",
+            "training.optimizer.lr=0.1",
+        ]
+    );
+    let der = spec.experiment(&spec.cells[0], &[]).unwrap();
+    assert_eq!(der.method.name, "der");
+    assert_eq!(der.method.params["alpha"].as_float(), Some(0.3));
+    assert_eq!(spec.method_of(&spec.cells[0]), "der");
+    assert_eq!(
+        spec.cells[0].value_of("training.optimizer.lr").unwrap(),
+        "0.03"
+    );
+    // The joint partner agrees on the seed; the `with` axis chooses the method.
+    assert_eq!(
+        spec.joint_partner(&spec.cells[1]).unwrap().id,
+        "seed=0,with=joint"
+    );
+    // A value that is not a table, an empty table, and a bad key inside one are refused,
+    // naming the axis.
+    for (table, expected) in [
+        ("with = [0.1]", "each value is a table of overrides"),
+        ("with = [{}]", "an empty table sets nothing"),
+        (
+            "with = [{ \"training.optimizer.lr\" = \"fast\" }]",
+            "training.optimizer.lr",
+        ),
+    ] {
+        let error = parse(table).unwrap_err().to_string();
+        assert!(
+            error.contains("with") && error.contains(expected),
+            "{table}: {error}"
+        );
+    }
+}

@@ -17,14 +17,22 @@ fn data_fetch_for_resolves_the_datasets_of_every_shipped_experiment() {
         match file {
             "peft-fashion.toml" | "peft-lora-readouts.toml" => &["fashion-mnist", "mnist"],
             "pretrain-fashion-half.toml" | "split-fashion-mnist.toml" => &["fashion-mnist"],
-            "split-cifar.toml" => &["cifar10"],
-            "split-cifar100.toml" => &["cifar100"],
+            "split-cifar.toml"
+            | "repro-der-seq-cifar10-b200.toml"
+            | "repro-der-seq-cifar10-b500.toml"
+            | "repro-der-seq-cifar10-b5120.toml" => &["cifar10"],
+            "split-cifar100.toml"
+            | "repro-xder-seq-cifar100-b500.toml"
+            | "repro-xder-seq-cifar100-b2000.toml" => &["cifar100"],
             "check-split-mnist.toml"
             | "check-split-mnist-methods.toml"
             | "perm-mnist.toml"
             | "pretrain-distill-mnist-teacher.toml"
             | "pretrain-distill-mnist.toml"
             | "repro-gem-perm-mnist.toml"
+            | "repro-memory-split-mnist.toml"
+            | "repro-memory-split-mnist-gdumb.toml"
+            | "repro-memory-split-mnist-ncm.toml"
             | "repro-vandeven-split-mnist-task-il.toml"
             | "repro-vandeven-split-mnist.toml"
             | "rot-mnist.toml"

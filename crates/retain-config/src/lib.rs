@@ -50,7 +50,8 @@ pub use plan::{
 pub use schema::{
     Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DeviceSpec, EvaluateOn,
     Experiment, InitScheme, MemoryFormat, MethodConfig, ModelConfig, OptimizerConfig, Precision,
-    PretrainConfig, Readout, StreamConfig, StreamKind, TrainingConfig, TrainingLoss,
+    PretrainConfig, Readout, StreamConfig, StreamKind, TrainingConfig, TrainingLoss, VitNormalize,
+    VitPreset, VitSpec,
 };
 
 #[cfg(test)]

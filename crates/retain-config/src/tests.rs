@@ -20,6 +20,7 @@ fn the_shipped_split_mnist_experiment_parses() {
         ModelConfig::Mlp {
             hidden: vec![100, 100],
             checkpoint: None,
+            checkpoint_sha256: None,
             init: InitScheme::Reference,
         }
     );
@@ -330,6 +331,7 @@ fn cifar_resnet_and_augmentation_parse() {
         ModelConfig::Resnet18 {
             nf: 20,
             checkpoint: None,
+            checkpoint_sha256: None,
             init: InitScheme::Reference,
         }
     );
@@ -346,6 +348,7 @@ fn cifar_resnet_and_augmentation_parse() {
         ModelConfig::Resnet18 {
             nf: 64,
             checkpoint: None,
+            checkpoint_sha256: None,
             init: InitScheme::Reference,
         }
     );
@@ -394,13 +397,33 @@ fn a_vision_transformer_takes_defaults_and_checks_its_shape() {
     assert_eq!(
         load(&vit).unwrap().model,
         ModelConfig::Vit {
+            preset: None,
+            patch: None,
+            dim: None,
+            depth: None,
+            heads: None,
+            mlp_dim: None,
+            image_size: None,
+            channels: None,
+            normalize: None,
+            mean: None,
+            std: None,
+            checkpoint: None,
+            checkpoint_sha256: None,
+            init: InitScheme::Reference,
+        }
+    );
+    assert_eq!(
+        load(&vit).unwrap().model.vit().unwrap().unwrap(),
+        crate::VitSpec {
             patch: 4,
             dim: 64,
             depth: 4,
             heads: 4,
             mlp_dim: 128,
-            checkpoint: None,
-            init: InitScheme::Reference,
+            image_size: None,
+            channels: None,
+            normalize: None,
         }
     );
     let bad_patch = vit.replace("kind = \"vit\"", "kind = \"vit\"\npatch = 5");
@@ -415,6 +438,110 @@ fn a_vision_transformer_takes_defaults_and_checks_its_shape() {
         err.contains("model.dim") && err.contains("not a multiple"),
         "{err}"
     );
+}
+
+#[test]
+fn a_vit_preset_sets_timm_shapes_and_refuses_contradicting_keys() {
+    let vit = SPLIT_MNIST.replace("kind = \"mlp\"\nhidden = [100, 100]", "kind = \"vit\"");
+    let with = |extra: &str| vit.replace("kind = \"vit\"", &format!("kind = \"vit\"\n{extra}"));
+    for (preset, dim, heads) in [
+        ("vit_tiny_patch16_224", 192, 3),
+        ("vit_small_patch16_224", 384, 6),
+        ("vit_base_patch16_224", 768, 12),
+    ] {
+        let text = with(&format!("preset = \"{preset}\"\nnormalize = \"imagenet\""));
+        let spec = load(&text).unwrap().model.vit().unwrap().unwrap();
+        assert_eq!(
+            spec,
+            crate::VitSpec {
+                patch: 16,
+                dim,
+                depth: 12,
+                heads,
+                mlp_dim: 4 * dim,
+                image_size: Some(224),
+                channels: Some(3),
+                normalize: Some((vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])),
+            }
+        );
+        assert_eq!(spec.input_shape([1, 28, 28]), [3, 224, 224]);
+    }
+    // A key equal to the preset's value is accepted; one that differs is refused by name.
+    load(&with("preset = \"vit_tiny_patch16_224\"\ndim = 192")).unwrap();
+    for (extra, key) in [
+        ("dim = 100", "model.dim"),
+        ("image_size = 32", "model.image_size"),
+        ("heads = 4", "model.heads"),
+    ] {
+        let err = load(&with(&format!(
+            "preset = \"vit_tiny_patch16_224\"\n{extra}"
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(key) && err.contains("contradicts"), "{err}");
+    }
+    let err = load(&with("preset = \"vit_huge\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vit_huge"), "{err}");
+    let spec = load(&with(
+        "normalize = \"inception\"\nimage_size = 32\nchannels = 3",
+    ))
+    .unwrap()
+    .model
+    .vit()
+    .unwrap()
+    .unwrap();
+    assert_eq!(spec.normalize, Some((vec![0.5; 3], vec![0.5; 3])));
+    assert_eq!(spec.input_shape([1, 28, 28]), [3, 32, 32]);
+    for (extra, key) in [
+        (
+            "normalize = \"imagenet\"\nmean = [0.5]\nstd = [0.5]",
+            "model.mean",
+        ),
+        ("mean = [0.5]", "model.std"),
+        ("mean = [0.5, 0.5]\nstd = [0.5, 0.5]", "model.mean"),
+        ("mean = [0.5]\nstd = [0.0]", "model.std"),
+        ("image_size = 30\npatch = 4", "model.image_size"),
+        ("channels = 0", "model.channels"),
+        ("normalize = \"imagenet\"", "model.normalize"),
+    ] {
+        let err = load(&with(extra)).unwrap_err().to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    load(&with("mean = [0.5]\nstd = [0.25]\nchannels = 1")).unwrap();
+}
+
+#[test]
+fn a_checkpoint_hash_must_be_a_sha256_of_a_named_checkpoint() {
+    let with = |extra: &str| {
+        SPLIT_MNIST.replace(
+            "hidden = [100, 100]",
+            &format!("hidden = [100, 100]\n{extra}"),
+        )
+    };
+    let hash = "ab".repeat(32);
+    let err = load(&with(&format!("checkpoint_sha256 = \"{hash}\"")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.checkpoint_sha256") && err.contains("no `checkpoint`"),
+        "{err}"
+    );
+    let err = load(&with(
+        "checkpoint = \"w.safetensors\"\ncheckpoint_sha256 = \"abc\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("model.checkpoint_sha256") && err.contains("64 hex"),
+        "{err}"
+    );
+    let exp = load(&with(&format!(
+        "checkpoint = \"w.safetensors\"\ncheckpoint_sha256 = \"{hash}\""
+    )))
+    .unwrap();
+    assert_eq!(exp.model.checkpoint_sha256(), Some(hash.as_str()));
 }
 
 const PRETRAIN_FASHION: &str = include_str!("../../../experiments/pretrain-fashion-half.toml");

@@ -9,7 +9,7 @@
 use crate::{
     Angles, ClassOrder, ConfigError, EvaluateOn, Experiment, ExperimentPlan, MAX_STEPS_PER_TASK,
     MemoryFormat, ModelConfig, OptimizerConfig, Scenario, StreamConfig, StreamKind, StreamPlan,
-    TrainingLoss, check_memory, line_of_key, line_of_table,
+    TrainingLoss, VitSpec, check_memory, line_of_key, line_of_table,
 };
 
 impl Experiment {
@@ -533,20 +533,27 @@ fn validate_model(
                 nf.checked_mul(nf).and_then(|n| n.checked_mul(2700)),
             )?;
         }
-        ModelConfig::Vit {
-            patch,
-            dim,
-            depth,
-            heads,
-            mlp_dim,
-            ..
-        } => {
+        ModelConfig::Vit { .. } => {
+            let spec = model
+                .vit()
+                .expect("a vit table")
+                .map_err(|(key, message)| invalid(&format!("{prefix}.{key}"), message))?;
+            let VitSpec {
+                patch,
+                dim,
+                depth,
+                heads,
+                mlp_dim,
+                ..
+            } = &spec;
             for (key, value) in [
                 ("patch", patch),
                 ("dim", dim),
                 ("depth", depth),
                 ("heads", heads),
                 ("mlp_dim", mlp_dim),
+                ("image_size", &spec.image_size.unwrap_or(1)),
+                ("channels", &spec.channels.unwrap_or(1)),
             ] {
                 if *value == 0 {
                     return Err(invalid(
@@ -571,13 +578,70 @@ fn validate_model(
                     format!("{dim} is not a multiple of `heads` = {heads}"),
                 ));
             }
-            let [_, height, width] = image;
-            if height % patch != 0 || width % patch != 0 {
+            let [channels, height, width] = spec.input_shape(image);
+            if channels != image[0] && image[0] != 1 {
                 return Err(invalid(
-                    &format!("{prefix}.patch"),
-                    format!("{patch} does not divide the {height}×{width} images"),
+                    &format!("{prefix}.channels"),
+                    format!(
+                        "the model takes {channels} channels but the stream's images have {}; only grey images are repeated to more",
+                        image[0]
+                    ),
                 ));
             }
+            if height % patch != 0 || width % patch != 0 {
+                let key = if spec.image_size.is_some() {
+                    "image_size"
+                } else {
+                    "patch"
+                };
+                return Err(invalid(
+                    &format!("{prefix}.{key}"),
+                    format!("patch {patch} does not divide the {height}×{width} images"),
+                ));
+            }
+            if let Some((mean, std)) = &spec.normalize {
+                let named = matches!(
+                    model,
+                    ModelConfig::Vit {
+                        normalize: Some(_),
+                        ..
+                    }
+                );
+                for (key, values) in [("mean", mean), ("std", std)] {
+                    if values.len() != channels {
+                        let key = if named { "normalize" } else { key };
+                        return Err(invalid(
+                            &format!("{prefix}.{key}"),
+                            format!(
+                                "{} values for the model's {channels} channels",
+                                values.len()
+                            ),
+                        ));
+                    }
+                }
+                if std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+                    || mean.iter().any(|m| !m.is_finite())
+                {
+                    return Err(invalid(
+                        &format!("{prefix}.std"),
+                        "means must be finite and standard deviations finite and positive".into(),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(hash) = model.checkpoint_sha256() {
+        if model.checkpoint().is_none() {
+            return Err(invalid(
+                &format!("{prefix}.checkpoint_sha256"),
+                "pins a checkpoint, but there is no `checkpoint`".into(),
+            ));
+        }
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(
+                &format!("{prefix}.checkpoint_sha256"),
+                format!("`{hash}` is not a sha256 (64 hex digits)"),
+            ));
         }
     }
     Ok(())

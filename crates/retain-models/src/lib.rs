@@ -13,7 +13,8 @@
 //!   shape) and the head `linear.{weight,bias}`. (PyTorch's `num_batches_tracked` has no
 //!   counterpart: tch uses a fixed momentum.)
 //!
-//! Every model takes images `[B, C, H, W]`; the MLP flattens them itself.
+//! Every model takes images `[B, C, H, W]`; the MLP flattens them itself. A vision
+//! transformer may resize, repeat and renormalise them first, on the device (`vit`'s docs).
 //!
 //! # Modules
 //!
@@ -41,12 +42,12 @@ mod resnet;
 mod vit;
 
 pub use backbone::Backbone;
-pub use factory::build;
+pub use factory::{build, build_for_stream};
 pub use linear::{AdaptableLinear, Bottleneck, LowRank};
 pub use mlp::Mlp;
 pub use quant::{QuantFormat, QuantizedWeight};
 pub use resnet::ResNet;
-pub use vit::{VisionTransformer, VitShape};
+pub use vit::{VisionTransformer, VitInput, VitShape};
 
 #[cfg(test)]
 mod tests;

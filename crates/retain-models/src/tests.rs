@@ -20,6 +20,7 @@ fn mlp_has_stable_names_and_shapes() {
         &ModelConfig::Mlp {
             hidden: vec![100, 100],
             checkpoint: None,
+            checkpoint_sha256: None,
             init: retain_config::InitScheme::Reference,
         },
         &vs.root(),
@@ -88,6 +89,7 @@ fn resnet18_has_pytorch_names_shapes_and_size() {
             &ModelConfig::Resnet18 {
                 nf,
                 checkpoint: None,
+                checkpoint_sha256: None,
                 init: retain_config::InitScheme::Reference,
             },
             &vs.root(),
@@ -119,6 +121,7 @@ fn resnet18_has_pytorch_names_shapes_and_size() {
         &ModelConfig::Resnet18 {
             nf: 4,
             checkpoint: None,
+            checkpoint_sha256: None,
             init: retain_config::InitScheme::Reference,
         },
         &vs.root(),
@@ -221,6 +224,7 @@ fn batch_norm_follows_the_train_flag() {
         &ModelConfig::Resnet18 {
             nf: 4,
             checkpoint: None,
+            checkpoint_sha256: None,
             init: retain_config::InitScheme::Reference,
         },
         &vs.root(),

@@ -18,6 +18,22 @@
 //! Each block is pre-norm: `x ← x + proj(attn(norm1(x)))`, `x ← x + fc2(gelu(fc1(norm2(x))))`
 //! (exact GELU, layer-norm ε = 10⁻⁶ as timm). The head reads the final-normed class token.
 //!
+//! # Input preparation
+//!
+//! A model may take images of another size, channel count or normalisation than the stream
+//! gives ([`VitInput`]); the first step of its forward pass, on the device and with no host
+//! read, is then (each step only where needed):
+//!
+//! 1. resize to the model's `H`×`W`: `upsample_bilinear2d` with `align_corners = false` and no
+//!    antialiasing, i.e. PyTorch's `F.interpolate(x, size=(H, W), mode="bilinear",
+//!    align_corners=False, antialias=False)`;
+//! 2. repeat a grey channel to the model's channels;
+//! 3. per channel `y = (x_raw − mean) / std` with the model's constants, where `x_raw` undoes
+//!    the normalisation the images came with (`x_raw = x · std_given + mean_given`; the
+//!    stream normalises every dataset with its own constants). Both affine maps are folded
+//!    into one multiply-add after the resize, which commutes with them (bilinear weights sum
+//!    to one), so the result is timm's `Normalize` of the resized raw pixels.
+//!
 //! Two parameter-efficient hooks exist only here: prompt tokens inserted after the class
 //! token (they take no position embedding, as in VPT) and per-block key/value prefixes
 //! prepended to the attention's keys and values (queries stay the sequence's own, so the
@@ -42,6 +58,86 @@ pub struct VitShape {
     pub heads: usize,
     /// Hidden width `M` of each block's MLP.
     pub mlp_dim: usize,
+}
+
+/// What a [`VisionTransformer`] is given, when it differs from its [`VitShape::image`] input
+/// (see the module docs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VitInput {
+    /// `[C, H, W]` of the images the model is given; `C` is the model's or 1.
+    pub source: [usize; 3],
+    /// Per-channel `(mean, std)` (one value per source channel) that the given images are
+    /// already normalised with; `None`: raw pixels in `[0, 1]`.
+    pub given: Option<(Vec<f64>, Vec<f64>)>,
+    /// Per-channel `(mean, std)` (one value per model channel) the model expects; `None`:
+    /// the images keep the normalisation they came with.
+    pub normalize: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// The preparation steps of a [`VitInput`], their constants on the model's device.
+#[derive(Debug)]
+struct Preparation {
+    /// `[H, W]` to resize to, if the source differs.
+    resize: Option<[i64; 2]>,
+    /// Channels to repeat a grey image to, if the source has one and the model more.
+    repeat: Option<i64>,
+    /// `[1, C, 1, 1]` multiply-add of the normalisation.
+    affine: Option<(Tensor, Tensor)>,
+}
+
+impl Preparation {
+    fn new(input: &VitInput, image: [usize; 3], device: tch::Device) -> Option<Self> {
+        let [c, h, w] = image;
+        let [sc, sh, sw] = input.source;
+        assert!(
+            sc == c || sc == 1,
+            "a {sc}-channel image cannot be prepared for a {c}-channel model"
+        );
+        let resize = ((sh, sw) != (h, w)).then_some([h as i64, w as i64]);
+        let repeat = (sc != c).then_some(c as i64);
+        let affine = input.normalize.as_ref().map(|(mean, std)| {
+            assert!(
+                mean.len() == c && std.len() == c,
+                "one mean and std per channel"
+            );
+            let given = |i: usize| match &input.given {
+                Some((m, s)) => (m[i.min(m.len() - 1)], s[i.min(s.len() - 1)]),
+                None => (0.0, 1.0),
+            };
+            // x_raw = x·s_g + m_g; y = (x_raw − m)/s = x·(s_g/s) + (m_g − m)/s.
+            let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+                .map(|i| {
+                    let (mg, sg) = given(if sc == 1 { 0 } else { i });
+                    ((sg / std[i]) as f32, ((mg - mean[i]) / std[i]) as f32)
+                })
+                .unzip();
+            let upload = |v: &[f32]| {
+                Tensor::from_slice(v)
+                    .view([1, c as i64, 1, 1])
+                    .to_device(device)
+            };
+            (upload(&scale), upload(&shift))
+        });
+        (resize.is_some() || repeat.is_some() || affine.is_some()).then_some(Self {
+            resize,
+            repeat,
+            affine,
+        })
+    }
+
+    fn apply(&self, xs: &Tensor) -> Tensor {
+        let mut xs = xs.shallow_clone();
+        if let Some(size) = self.resize {
+            xs = xs.upsample_bilinear2d(size, false, None, None);
+        }
+        if let Some(channels) = self.repeat {
+            xs = xs.repeat([1, channels, 1, 1]);
+        }
+        if let Some((scale, shift)) = &self.affine {
+            xs = xs * scale + shift;
+        }
+        xs
+    }
 }
 
 #[derive(Debug)]
@@ -140,6 +236,8 @@ pub struct VisionTransformer {
     head: AdaptableLinear,
     /// Prompt tokens `[P, D]` inserted after the class token (prompt tuning).
     prompt: Mutex<Option<Tensor>>,
+    /// Resizing, channel repetition and normalisation of the given images, if any.
+    preparation: Option<Preparation>,
 }
 
 impl VisionTransformer {
@@ -147,6 +245,21 @@ impl VisionTransformer {
     /// If `patch` does not divide the image or `dim` is not a multiple of `heads` (the
     /// configuration's validation rejects both first).
     pub fn new(path: &nn::Path, shape: VitShape, outputs: usize) -> Self {
+        Self::with_input(path, shape, outputs, None)
+    }
+
+    /// [`VisionTransformer::new`] for images given as `input` describes (see the module
+    /// docs); `None` or an `input` equal to the model's own takes them as they are.
+    ///
+    /// # Panics
+    /// As [`VisionTransformer::new`], and if the source has neither the model's channels
+    /// nor one, or a normalisation has not one value per channel.
+    pub fn with_input(
+        path: &nn::Path,
+        shape: VitShape,
+        outputs: usize,
+        input: Option<&VitInput>,
+    ) -> Self {
         let [channels, height, width] = shape.image;
         assert!(
             shape.patch > 0
@@ -189,6 +302,15 @@ impl VisionTransformer {
             norm: layer_norm(path / "norm", dim),
             head: AdaptableLinear::new(path / "head", dim, outputs as i64),
             prompt: Mutex::new(None),
+            preparation: input.and_then(|i| Preparation::new(i, shape.image, path.device())),
+        }
+    }
+
+    /// The given images as the patch embedding takes them (see the module docs).
+    pub fn prepare(&self, xs: &Tensor) -> Tensor {
+        match &self.preparation {
+            Some(p) => p.apply(xs),
+            None => xs.shallow_clone(),
         }
     }
 
@@ -248,7 +370,9 @@ impl Backbone for VisionTransformer {
         let tokens = self
             .blocks
             .iter()
-            .fold(self.tokens(xs), |x, block| block.forward(&x, heads));
+            .fold(self.tokens(&self.prepare(xs)), |x, block| {
+                block.forward(&x, heads)
+            });
         tokens.select(1, 0).apply(&self.norm)
     }
 

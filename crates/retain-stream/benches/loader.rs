@@ -197,11 +197,13 @@ fn loader(c: &mut Criterion) {
     let mlp = ModelConfig::Mlp {
         hidden: vec![100, 100],
         checkpoint: None,
+        checkpoint_sha256: None,
         init: retain_config::InitScheme::Reference,
     };
     let resnet = ModelConfig::Resnet18 {
         nf: 64,
         checkpoint: None,
+        checkpoint_sha256: None,
         init: retain_config::InitScheme::Reference,
     };
     for device in devices {

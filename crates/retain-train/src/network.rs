@@ -64,8 +64,11 @@ impl Network {
     ) -> Self {
         let config = experiment.model.clone();
         let scheme = config.init();
+        // The stream normalises with its dataset's constants; a model that normalises
+        // itself undoes them first.
+        let given = retain_stream::normalisation_constants(experiment.stream.dataset.as_str());
         let network = Self::from_builder(device, move |path| {
-            retain_models::build(&config, path, image_shape, outputs)
+            retain_models::build_for_stream(&config, path, image_shape, given, outputs)
         });
         retain_models::init::initialize(
             &network.vars,

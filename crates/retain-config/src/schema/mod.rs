@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use model::{InitScheme, ModelConfig};
+pub use model::{InitScheme, ModelConfig, VitNormalize, VitPreset, VitSpec};
 pub use pretrain::PretrainConfig;
 pub use stream::{
     Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, EvaluateOn, Readout,

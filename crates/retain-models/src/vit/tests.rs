@@ -283,3 +283,106 @@ fn per_sample_prompts_and_prefixes_equal_each_sample_run_alone_with_its_own() {
     let shared = model.forward_t(&inputs, false);
     assert!(worst(&shared.narrow(0, 1, 2), &together.narrow(0, 1, 2)) > 1e-3);
 }
+
+/// timm's own `VisionTransformer` (`fixtures/timm_vit_reference.py`, timm 1.0.22): 3×32×32
+/// images, patch 8, width 24, 2 blocks of 3 heads, MLP 96, 7 classes.
+fn timm_reference(input: Option<&VitInput>) -> (nn::VarStore, VisionTransformer) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let shape = VitShape {
+        image: [3, 32, 32],
+        patch: 8,
+        dim: 24,
+        depth: 2,
+        heads: 3,
+        mlp_dim: 96,
+    };
+    let model = VisionTransformer::with_input(&vs.root(), shape, 7, input);
+    load(&vs, &fixture("timm_vit_reference.safetensors")).unwrap();
+    (vs, model)
+}
+
+fn timm_io() -> HashMap<String, Tensor> {
+    read(&fixture("timm_vit_reference_io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn timm_state_dicts_load_by_name_and_reproduce_timm_outputs() {
+    let io = timm_io();
+    let (_vs, model) = timm_reference(None);
+    let logits = tch::no_grad(|| model.forward_t(&io["rgb"], false));
+    let features = tch::no_grad(|| model.features(&io["rgb"], false));
+    let (l, f) = (
+        worst(&logits, &io["rgb_logits"]),
+        worst(&features, &io["rgb_features"]),
+    );
+    println!("max |retain − timm|: logits {l:e}, features {f:e}");
+    assert!(l <= 1e-5 && f <= 1e-5, "logits {l}, features {f}");
+    // The outputs are not trivially small: the tolerance is a real constraint.
+    assert!(io["rgb_logits"].abs().max().double_value(&[]) > 0.5);
+}
+
+#[test]
+fn grey_images_are_resized_repeated_and_renormalised_as_in_pytorch() {
+    let io = timm_io();
+    let input = VitInput {
+        source: [1, 28, 28],
+        // The stream's MNIST normalisation, which the preparation undoes.
+        given: Some((vec![0.1307], vec![0.3081])),
+        normalize: Some((vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])),
+    };
+    let (_vs, model) = timm_reference(Some(&input));
+    let prepared = model.prepare(&io["grey"]);
+    assert_eq!(prepared.size(), vec![3, 3, 32, 32]);
+    let p = worst(&prepared, &io["grey_prepared"]);
+    let logits = tch::no_grad(|| model.forward_t(&io["grey"], false));
+    let l = worst(&logits, &io["grey_logits"]);
+    println!("max |retain − PyTorch|: prepared {p:e}, logits {l:e}");
+    assert!(p <= 1e-5 && l <= 1e-5, "prepared {p}, logits {l}");
+    // Without a preparation of its own the model takes the images as they are.
+    let (_vs, plain) = timm_reference(Some(&VitInput {
+        source: [3, 32, 32],
+        given: Some((vec![0.5; 3], vec![0.5; 3])),
+        normalize: None,
+    }));
+    assert!(plain.preparation.is_none());
+}
+
+#[test]
+fn presets_have_timms_parameter_counts() {
+    // As timm reports them with a 1000-class head (`fixtures/timm_vit_reference.py`).
+    for (preset, count, dim) in [
+        ("vit_tiny_patch16_224", 5_717_416, 192),
+        ("vit_small_patch16_224", 22_050_664, 384),
+        ("vit_base_patch16_224", 86_567_656, 768),
+    ] {
+        let table: retain_config::ModelConfig =
+            toml::from_str(&format!("kind = \"vit\"\npreset = \"{preset}\"")).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = crate::build_for_stream(
+            &table,
+            &vs.root(),
+            [1, 28, 28],
+            Some((&[0.1307], &[0.3081])),
+            1000,
+        );
+        let total: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+        assert_eq!(total, count, "{preset}");
+        let size = |n: &str| vs.variables()[n].size();
+        assert_eq!(size("patch_embed.proj.weight"), vec![dim, 3, 16, 16]);
+        assert_eq!(size("pos_embed"), vec![1, 197, dim]);
+        assert_eq!(model.transformer_shape(), Some((dim, 12)));
+        if preset == "vit_tiny_patch16_224" {
+            // MNIST-shaped images go in, resized and repeated on the way.
+            let out = tch::no_grad(|| {
+                model.forward_t(
+                    &Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu)),
+                    false,
+                )
+            });
+            assert_eq!(out.size(), vec![2, 1000]);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    retain_build::link_libtorch_cuda();
+}

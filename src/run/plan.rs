@@ -120,7 +120,7 @@ pub fn check_network(
     origin: &str,
 ) -> Result<()> {
     let shape = retain_config::dataset_shape(experiment.stream.dataset);
-    let outputs = retain_config::dataset_classes(experiment.stream.dataset);
+    let outputs = experiment.stream.outputs();
     // tch's layer defaults, not the experiment's initialisation: only the names and shapes
     // matter here, and drawing them on the host would cost more than the check.
     let config = experiment.model.clone();

@@ -4,7 +4,8 @@ use std::process::{Command, Output};
 use polars::prelude::*;
 
 use crate::common::{
-    assert_success, data_root, dependency_present, read_parquet, repo, retain, venv_has,
+    accuracy_cells, assert_success, data_root, dependency_present, read_parquet, repo, retain,
+    venv_has,
 };
 
 /// A reduced Split-MNIST: 3 tasks, 500 training and 300 test samples per task, on the CPU.
@@ -695,4 +696,93 @@ fn split_cifar_without_data_stops_before_training() {
 fn every_readout_is_a_results_scenario() {
     let names = retain_config::Readout::ALL.map(|r| r.as_str());
     assert_eq!(names, retain_results::SCENARIOS);
+}
+
+#[test]
+fn split_mnist_labelled_within_tasks_is_read_out_domain_incrementally() {
+    // The shipped file lists class_il and task_il: with within-task labels they no longer
+    // apply, and the run is refused before any data loads, naming both keys.
+    let out = retain(&[
+        "run",
+        "experiments/split-mnist.toml",
+        "--set",
+        r#"stream.labels="within_task""#,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`stream.readouts`: `class_il` does not apply")
+            && stderr.contains("`stream.labels = \"within_task\"`"),
+        "{stderr}"
+    );
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let data = data_root();
+    assert_success(&retain(&[
+        "run",
+        "experiments/split-mnist.toml",
+        "--device",
+        "cpu",
+        "--output",
+        out_dir.path().to_str().unwrap(),
+        "--data-root",
+        data.to_str().unwrap(),
+        "--run-name",
+        "domain",
+        "--quiet",
+        "--set",
+        r#"stream.labels="within_task""#,
+        "--set",
+        "stream.readouts=[]",
+        "--set",
+        "stream.train_samples_per_task=200",
+        "--set",
+        "stream.test_samples_per_task=100",
+    ]));
+    let run = out_dir.path().join("split-mnist/domain");
+    let cells = accuracy_cells(&run);
+    // One read-out, domain-IL: 6 rows (untrained + 5 tasks) × 5 evaluated tasks of 100.
+    assert_eq!(cells.len(), 6 * 5);
+    assert!(
+        cells
+            .iter()
+            .all(|(scenario, _, _, _, samples, _)| scenario == "domain_il" && *samples == 100),
+        "{cells:?}"
+    );
+    let accuracy = |trained: u32, task: u32| {
+        let (_, _, _, correct, samples, bits) = cells
+            .iter()
+            .find(|c| c.1 == trained && c.2 == task)
+            .unwrap();
+        let value = f64::from_bits(*bits);
+        assert_eq!(value, *correct as f64 / *samples as f64);
+        value
+    };
+    // Two outputs: an untrained network is near chance (0.5), not near 0.1.
+    for task in 0..5 {
+        let untrained = accuracy(0, task);
+        assert!((0.2..0.8).contains(&untrained), "R[0,{task}] = {untrained}");
+    }
+    // Naive fine-tuning learns each task in the shared label space (well above chance)
+    // without being perfect, and the final network still answers on the last task.
+    for task in 0..5 {
+        let just_trained = accuracy(task + 1, task);
+        assert!(
+            just_trained > 0.7 && just_trained < 1.0,
+            "R[{},{task}] = {just_trained} in {cells:?}",
+            task + 1
+        );
+    }
+    let last = accuracy(5, 4);
+    assert!(last > 0.7 && last < 1.0, "final last-task accuracy {last}");
+    let mean: f64 = (0..5).map(|task| accuracy(5, task)).sum::<f64>() / 5.0;
+    assert!(
+        mean > 0.5 && mean < 1.0,
+        "final mean domain-IL accuracy {mean}"
+    );
+
+    // The head has two outputs: the resolved file names the label space and read-out.
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("labels = \"within_task\""), "{config}");
+    assert!(config.contains("readouts = [\"domain_il\"]"), "{config}");
 }

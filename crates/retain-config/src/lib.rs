@@ -50,8 +50,8 @@ pub use plan::{
 pub use schema::{
     Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DeviceSpec, EvaluateOn,
     Experiment, InitScheme, MemoryFormat, MethodConfig, ModelConfig, OptimizerConfig, Precision,
-    PretrainConfig, Readout, StreamConfig, StreamKind, TrainingConfig, TrainingLoss, VitNormalize,
-    VitPreset, VitSpec,
+    PretrainConfig, Readout, SplitLabels, StreamConfig, StreamKind, TrainingConfig, TrainingLoss,
+    VitNormalize, VitPreset, VitSpec,
 };
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::{
     Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DatasetName, EvaluateOn,
-    Experiment, ModelConfig, OptimizerConfig, PretrainConfig, Readout, StreamConfig, StreamKind,
+    Experiment, ModelConfig, OptimizerConfig, PretrainConfig, Readout, SplitLabels, StreamConfig,
+    StreamKind,
 };
 
 /// Default distillation temperature; Hinton et al. used 2–20, 2 being a common choice for
@@ -69,10 +70,10 @@ impl ExperimentPlan {
         self.pretrain.as_ref()
     }
 
-    /// Outputs of the model's head: every class of the stream's dataset (a pretrain stage on
-    /// another dataset trains the same head).
+    /// Outputs of the model's head: the size of the stream's label space
+    /// ([`StreamPlan::outputs`]); a pretrain stage on another dataset trains the same head.
     pub fn outputs(&self) -> usize {
-        self.stream.classes()
+        self.stream.outputs()
     }
 
     /// `[C, H, W]` of the images the model is built for: the stream dataset's.
@@ -101,10 +102,12 @@ pub struct StreamPlan {
 /// resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scenario {
-    /// Disjoint groups of `classes_per_task` classes, taken in `class_order`.
+    /// Disjoint groups of `classes_per_task` classes, taken in `class_order`, labelled as
+    /// `labels` says.
     Split {
         classes_per_task: usize,
         class_order: ClassOrder,
+        labels: SplitLabels,
     },
     /// The whole dataset under a seeded pixel permutation per task.
     Permuted { first_task_unpermuted: bool },
@@ -150,9 +153,31 @@ impl StreamPlan {
         self.dataset
     }
 
-    /// Classes of the dataset (from `retain-data`'s table): the width of the output head.
+    /// Classes of the dataset (from `retain-data`'s table).
     pub fn classes(&self) -> usize {
         self.dataset.classes()
+    }
+
+    /// How a split stream labels its samples; [`SplitLabels::Global`] for permuted and
+    /// rotated streams, whose labels are the dataset's classes.
+    pub fn labels(&self) -> SplitLabels {
+        match self.scenario {
+            Scenario::Split { labels, .. } => labels,
+            Scenario::Permuted { .. } | Scenario::Rotated { .. } => SplitLabels::Global,
+        }
+    }
+
+    /// Size of the label space, the width of the output head: every class of the dataset,
+    /// or `classes_per_task` for a split stream with `labels = "within_task"`.
+    pub fn outputs(&self) -> usize {
+        match self.scenario {
+            Scenario::Split {
+                classes_per_task,
+                labels: SplitLabels::WithinTask,
+                ..
+            } => classes_per_task,
+            _ => self.classes(),
+        }
     }
 
     /// `[C, H, W]` of the dataset's images (from `retain-data`'s table).
@@ -238,10 +263,51 @@ impl StreamConfig {
         self.augment.unwrap_or_default()
     }
 
-    /// The read-outs listed, or the kind's ([`StreamKind::readouts`]) when none are.
+    /// The label space of a split stream, `"global"` when not given.
+    pub fn labels(&self) -> SplitLabels {
+        self.labels.unwrap_or_default()
+    }
+
+    /// Whether every task shares one label space: a permuted or rotated stream, or a split
+    /// stream with `labels = "within_task"`.
+    pub fn is_domain_incremental(&self) -> bool {
+        self.kind.is_domain_incremental() || self.within_task_labels()
+    }
+
+    /// Size of the label space, the width of the output head: every class of the dataset,
+    /// or `classes_per_task` for a split stream with `labels = "within_task"`.
+    pub fn outputs(&self) -> usize {
+        match self.classes_per_task {
+            Some(per_task) if self.within_task_labels() => per_task,
+            _ => self.dataset.classes(),
+        }
+    }
+
+    /// The read-outs evaluated when none are listed: the kind's ([`StreamKind::readouts`]),
+    /// or `domain_il` for a split stream with `labels = "within_task"`.
+    pub fn default_readouts(&self) -> &'static [Readout] {
+        if self.within_task_labels() {
+            &[Readout::DomainIl]
+        } else {
+            self.kind.readouts()
+        }
+    }
+
+    /// Whether `readout` means something for this stream: its default read-outs and the
+    /// opt-in ones ([`Readout::is_opt_in`]).
+    pub fn accepts(&self, readout: Readout) -> bool {
+        self.default_readouts().contains(&readout) || readout.is_opt_in()
+    }
+
+    fn within_task_labels(&self) -> bool {
+        self.kind == StreamKind::Split && self.labels() == SplitLabels::WithinTask
+    }
+
+    /// The read-outs listed, or the stream's defaults ([`StreamConfig::default_readouts`])
+    /// when none are.
     fn resolved_readouts(&self) -> Vec<Readout> {
         if self.readouts.is_empty() {
-            self.kind.readouts().to_vec()
+            self.default_readouts().to_vec()
         } else {
             self.readouts.clone()
         }

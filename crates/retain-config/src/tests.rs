@@ -1,6 +1,7 @@
 use super::*;
 use std::path::Path;
 
+mod labels;
 mod plan;
 
 const SPLIT_MNIST: &str = include_str!("../../../experiments/split-mnist.toml");

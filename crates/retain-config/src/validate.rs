@@ -8,8 +8,8 @@
 
 use crate::{
     Angles, ClassOrder, ConfigError, EvaluateOn, Experiment, ExperimentPlan, MAX_STEPS_PER_TASK,
-    MemoryFormat, ModelConfig, OptimizerConfig, Scenario, StreamConfig, StreamKind, StreamPlan,
-    TrainingLoss, VitSpec, check_memory, line_of_key, line_of_table,
+    MemoryFormat, ModelConfig, OptimizerConfig, Scenario, SplitLabels, StreamConfig, StreamKind,
+    StreamPlan, TrainingLoss, VitSpec, check_memory, line_of_key, line_of_table,
 };
 
 impl Experiment {
@@ -20,7 +20,7 @@ impl Experiment {
         let invalid = error_at(origin, source);
         check_folder_name(&self.name).map_err(|message| invalid("name", message))?;
         let stream = validate_stream(&self.stream, &invalid)?;
-        let outputs = self.stream.dataset.classes();
+        let outputs = stream.outputs();
         validate_model(
             &self.model,
             "model",
@@ -55,12 +55,16 @@ impl Experiment {
                 ),
             ));
         }
-        if t.loss == TrainingLoss::TaskIl && self.stream.kind.is_domain_incremental() {
+        if t.loss == TrainingLoss::TaskIl && self.stream.is_domain_incremental() {
+            let stream = if self.stream.kind == StreamKind::Split {
+                "split stream with `stream.labels = \"within_task\"`".to_owned()
+            } else {
+                format!("`{}` stream", self.stream.kind.as_str())
+            };
             return Err(invalid(
                 "training.loss",
                 format!(
-                    "`task_il` needs tasks with classes of their own (a `split` stream); every task of a `{}` stream has all the classes, so the loss would be the class-IL one",
-                    self.stream.kind.as_str()
+                    "`task_il` needs tasks with classes of their own (a `split` stream with global labels); every task of a {stream} has all the labels, so the loss would be the class-IL one"
                 ),
             ));
         }
@@ -197,6 +201,7 @@ fn validate_stream(
         Scenario::Split {
             classes_per_task: per_task,
             class_order: s.class_order(),
+            labels: s.labels(),
         }
     } else {
         if s.classes_per_task.is_some() {
@@ -207,6 +212,14 @@ fn validate_stream(
         }
         if s.class_order.is_some() {
             return Err(only_for("stream.class_order", "split"));
+        }
+        if s.labels.is_some() {
+            return Err(invalid(
+                "stream.labels",
+                format!(
+                    "applies to split streams only; every task of a `{kind}` stream already shares the dataset's labels (remove the key)"
+                ),
+            ));
         }
         if s.kind == StreamKind::Permuted {
             Scenario::Permuted {
@@ -294,12 +307,20 @@ fn validate_stream(
         ));
     }
     let plan = StreamPlan::new(s, scenario);
-    if let Some(bad) = plan.readouts().iter().find(|&&r| !s.kind.accepts(r)) {
-        let names: Vec<&str> = s.kind.readouts().iter().map(|r| r.as_str()).collect();
+    if let Some(bad) = plan.readouts().iter().find(|&&r| !s.accepts(r)) {
+        let names: Vec<&str> = s.default_readouts().iter().map(|r| r.as_str()).collect();
+        let stream = if plan.labels() == SplitLabels::WithinTask {
+            format!(
+                "split stream with `stream.labels = \"within_task\"`, whose tasks share {} labels and no task id is given",
+                plan.outputs()
+            )
+        } else {
+            format!("`{kind}` stream")
+        };
         return Err(invalid(
             "stream.readouts",
             format!(
-                "`{}` does not apply to a `{kind}` stream (use {})",
+                "`{}` does not apply to a {stream} (use {})",
                 bad.as_str(),
                 names.join(", ")
             ),
@@ -324,6 +345,14 @@ fn validate_pretrain(
     let Some(p) = &experiment.pretrain else {
         return Ok(());
     };
+    if experiment.stream.kind == StreamKind::Split
+        && experiment.stream.labels() == SplitLabels::WithinTask
+    {
+        return Err(invalid(
+            "stream.labels",
+            "\"within_task\" gives the model a head of `stream.classes_per_task` outputs, but a `[pretrain]` stage trains a head over the dataset's classes; remove the `[pretrain]` table or the key".into(),
+        ));
+    }
     let stream_dataset = experiment.stream.dataset;
     let dataset = p.dataset_for(stream_dataset);
     if dataset.image_shape() != stream_dataset.image_shape() {

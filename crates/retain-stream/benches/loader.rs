@@ -57,6 +57,7 @@ fn stream_config(kind: StreamKind, dataset: DatasetName) -> StreamConfig {
         tasks: 5,
         classes_per_task: (kind == StreamKind::Split).then_some(2),
         class_order: None,
+        labels: None,
         first_task_unpermuted: false,
         angles: None,
         angle_range: None,

@@ -44,6 +44,18 @@ impl DeviceSplit {
         }
     }
 
+    /// Replaces every label `l` by `label[l]`, on the device and on the host (a split stream
+    /// labelled within its tasks).
+    pub(crate) fn relabel(&mut self, label: &[u8]) {
+        let table = Tensor::from_slice(label)
+            .to_kind(Kind::Int64)
+            .to_device(self.labels.device());
+        self.labels = table.index_select(0, &self.labels);
+        for l in &mut self.host_labels {
+            *l = label[usize::from(*l)];
+        }
+    }
+
     /// The rows at `samples`, with the zero-fill column where the stream needs one.
     pub(crate) fn rows(&self, samples: &Tensor) -> Tensor {
         self.padded

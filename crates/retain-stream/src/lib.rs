@@ -9,7 +9,9 @@
 //!
 //! # Scenarios
 //!
-//! * `split` — disjoint groups of classes, one group per task (class- and task-incremental).
+//! * `split` — disjoint groups of classes, one group per task (class- and task-incremental);
+//!   with `labels = "within_task"` each sample is labelled with its class's position in its
+//!   task, so every task shares `classes_per_task` labels (domain-incremental Split-MNIST).
 //! * `permuted` — every task is the dataset under its own seeded pixel permutation
 //!   (domain-incremental Permuted-MNIST).
 //! * `rotated` — every task is the dataset rotated by its own angle (Rotated-MNIST).
@@ -100,7 +102,8 @@ pub enum SplitKind {
 pub struct Task {
     /// 0-based position in the stream.
     pub index: usize,
-    /// Classes of the task, in the stream's class order (every class for domain streams).
+    /// Classes of the task as labels, in the stream's class order (every class for domain
+    /// streams; `0..classes_per_task` for a split stream labelled within its tasks).
     pub classes: Vec<i64>,
     /// What the task does to the images.
     pub transform: TaskTransform,

@@ -23,7 +23,10 @@ pub struct TaskStream {
     pub train: DeviceSplit,
     pub test: DeviceSplit,
     pub tasks: Vec<Task>,
-    /// Width of the output head: every class of the dataset.
+    /// Width of the output head, the size of the label space: every class of the dataset,
+    /// or `classes_per_task` for a split stream labelled within its tasks
+    /// (`stream.labels = "within_task"`), whose labels are then each class's position in its
+    /// task.
     pub num_classes: usize,
     /// `[C, H, W]` of one image.
     pub image_shape: [usize; 3],

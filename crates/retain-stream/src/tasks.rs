@@ -1,7 +1,8 @@
 //! Building a stream from its plan: which classes, samples and transform each task has.
 
 use retain_config::{
-    Angles, AnglesName, ClassOrder, ClassOrderName, EvaluateOn, Scenario, StreamConfig, StreamPlan,
+    Angles, AnglesName, ClassOrder, ClassOrderName, EvaluateOn, Scenario, SplitLabels,
+    StreamConfig, StreamPlan,
 };
 use retain_data::ImageDataset;
 use tch::{Device, Tensor};
@@ -51,6 +52,7 @@ impl TaskStream {
             &Scenario::Split {
                 classes_per_task,
                 ref class_order,
+                ..
             } => {
                 let needed = task_count * classes_per_task;
                 if needed > dataset.classes {
@@ -93,7 +95,16 @@ impl TaskStream {
                 .map(|angle| (all_classes.clone(), TaskTransform::Rotation(angle)))
                 .collect(),
         };
+        // Permuted and rotated streams: every task a transformed copy of the whole split.
         let domain = plan.kind().is_domain_incremental();
+        // Split streams labelled within their tasks: each task's classes become labels
+        // `0..classes_per_task`, shared by every task.
+        let within_task = plan.labels() == SplitLabels::WithinTask;
+        let num_classes = if within_task {
+            plan.outputs()
+        } else {
+            dataset.classes
+        };
         let fill = layout.iter().any(|(_, t)| t.needs_fill(shape));
         let train = DeviceSplit::upload(&dataset.train, features, fill, device);
         let test = DeviceSplit::upload(&dataset.test, features, fill, device);
@@ -109,6 +120,18 @@ impl TaskStream {
                 held_out[i] = true;
             }
         }
+
+        // Within-task labels: the label of each dataset class (0 for a class in no task,
+        // whose samples no task reads).
+        let relabel: Option<Vec<u8>> = within_task.then(|| {
+            let mut label = vec![0u8; dataset.classes];
+            for (classes, _) in &layout {
+                for (position, &class) in classes.iter().enumerate() {
+                    label[class as usize] = position as u8;
+                }
+            }
+            label
+        });
 
         let mut tasks = Vec::with_capacity(layout.len());
         for (index, (classes, transform)) in layout.into_iter().enumerate() {
@@ -160,7 +183,15 @@ impl TaskStream {
             } else {
                 Vec::new()
             };
-            let mut mask = vec![false; dataset.classes];
+            // From here on the task's classes are labels of the stream's label space.
+            let classes: Vec<i64> = match &relabel {
+                Some(label) => classes
+                    .iter()
+                    .map(|&c| i64::from(label[c as usize]))
+                    .collect(),
+                None => classes,
+            };
+            let mut mask = vec![false; num_classes];
             for &c in &classes {
                 mask[c as usize] = true;
             }
@@ -177,13 +208,22 @@ impl TaskStream {
             });
         }
 
-        let mut class_tasks = vec![-1i64; dataset.classes];
+        let mut class_tasks = vec![-1i64; num_classes];
         for task in &tasks {
             for &c in &task.classes {
                 if class_tasks[c as usize] < 0 {
-                    class_tasks[c as usize] = if domain { 0 } else { task.index as i64 };
+                    class_tasks[c as usize] = if domain || within_task {
+                        0
+                    } else {
+                        task.index as i64
+                    };
                 }
             }
+        }
+        let (mut train, mut test) = (train, test);
+        if let Some(label) = &relabel {
+            train.relabel(label);
+            test.relabel(label);
         }
         let class_tasks = Tensor::from_slice(&class_tasks).to_device(device);
         let domains = domain.then(|| {
@@ -203,7 +243,7 @@ impl TaskStream {
             train,
             test,
             tasks,
-            num_classes: dataset.classes,
+            num_classes,
             image_shape: shape,
             device,
             eval_split: match plan.evaluate_on() {

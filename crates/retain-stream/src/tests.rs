@@ -3,7 +3,7 @@
 use super::*;
 use retain_config::{
     Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DatasetName, EvaluateOn,
-    StreamConfig, StreamKind,
+    Readout, SplitLabels, StreamConfig, StreamKind,
 };
 use retain_data::{ImageDataset, Split};
 use tch::{Device, Tensor};
@@ -48,6 +48,7 @@ fn config(kind: StreamKind, tasks: usize) -> StreamConfig {
         tasks,
         classes_per_task: (kind == StreamKind::Split).then_some(2),
         class_order: None,
+        labels: None,
         first_task_unpermuted: false,
         angles: None,
         angle_range: None,

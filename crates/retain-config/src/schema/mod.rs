@@ -19,7 +19,7 @@ pub use model::{InitScheme, ModelConfig, VitNormalize, VitPreset, VitSpec};
 pub use pretrain::PretrainConfig;
 pub use stream::{
     Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, EvaluateOn, Readout,
-    StreamConfig, StreamKind,
+    SplitLabels, StreamConfig, StreamKind,
 };
 pub use training::{MemoryFormat, OptimizerConfig, Precision, TrainingConfig, TrainingLoss};
 

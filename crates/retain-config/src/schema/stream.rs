@@ -118,6 +118,31 @@ impl Readout {
     }
 }
 
+/// The label space of a split stream (`stream.labels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitLabels {
+    /// A sample keeps its dataset class: one output per class of the dataset, read out
+    /// class-incrementally (`class_il`) and task-incrementally (`task_il`).
+    #[default]
+    Global,
+    /// A sample's label is its class's position within its task (Split-MNIST in its natural
+    /// order: even digit → 0, odd digit → 1), so every task shares one label space of
+    /// `classes_per_task` labels: the network has `classes_per_task` outputs, no task id is
+    /// given, and the read-out is the arg-max over them (`domain_il`): the
+    /// domain-incremental scenario of a split stream.
+    WithinTask,
+}
+
+impl SplitLabels {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::WithinTask => "within_task",
+        }
+    }
+}
+
 /// Class order of a split stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -272,6 +297,14 @@ pub struct StreamConfig {
     /// Class order of a split stream; `"natural"` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_order: Option<ClassOrder>,
+    /// Label space of a split stream: `"global"` (the default) keeps each sample's dataset
+    /// class (class- and task-incremental read-outs over one output per class);
+    /// `"within_task"` labels each sample with its class's position within its task, so all
+    /// tasks share `classes_per_task` labels and outputs, read out domain-incrementally
+    /// (`domain_il`, the default read-out there; `class_il` and `task_il` are refused). Not
+    /// allowed for other kinds, whose tasks already share every class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<SplitLabels>,
     /// Permuted streams: leave the first task's pixels in place (as in van de Ven et al.'s
     /// and some Avalanche set-ups); every task is permuted when false (the GEM paper).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -305,7 +338,8 @@ pub struct StreamConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<AugmentConfig>,
     /// Read-outs evaluated after every task; when absent or empty, those of the stream's
-    /// kind ([`StreamKind::readouts`]). The opt-in read-outs (`task_inferred`,
+    /// kind ([`StreamKind::readouts`]), or `domain_il` for a split stream with
+    /// `labels = "within_task"` ([`StreamConfig::default_readouts`]). The opt-in read-outs (`task_inferred`,
     /// `task_inference`, `merged`) apply to every kind, given a method that provides them.
     #[serde(default)]
     pub readouts: Vec<Readout>,
@@ -345,6 +379,7 @@ impl StreamConfig {
             tasks,
             classes_per_task: Some(classes_per_task),
             class_order: None,
+            labels: None,
             first_task_unpermuted: false,
             angles: None,
             angle_range: None,

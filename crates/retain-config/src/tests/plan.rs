@@ -75,7 +75,31 @@ fn every_default_is_resolved_in_the_plan() {
             "split",
             vec![],
             |p| format!("{:?}", p.stream().scenario()),
-            "Split { classes_per_task: 2, class_order: Named(Natural) }",
+            "Split { classes_per_task: 2, class_order: Named(Natural), labels: Global }",
+        ),
+        (
+            "split",
+            vec!["stream.labels=\"within_task\""],
+            |p| format!("{:?}", p.stream().scenario()),
+            "Split { classes_per_task: 2, class_order: Named(Natural), labels: WithinTask }",
+        ),
+        (
+            "split",
+            vec!["stream.labels=\"within_task\""],
+            |p| format!("{:?} {}", p.stream().readouts(), p.outputs()),
+            "[DomainIl] 2",
+        ),
+        (
+            "split",
+            vec!["stream.labels=\"within_task\"", "stream.readouts=[]"],
+            |p| format!("{:?}", p.stream().readouts()),
+            "[DomainIl]",
+        ),
+        (
+            "split",
+            vec!["stream.labels=\"global\""],
+            |p| format!("{:?} {}", p.stream().readouts(), p.outputs()),
+            "[ClassIl, TaskIl] 10",
         ),
         (
             "split",
@@ -161,7 +185,7 @@ fn every_default_is_resolved_in_the_plan() {
             &resnet,
             vec![],
             |p| format!("{:?}", p.experiment().model),
-            "Resnet18 { nf: 64, checkpoint: None, init: Reference }",
+            "Resnet18 { nf: 64, checkpoint: None, checkpoint_sha256: None, init: Reference }",
         ),
         // [training], absent altogether.
         (
@@ -266,6 +290,7 @@ fn given_values_replace_the_defaults() {
         &Scenario::Split {
             classes_per_task: 2,
             class_order: ClassOrder::Named(ClassOrderName::Seeded),
+            labels: SplitLabels::Global,
         }
     );
     assert!(split.stream().augment().flip);

@@ -2,7 +2,7 @@
 //! uses, and a configuration that does not validate builds nothing.
 
 use super::*;
-use retain_config::{Scenario, StreamPlan};
+use retain_config::{Scenario, SplitLabels, StreamPlan};
 
 fn plan(config: &StreamConfig) -> StreamPlan {
     config.plan().unwrap_or_else(|e| panic!("{e}"))
@@ -52,6 +52,7 @@ fn the_stream_follows_the_resolved_defaults_of_its_plan() {
         &Scenario::Split {
             classes_per_task: 2,
             class_order: ClassOrder::Named(ClassOrderName::Natural),
+            labels: SplitLabels::Global,
         }
     );
     let stream = TaskStream::build(&mnist_like(4), &split, 3, Device::Cpu).unwrap();

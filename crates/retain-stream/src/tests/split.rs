@@ -163,3 +163,112 @@ fn validation_samples_are_held_out_of_every_task() {
     let (split, _, len) = stream.evaluation_set(&stream.tasks[0]);
     assert_eq!((split, len), (SplitKind::Test, stream.tasks[0].test_len));
 }
+
+/// Split-MNIST-shaped stream with `order`, labelled within its tasks.
+fn within_task(order: ClassOrder) -> StreamConfig {
+    StreamConfig {
+        labels: Some(SplitLabels::WithinTask),
+        readouts: vec![Readout::DomainIl],
+        ..split_config(order, None)
+    }
+}
+
+#[test]
+fn within_task_labels_are_each_class_position_in_its_task() {
+    let dataset = mnist_like(20);
+    let global = build(natural(), None, 0);
+    let stream = TaskStream::build(&dataset, &within_task(natural()), 0, Device::Cpu).unwrap();
+    // One label space of two labels, shared by every task.
+    assert_eq!(stream.num_classes, 2);
+    assert_eq!(global.num_classes, 10);
+    assert_eq!(stream.tasks.len(), 5);
+    for (task, global_task) in stream.tasks.iter().zip(&global.tasks) {
+        // The same samples as with global labels.
+        assert_eq!(task.train_indices, global_task.train_indices);
+        assert!(task.test_indices.equal(&global_task.test_indices));
+        assert_eq!(task.classes, [0, 1]);
+        assert_eq!(
+            Vec::<bool>::try_from(&task.class_mask).unwrap(),
+            [true, true]
+        );
+        // Even digit → 0, odd digit → 1, on the device and on the host.
+        for (split, indices) in [
+            (SplitKind::Train, Tensor::from_slice(&task.train_indices)),
+            (SplitKind::Test, task.test_indices.shallow_clone()),
+        ] {
+            let labels = ints(&stream.batch(split, &indices).labels);
+            let dataset_classes = ints(&global.batch(split, &indices).labels);
+            assert!(!labels.is_empty());
+            assert!(dataset_classes.iter().all(|c| c / 2 == task.index as i64));
+            let expected: Vec<i64> = dataset_classes.iter().map(|c| c % 2).collect();
+            assert_eq!(labels, expected, "task {}", task.index);
+            let host: Vec<i64> = ints(&indices)
+                .iter()
+                .map(|&i| i64::from(stream.label(split, i)))
+                .collect();
+            assert_eq!(host, expected);
+            // Every label is in every task: the task-IL loss's mask keeps both outputs.
+            let own = stream.own_task_classes(&stream.batch(split, &indices).labels);
+            assert_eq!(own.size(), [labels.len() as i64, 2]);
+            assert!(bool::try_from(own.all()).unwrap());
+        }
+    }
+    let index_labels = stream.train_index_labels();
+    assert!(index_labels.iter().all(|&l| l < 2));
+    assert_eq!(index_labels.len(), global.train_index_labels().len());
+}
+
+#[test]
+fn within_task_labels_follow_the_class_order() {
+    let order = ClassOrder::Explicit(vec![3, 1, 4, 0, 2, 9, 8, 7, 6, 5]);
+    let global = build(order.clone(), None, 0);
+    let stream = TaskStream::build(&mnist_like(20), &within_task(order), 0, Device::Cpu).unwrap();
+    // The tasks are the order's pairs [3, 1], [4, 0], [2, 9], [8, 7], [6, 5]: a class's
+    // label is its place in its pair (3 → 0, 1 → 1, …, 2 → 0, 9 → 1).
+    let position = |class: i64| {
+        let chunk = global
+            .tasks
+            .iter()
+            .find(|t| t.classes.contains(&class))
+            .unwrap();
+        chunk.classes.iter().position(|&c| c == class).unwrap() as i64
+    };
+    assert_eq!(global.tasks[2].classes, [2, 9]);
+    assert_eq!((position(2), position(9)), (0, 1));
+    for task in &stream.tasks {
+        let indices = Tensor::from_slice(&task.train_indices);
+        let labels = ints(&stream.batch(SplitKind::Train, &indices).labels);
+        let classes = ints(&global.batch(SplitKind::Train, &indices).labels);
+        let expected: Vec<i64> = classes.iter().map(|&c| position(c)).collect();
+        assert_eq!(labels, expected);
+        assert!(labels.contains(&0) && labels.contains(&1));
+    }
+
+    // Fewer tasks than the dataset has class pairs: the classes of no task are in no
+    // task's samples, and the head still has two outputs.
+    let short = StreamConfig {
+        tasks: 3,
+        ..within_task(natural())
+    };
+    let stream = TaskStream::build(&mnist_like(20), &short, 0, Device::Cpu).unwrap();
+    assert_eq!((stream.tasks.len(), stream.num_classes), (3, 2));
+    // Three classes per task: labels 0, 1, 2.
+    let wide = StreamConfig {
+        tasks: 3,
+        classes_per_task: Some(3),
+        ..within_task(natural())
+    };
+    let stream = TaskStream::build(&mnist_like(20), &wide, 0, Device::Cpu).unwrap();
+    assert_eq!(stream.num_classes, 3);
+    let last = &stream.tasks[2];
+    assert_eq!(last.classes, [0, 1, 2]);
+    let labels = ints(
+        &stream
+            .batch(SplitKind::Train, &Tensor::from_slice(&last.train_indices))
+            .labels,
+    );
+    let mut seen = labels.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, [0, 1, 2]);
+}

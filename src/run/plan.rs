@@ -119,6 +119,20 @@ pub fn check_network(
     method: &dyn retain_train::Method,
     origin: &str,
 ) -> Result<()> {
+    if let (Some(path), Some(expected)) = (
+        experiment.model.checkpoint(),
+        experiment.model.checkpoint_sha256(),
+    ) {
+        let actual = checkpoint_sha256(path)
+            .map_err(|e| UsageError::new(format!("{origin}: model.checkpoint: {e}")))?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(UsageError::new(format!(
+                "{origin}: model.checkpoint_sha256: {} has sha256 {actual}, not the expected {expected}",
+                path.display()
+            ))
+            .into());
+        }
+    }
     let shape = retain_config::dataset_shape(experiment.stream.dataset);
     let outputs = experiment.stream.outputs();
     // tch's layer defaults, not the experiment's initialisation: only the names and shapes
@@ -140,6 +154,26 @@ pub fn check_network(
         .check_network(&network)
         .map_err(|e| UsageError::new(format!("{origin}: {e}")))?;
     Ok(())
+}
+
+/// The sha256 of a checkpoint file's contents, 64 lower-case hex digits: what `[model]
+/// checkpoint_sha256` pins, the manifest records and the `[pretrain]` stage key covers.
+pub fn checkpoint_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// The method of an experiment whose method [`check_method`] accepted.

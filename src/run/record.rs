@@ -224,6 +224,10 @@ pub fn manifest(
             seconds_per_step: c.seconds_per_step,
         }),
         pretrain,
+        model_checkpoint_sha256: experiment
+            .model
+            .checkpoint()
+            .and_then(|path| crate::run::plan::checkpoint_sha256(path).ok()),
         ..Manifest::new(status)
     }
 }

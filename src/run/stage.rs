@@ -81,6 +81,12 @@ pub fn key(experiment: &Experiment, plan: &PretrainPlan) -> Result<(serde_json::
         "stage": stage,
         "model": strip_checkpoint(&experiment.model),
         "model_checkpoint_md5": file_digest(experiment.model.checkpoint(), "model.checkpoint")?,
+        "model_checkpoint_sha256": experiment
+            .model
+            .checkpoint()
+            .map(crate::run::plan::checkpoint_sha256)
+            .transpose()
+            .map_err(|e| UsageError::new(format!("model.checkpoint: {e}")))?,
         "teacher_checkpoint_md5": file_digest(
             plan.distillation.as_ref().and_then(|d| d.teacher.checkpoint()),
             "pretrain.teacher.checkpoint",

@@ -382,3 +382,26 @@ fn a_missing_or_mismatched_teacher_checkpoint_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_checkpoint_whose_sha256_differs_from_the_pinned_one_is_refused_before_data_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let weights = repo().join("crates/retain-models/fixtures/mlp_reference.safetensors");
+    let pinned = "0".repeat(64);
+    let model = format!(
+        "hidden = [100, 100]\ncheckpoint = \"{}\"\ncheckpoint_sha256 = \"{pinned}\"",
+        weights.display()
+    );
+    let exp = edited_split_mnist(dir.path(), &[("hidden = [100, 100]", &model)]);
+    let out = run_file(&exp, &output, &[]);
+    let stderr = assert_refused(&out, &output, "exp.toml", "model.checkpoint_sha256");
+    let actual = {
+        use sha2::{Digest, Sha256};
+        format!("{:x}", Sha256::digest(std::fs::read(&weights).unwrap()))
+    };
+    assert!(
+        stderr.contains(&pinned) && stderr.contains(&actual),
+        "{stderr}"
+    );
+}

@@ -122,6 +122,11 @@ pub struct Manifest {
     /// The `[pretrain]` stage the stream started from; absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrain: Option<Pretrain>,
+    /// The sha256 of the `[model] checkpoint` file the run started from, whether or not the
+    /// experiment pinned it (`checkpoint_sha256`); absent without a checkpoint, and in files
+    /// written before the field existed (read as `None`, same schema version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_checkpoint_sha256: Option<String>,
 }
 
 /// Where a run's time went.
@@ -259,6 +264,7 @@ impl Manifest {
             timings: None,
             costs: None,
             pretrain: None,
+            model_checkpoint_sha256: None,
         }
     }
 

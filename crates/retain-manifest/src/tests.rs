@@ -63,6 +63,9 @@ fn full() -> Manifest {
             teacher_accuracy: Some(0.98),
             seconds: 12.5,
         }),
+        model_checkpoint_sha256: Some(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        ),
         ..Manifest::new(RunStatus::Complete)
     }
 }
@@ -125,6 +128,8 @@ fn an_unversioned_manifest_of_the_previous_writer_reads_as_version_0() {
     );
     assert_eq!(manifest.costs.unwrap().method_state_bytes, 2_150_640);
     assert_eq!(manifest.pretrain, None);
+    // Written before the checkpoint's hash was recorded: it reads as absent.
+    assert_eq!(manifest.model_checkpoint_sha256, None);
     let rewritten = manifest.to_json();
     assert_eq!(
         rewritten.replacen("\n  \"schema_version\": 0,", "", 1),

@@ -247,6 +247,33 @@ fn agem_resumes_exactly_inside_a_task() {
     resumed_inside_a_task_equals_uninterrupted(&["method.name=\"agem\"", "method.memory_size=64"]);
 }
 
+#[test]
+fn gem_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&[
+        "method.name=\"gem\"",
+        "method.memories_per_task=32",
+        // Three epochs at the tiny run's 0.05 with momentum diverge.
+        "training.optimizer.lr=0.01",
+    ]);
+}
+
+/// LoRA draws its live adapters at each task's start: continued inside a task, they (and the
+/// head) take their checkpointed values, and the per-task optimiser its moments.
+#[test]
+fn lora_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&[
+        "method.name=\"lora\"",
+        "method.rank=4",
+        "stream.readouts=[\"class_il\", \"task_il\", \"task_inferred\", \"merged\"]",
+        "training.optimizer.lr=0.01",
+    ]);
+}
+
+#[test]
+fn bitfit_resumes_exactly_inside_a_task() {
+    resumed_inside_a_task_equals_uninterrupted(&["method.name=\"bitfit\""]);
+}
+
 /// A method whose state holds only between tasks (LwF's teacher is the network at the task's
 /// start) writes no checkpoint inside a task: the run that would stop at one finishes.
 #[test]

@@ -66,6 +66,11 @@ pub struct WithinTask {
 pub struct Boundary {
     pub progress: Progress,
     pub optimizer: Option<Vec<(String, Tensor)>>,
+    /// Read from a checkpoint written inside a task: every model variable it holds, so that
+    /// the variables a method creates at the task's start (adapters, prompts) take their
+    /// checkpointed values once the method has created them again. Empty otherwise, and when
+    /// writing.
+    pub variables: BTreeMap<String, Tensor>,
 }
 
 /// A stable hash (FNV-1a, 64 bits, hex) of the experiment's resolved configuration, less
@@ -214,8 +219,16 @@ pub fn read_checkpoint(
         }
     });
     method.load_state(method_state)?;
+    let variables = match progress.within_task {
+        Some(_) => model
+            .into_iter()
+            .map(|(n, t)| (n, t.to_device(device)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
     Ok(Boundary {
         progress,
         optimizer: (!optimizer.is_empty()).then_some(optimizer),
+        variables,
     })
 }

@@ -77,8 +77,9 @@ pub fn run_resumable(
     network.set_memory_format(training.memory_format);
     let mut optimizer = TrainOptimizer::new(training, &network.vars)?;
     let config_hash = resume::config_hash(experiment);
-    // A checkpoint written inside a task: where in it the run continues.
+    // A checkpoint written inside a task: where in it the run continues, and its variables.
     let mut resume_within: Option<WithinTask> = None;
+    let mut resume_variables = BTreeMap::new();
     let (mut counts, initial_eval_seconds, mut reports, mut watch, mut run_steps, done, before) =
         match from {
             Some(boundary) => {
@@ -95,6 +96,7 @@ pub fn run_resumable(
                     check_within_task(within, &p, tasks, training, &*method)?;
                 }
                 resume_within = p.within_task.clone();
+                resume_variables = boundary.variables;
                 if let (Some(state), TrainOptimizer::Flat(flat)) =
                     (boundary.optimizer, &mut optimizer)
                 {
@@ -156,11 +158,17 @@ pub fn run_resumable(
             seed: experiment.seed,
             loss: training.loss,
         };
-        if task.index > 0 && method.fresh_optimizer_each_task() {
+        let resuming_within = resume_within.is_some();
+        if task.index > 0 && method.fresh_optimizer_each_task() && !resuming_within {
             // Per-task parameters start afresh: no moment estimates from the previous task's.
             optimizer = TrainOptimizer::new(training, &network.vars)?;
         }
         method.before_task(&task_ctx)?;
+        if resuming_within {
+            // What the method created again at the task's start (adapters, a fresh head)
+            // takes the values it had when the checkpoint was written.
+            restore_variables(network, &std::mem::take(&mut resume_variables));
+        }
         let indices = method.training_indices(&task_ctx);
         let batch_size = training.batch_size;
         let steps_per_epoch = schedule::steps_per_epoch(indices.len(), batch_size);
@@ -340,6 +348,7 @@ pub fn run_resumable(
                         TrainOptimizer::Flat(flat) => Some(flat.state()),
                         TrainOptimizer::PerTensor(_) => None,
                     },
+                    variables: BTreeMap::new(),
                 };
                 hook(network, &*method, &boundary)?;
             }
@@ -394,6 +403,7 @@ pub fn run_resumable(
                     within_task: None,
                 },
                 optimizer: optimizer_state,
+                variables: BTreeMap::new(),
             };
             hook(network, &*method, &boundary)?;
         }
@@ -405,6 +415,18 @@ pub fn run_resumable(
         initial_eval_seconds,
         total_seconds: elapsed_before + started.elapsed().as_secs_f64(),
     })
+}
+
+/// Copies `saved` into the network's variables of the same names.
+fn restore_variables(network: &Network, saved: &BTreeMap<String, Tensor>) {
+    tch::no_grad(|| {
+        for (name, variable) in network.vars.variables() {
+            if let Some(value) = saved.get(&name) {
+                let mut target = variable.shallow_clone();
+                target.copy_(value);
+            }
+        }
+    });
 }
 
 /// The counts by read-out name, as a checkpoint's progress holds them.

@@ -107,6 +107,11 @@ impl Method for BitFit {
         true
     }
 
+    /// Only which variables train is decided at the first `before_task`, again the same.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
+
     /// Freezes everything but the biases (and the head) once, before the first task.
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if self.frozen {

@@ -270,6 +270,12 @@ impl Method for Gem {
         "gem"
     }
 
+    /// The episodic memory grows only at `after_task`; `before_task` rebuilds it from a
+    /// loaded state and binds the parameters.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
+
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         if self.memory.is_none() {
             let seed = derive(ctx.seed, "gem/memory");

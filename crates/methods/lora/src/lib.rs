@@ -440,6 +440,13 @@ impl Method for Lora {
         true
     }
 
+    /// The finished tasks' adapters and heads are the state; `before_task` draws the live
+    /// adapters afresh, and a run continued inside a task then gives them (and the head) their
+    /// checkpointed values.
+    fn resumes_within_task(&self) -> bool {
+        true
+    }
+
     fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
         self.unmerge(ctx.model());
         self.restore();

@@ -16,14 +16,17 @@ fn data_fetch_for_resolves_the_datasets_of_every_shipped_experiment() {
     let expected = |file: &str| -> &[&str] {
         match file {
             "peft-fashion.toml" | "peft-lora-readouts.toml" => &["fashion-mnist", "mnist"],
-            "pretrain-fashion-half.toml" | "split-fashion-mnist.toml" => &["fashion-mnist"],
+            "pretrain-fashion-half.toml"
+            | "split-fashion-mnist.toml"
+            | "prompt-cil-fashion.toml" => &["fashion-mnist"],
             "split-cifar.toml"
             | "repro-der-seq-cifar10-b200.toml"
             | "repro-der-seq-cifar10-b500.toml"
             | "repro-der-seq-cifar10-b5120.toml" => &["cifar10"],
             "split-cifar100.toml"
             | "repro-xder-seq-cifar100-b500.toml"
-            | "repro-xder-seq-cifar100-b2000.toml" => &["cifar100"],
+            | "repro-xder-seq-cifar100-b2000.toml"
+            | "repro-prompt-cifar100-vitb16.toml" => &["cifar100"],
             "check-split-mnist.toml"
             | "check-split-mnist-methods.toml"
             | "perm-mnist.toml"
@@ -31,6 +34,7 @@ fn data_fetch_for_resolves_the_datasets_of_every_shipped_experiment() {
             | "pretrain-distill-mnist.toml"
             | "repro-gem-perm-mnist.toml"
             | "repro-memory-split-mnist.toml"
+            | "repro-hsu-split-mnist.toml"
             | "repro-memory-split-mnist-gdumb.toml"
             | "repro-memory-split-mnist-ncm.toml"
             | "repro-vandeven-split-mnist-task-il.toml"

@@ -5,9 +5,11 @@
 //! with `[training] cuda_graph` off and on. The same seed on the same device must give the
 //! same training: the same steps, epoch losses and final parameters to float tolerance, and
 //! the same accuracy matrix. The graphed run must really replay graphs (most steps graphed,
-//! no reason to fall back). Replay, DER and A-GEM cover the rehearsal memories, whose counters
-//! and draws live on the device; LoRA, adapters, BitFit, name-selected PEFT and prompt and
-//! prefix tuning cover the parameter-efficient family.
+//! no reason to fall back). Replay, DER, A-GEM, ER-ACE, X-DER and the class-incremental
+//! memories (iCaRL, GDumb, BiC) cover the rehearsal memories, whose counters and draws live on
+//! the device; SI, MAS and RWalk the importance accumulated during training; LoRA, adapters,
+//! BitFit, name-selected PEFT, prompt and prefix tuning, L2P, DualPrompt, CODA-Prompt and
+//! InfLoRA the parameter-efficient family.
 //!
 //! The CUDA half runs where CUDA is visible; `RETAIN_REQUIRE_CUDA=1` makes its absence a
 //! failure (the GPU bench script sets it). The CPU half checks the declarations themselves.
@@ -76,10 +78,69 @@ const CAPTURABLE: &[(&str, &str, &str, &str, f64)] = &[
     ("qlora", "qlora", "rank = 4", MLP, 0.01),
     ("prompt", "prompt", "", VIT, 0.01),
     ("prefix", "prefix", "", VIT, 0.01),
+    ("si", "si", "c = 1.0", MLP, 0.01),
+    ("mas", "mas", "lambda = 1.0", MLP, 0.01),
+    (
+        "rwalk",
+        "rwalk",
+        "lambda = 1.0\nsamples_per_class = 5",
+        MLP,
+        0.01,
+    ),
+    (
+        "er-ace",
+        "er-ace",
+        "buffer_size = 50\nreplay_batch_size = 10",
+        MLP,
+        0.01,
+    ),
+    (
+        "xder",
+        "xder",
+        "buffer_size = 50\nreplay_batch_size = 10",
+        MLP,
+        0.01,
+    ),
+    ("icarl", "icarl", "memory_size = 60", MLP, 0.01),
+    ("gdumb", "gdumb", "memory_size = 60", MLP, 0.01),
+    (
+        "bic",
+        "bic",
+        "memory_size = 60\nbias_epochs = 20",
+        MLP,
+        0.01,
+    ),
+    (
+        "l2p",
+        "l2p",
+        "pool_size = 6\nlength = 2\ntop_n = 2",
+        VIT,
+        0.01,
+    ),
+    (
+        "dualprompt",
+        "dualprompt",
+        "g_layers = [0]\ne_layers = [1]",
+        VIT,
+        0.01,
+    ),
+    (
+        "coda-prompt",
+        "coda-prompt",
+        "pool_size = 6\nlength = 2\nlayers = [0, 1]",
+        VIT,
+        0.01,
+    ),
+    ("inflora", "inflora", "rank = 4", VIT, 0.01),
 ];
 
 /// Methods whose step reads the host or changes within a task: they must say so.
-const EAGER: &[(&str, &str)] = &[("gem", "gem"), ("unfreeze", "unfreeze")];
+const EAGER: &[(&str, &str)] = &[
+    ("gem", "gem"),
+    ("unfreeze", "unfreeze"),
+    ("lucir", "lucir"),
+    ("simplecil", "simplecil"),
+];
 
 fn table(source: &str) -> toml::Table {
     source.parse().unwrap()

@@ -302,6 +302,13 @@ impl Method for SimpleCil {
         "simplecil"
     }
 
+    /// Freezes every variable: the backbone is read, never trained, so a run's cost columns
+    /// count no trainable parameter.
+    fn before_task(&mut self, ctx: &TaskContext<'_>) -> Result<(), TrainError> {
+        retain_train::set_trainable(&retain_train::trainable_variables(ctx.vars()), |_| false);
+        Ok(())
+    }
+
     /// None: SimpleCIL takes no training step.
     fn training_indices(&mut self, _ctx: &TaskContext<'_>) -> Vec<i64> {
         Vec::new()

@@ -11,6 +11,12 @@
 
 use serde::{Deserialize, Serialize};
 
+mod anytime;
+
+pub use anytime::{
+    AnytimePoint, TaskCurve, average_anytime_accuracy, learning_curve_area, task_curves,
+};
+
 /// Errors from building or reading an accuracy matrix.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetricsError {

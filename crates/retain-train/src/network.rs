@@ -117,6 +117,33 @@ impl Network {
         })
     }
 
+    /// A frozen copy of this network holding `variables` instead of its own: a teacher
+    /// restored from a method's state, whose variables were saved in the order of
+    /// [`retain_models::checkpoint::named_variables`]. When they are not this network's
+    /// variables by name and shape, `mismatch` gets every difference described and its error
+    /// is returned.
+    pub fn frozen_copy_holding(
+        &self,
+        variables: &[(String, Tensor)],
+        mismatch: impl FnOnce(String) -> TrainError,
+    ) -> Result<Network, TrainError> {
+        let copy = self.frozen_copy()?;
+        let targets = retain_models::checkpoint::named_variables(&copy.vars);
+        let shapes = |v: &[(String, Tensor)]| -> Vec<(String, Vec<i64>)> {
+            v.iter().map(|(n, t)| (n.clone(), t.size())).collect()
+        };
+        let differences =
+            retain_models::checkpoint::Mismatch::between(&shapes(&targets), &shapes(variables));
+        if !differences.is_empty() {
+            return Err(mismatch(differences.describe()));
+        }
+        let _no_grad = tch::no_grad_guard();
+        for ((_, target), (_, value)) in targets.iter().zip(variables) {
+            target.shallow_clone().f_copy_(value)?;
+        }
+        Ok(copy)
+    }
+
     /// The trainable parameters with their names, sorted by name. Sorting makes the order a
     /// function of the architecture alone, so per-parameter method state (Fisher matrices,
     /// anchors) lines up across copies of the network and across checkpoints.

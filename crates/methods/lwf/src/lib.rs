@@ -173,24 +173,11 @@ fn restore_teacher(
     network: &Network,
     variables: &[(String, Tensor)],
 ) -> Result<Network, TrainError> {
-    let teacher = network.frozen_copy()?;
-    let targets = retain_models::checkpoint::named_variables(&teacher.vars);
-    let shapes = |v: &[(String, Tensor)]| -> Vec<(String, Vec<i64>)> {
-        v.iter().map(|(n, t)| (n.clone(), t.size())).collect()
-    };
-    let mismatch =
-        retain_models::checkpoint::Mismatch::between(&shapes(&targets), &shapes(variables));
-    if !mismatch.is_empty() {
-        return Err(state_error(format!(
-            "the teacher does not match the network: {}",
-            mismatch.describe()
-        )));
-    }
-    let _no_grad = tch::no_grad_guard();
-    for ((_, target), (_, value)) in targets.iter().zip(variables) {
-        target.shallow_clone().f_copy_(value)?;
-    }
-    Ok(teacher)
+    network.frozen_copy_holding(variables, |differences| {
+        state_error(format!(
+            "the teacher does not match the network: {differences}"
+        ))
+    })
 }
 
 /// Registry factory.

@@ -1051,3 +1051,69 @@ fn a_name_or_list_key_says_what_it_accepts() {
         assert_eq!(exp.stream.class_order, Some(order));
     }
 }
+
+/// The experiment with `lines` added under `[training]`.
+fn with_training(lines: &str) -> String {
+    SPLIT_MNIST.replace("[training]\n", &format!("[training]\n{lines}\n"))
+}
+
+fn invalid_key(text: &str) -> (String, String) {
+    match load(text).unwrap_err() {
+        ConfigError::Invalid { key, message, .. } => (key, message),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn online_training_parses_and_defaults_to_offline() {
+    let offline = load(SPLIT_MNIST).unwrap();
+    assert!(!offline.training.online);
+    assert_eq!(offline.training.eval_every, None);
+    assert_eq!(offline.training.anytime_every(), None);
+    // The resolved configuration of an offline run names none of the online keys.
+    let resolved = offline.to_resolved_toml();
+    assert!(!resolved.contains("online"), "{resolved}");
+    assert!(!resolved.contains("eval_every"), "{resolved}");
+    let online = load(&with_training("online = true\neval_every = 50")).unwrap();
+    assert!(online.training.online);
+    assert_eq!(online.training.anytime_every(), Some(50));
+    // A-GEM's β of 10 mini-batches.
+    assert_eq!(online.training.lca_beta(), 10);
+    let beta = load(&with_training("online = true\neval_every = 5\nlca_beta = 20")).unwrap();
+    assert_eq!(beta.training.lca_beta(), 20);
+    // Overrides reach the keys as in the command line's `--set`.
+    let set = Experiment::from_source(
+        SPLIT_MNIST,
+        "exp.toml",
+        &[
+            "training.online=true".to_owned(),
+            "training.eval_every=50".to_owned(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(set.training.anytime_every(), Some(50));
+}
+
+#[test]
+fn online_training_refusals_name_the_key() {
+    let (key, message) = invalid_key(&with_training("online = true"));
+    assert_eq!(key, "training.eval_every");
+    assert!(message.contains("needs `eval_every`"), "{message}");
+    let (key, message) = invalid_key(&with_training("online = true\neval_every = 0"));
+    assert_eq!(key, "training.eval_every");
+    assert!(message.contains("at least 1"), "{message}");
+    let text = with_training("online = true\neval_every = 10").replace("epochs = 1", "epochs = 2");
+    let (key, message) = invalid_key(&text);
+    assert_eq!(key, "training.epochs");
+    assert!(message.contains("exactly once"), "{message}");
+    let (key, message) = invalid_key(&with_training("eval_every = 10"));
+    assert_eq!(key, "training.eval_every");
+    assert!(message.contains("online = true"), "{message}");
+    let (key, _) = invalid_key(&with_training("lca_beta = 10"));
+    assert_eq!(key, "training.lca_beta");
+    // The error points at the key's line.
+    let err = load(&with_training("online = true\neval_every = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("exp.toml:"), "{err}");
+}

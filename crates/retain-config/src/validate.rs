@@ -79,6 +79,7 @@ impl Experiment {
                 ),
             ));
         }
+        validate_online(t, &invalid)?;
         validate_pretrain(self, &invalid)?;
         Ok(ExperimentPlan::new(self.clone(), stream))
     }
@@ -128,6 +129,49 @@ fn error_at<'a>(origin: &'a str, source: &'a str) -> impl Fn(&str, String) -> Co
             key: key.to_owned(),
             message,
         }
+    }
+}
+
+/// Checks the online protocol's keys: `online` needs one epoch and `eval_every` of at least
+/// one step; `eval_every` and `lca_beta` need `online`.
+fn validate_online(
+    t: &crate::TrainingConfig,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !t.online {
+        for (key, value) in [
+            ("training.eval_every", t.eval_every),
+            ("training.lca_beta", t.lca_beta),
+        ] {
+            if value.is_some() {
+                return Err(invalid(
+                    key,
+                    "belongs to the online protocol: set `training.online = true`, or remove it"
+                        .into(),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if t.epochs != 1 {
+        return Err(invalid(
+            "training.epochs",
+            format!(
+                "is {}; an online run sees every sample exactly once: `epochs = 1`",
+                t.epochs
+            ),
+        ));
+    }
+    match t.eval_every {
+        None => Err(invalid(
+            "training.eval_every",
+            "an online run needs `eval_every`, the steps between its anytime evaluations".into(),
+        )),
+        Some(0) => Err(invalid(
+            "training.eval_every",
+            "must be at least 1 (steps between anytime evaluations)".into(),
+        )),
+        Some(_) => Ok(()),
     }
 }
 

@@ -70,7 +70,9 @@ pub use method_state::{load_method_state, save_method_state};
 pub use network::{ModelBuilder, Network, named_parameters, set_trainable, trainable_variables};
 pub use optim::configured::{TrainOptimizer, build_optimizer, build_per_tensor_optimizer};
 pub use optim::{FlatOptimizer, Rule};
-pub use report::{CountMatrix, EpochReport, Observer, RunOutcome, Silent, TaskReport};
+pub use report::{
+    AnytimeEvaluation, CountMatrix, EpochReport, Observer, RunOutcome, Silent, TaskReport,
+};
 /// Re-exported so that method crates need no direct dependency on `retain-config` or
 /// `retain-stream`.
 pub use retain_config::{Readout, TrainingLoss};

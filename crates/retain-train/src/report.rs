@@ -13,7 +13,8 @@ use crate::graph_step;
 /// and must be cheap: `step` is called once per batch. The order:
 ///
 /// 1. `evaluated(0, 0, counts)`: the untrained model;
-/// 2. for each task: `task_started`; for each epoch, `step` after each batch and
+/// 2. for each task: `task_started`; for each epoch, `step` after each batch (in an online
+///    run followed, every `eval_every` steps of the run, by `anytime_evaluated`) and
 ///    `epoch_finished` once the epoch's mean loss is read (also for an epoch that diverged,
 ///    just before the run stops); `evaluated(task + 1, ..)`; `task_finished`.
 ///
@@ -33,6 +34,35 @@ pub trait Observer {
     ) {
     }
     fn task_finished(&mut self, _task: usize, _report: &TaskReport) {}
+    /// An online run's evaluation between two steps (`[training] eval_every`).
+    fn anytime_evaluated(&mut self, _evaluation: &AnytimeEvaluation) {}
+}
+
+/// One evaluation of an online run between two training steps (`[training] online`): every
+/// task in every read-out, after `run_step` optimiser steps of the run (a multiple of
+/// `eval_every`), while task `task` (0-based) trains.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnytimeEvaluation {
+    pub run_step: usize,
+    pub task: usize,
+    /// Per read-out, per task of the stream: (correct, samples).
+    pub counts: BTreeMap<Readout, Vec<(u64, u64)>>,
+}
+
+impl AnytimeEvaluation {
+    /// The evaluation's accuracies in `readout` as a metrics point; `None` when the read-out
+    /// was not evaluated.
+    pub fn point(&self, readout: Readout) -> Option<retain_metrics::AnytimePoint> {
+        let counts = self.counts.get(&readout)?;
+        Some(retain_metrics::AnytimePoint {
+            run_step: self.run_step,
+            training_task: self.task,
+            accuracies: counts
+                .iter()
+                .map(|&(correct, samples)| correct as f64 / samples.max(1) as f64)
+                .collect(),
+        })
+    }
 }
 
 /// One finished epoch.
@@ -131,6 +161,8 @@ pub struct RunOutcome {
     /// Evaluation of the untrained model (row 0), in seconds.
     pub initial_eval_seconds: f64,
     pub total_seconds: f64,
+    /// An online run's evaluations between steps, in run order; empty offline.
+    pub anytime: Vec<AnytimeEvaluation>,
 }
 
 impl RunOutcome {
@@ -143,5 +175,27 @@ impl RunOutcome {
     pub fn seconds_per_step(&self) -> f64 {
         let train: f64 = self.tasks.iter().map(|t| t.train_seconds).sum();
         train / self.steps().max(1) as f64
+    }
+
+    /// The online metrics of `readout`: the average anytime accuracy and `LCA_β` (`β` in
+    /// steps), see `retain_metrics::average_anytime_accuracy` and
+    /// `retain_metrics::learning_curve_area`; `(None, None)` without anytime evaluations.
+    pub fn anytime_metrics(&self, readout: Readout, beta: usize) -> (Option<f64>, Option<f64>) {
+        if self.anytime.is_empty() {
+            return (None, None);
+        }
+        let points: Option<Vec<_>> = self.anytime.iter().map(|e| e.point(readout)).collect();
+        let Some(points) = points else {
+            return (None, None);
+        };
+        let aaa = retain_metrics::average_anytime_accuracy(&points);
+        let steps: Vec<usize> = self.tasks.iter().map(|t| t.steps).collect();
+        let lca = self
+            .counts
+            .get(&readout)
+            .and_then(|c| c.accuracy().ok())
+            .and_then(|m| retain_metrics::task_curves(&m, &steps, &points))
+            .and_then(|curves| retain_metrics::learning_curve_area(&curves, beta));
+        (aaa, lca)
     }
 }

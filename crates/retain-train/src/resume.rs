@@ -44,6 +44,9 @@ pub struct Progress {
     /// (`training.checkpoint_every_epochs`); `None` at a task boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_task: Option<WithinTask>,
+    /// An online run's evaluations between steps so far (`[training] online`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anytime: Vec<crate::AnytimeEvaluation>,
 }
 
 /// How far a checkpoint written inside a task got: whole epochs only.

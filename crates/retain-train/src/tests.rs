@@ -1359,3 +1359,213 @@ fn a_testkit_run_after_its_pretrain_stage_starts_from_the_stage_weights() {
     assert!(class_il.untrained(1) < 0.1, "{class_il:?}");
     assert!(class_il.r(1, 1) > 0.8, "{class_il:?}");
 }
+
+/// Cross-entropy training that records every training index it was fed.
+#[derive(Default)]
+struct IndexRecorder {
+    /// Per task: the indices of every batch, in order.
+    fed: BTreeMap<usize, Vec<i64>>,
+}
+
+impl Method for IndexRecorder {
+    fn name(&self) -> &str {
+        "index-recorder"
+    }
+    fn loss(&mut self, ctx: &StepContext<'_>, batch: &Batch) -> Result<Tensor, TrainError> {
+        let indices = Vec::<i64>::try_from(ctx.indices).unwrap();
+        self.fed.entry(ctx.task.index).or_default().extend(indices);
+        Ok(ctx.cross_entropy(batch))
+    }
+}
+
+/// Also records the anytime evaluations it hears of.
+#[derive(Default)]
+struct AnytimeLog {
+    calls: Vec<String>,
+    heard: Vec<AnytimeEvaluation>,
+}
+
+impl Observer for AnytimeLog {
+    fn step(&mut self) {
+        self.calls.push("step".into());
+    }
+    fn anytime_evaluated(&mut self, evaluation: &AnytimeEvaluation) {
+        self.calls.push(format!(
+            "anytime {} {}",
+            evaluation.run_step, evaluation.task
+        ));
+        self.heard.push(evaluation.clone());
+    }
+    fn evaluated(&mut self, trained: usize, run_steps: usize, _: &BTreeMap<Readout, CountMatrix>) {
+        self.calls.push(format!("evaluated {trained} {run_steps}"));
+    }
+}
+
+fn online_experiment(extra: &str) -> Experiment {
+    Experiment::from_source(
+        &format!(
+            "name = \"online\"\ndevice = \"cpu\"\n[stream]\nkind = \"split\"\n\
+             dataset = \"mnist\"\ntasks = 3\nclasses_per_task = 2\n[model]\nkind = \"mlp\"\n\
+             hidden = []\n[training]\nbatch_size = 5\nepochs = 1\n{extra}\n\
+             [method]\nname = \"index-recorder\"\n"
+        ),
+        "online.toml",
+        &[],
+    )
+    .unwrap()
+}
+
+/// An online run feeds every training sample exactly once, evaluates every task in every
+/// read-out after every `eval_every` steps of the run (⌊steps / eval_every⌋ times), and
+/// trains exactly as the offline run of one epoch does.
+#[test]
+fn an_online_run_sees_every_sample_once_and_evaluates_every_eval_every_steps() {
+    let stream = stream(3, 6, 3);
+    let online = online_experiment("online = true\neval_every = 2");
+    let net = Network::new(&online, &stream);
+    let mut method = IndexRecorder::default();
+    let mut observer = AnytimeLog::default();
+    let outcome = run(&online, &stream, &net, &mut method, &mut observer).unwrap();
+
+    // Every training index of each task, exactly once.
+    for task in &stream.tasks {
+        let mut fed = method.fed[&task.index].clone();
+        fed.sort_unstable();
+        let mut expected = task.train_indices.clone();
+        expected.sort_unstable();
+        assert_eq!(fed, expected, "task {}", task.index);
+    }
+    assert_eq!(method.fed.len(), 3);
+
+    // 12 samples per task in batches of 5: 3 steps each, 9 in the run; evaluations after
+    // run steps 2, 4, 6, 8, while tasks 0, 1, 1, 2 train.
+    let steps: Vec<usize> = outcome.tasks.iter().map(|t| t.steps).collect();
+    assert_eq!(steps, [3, 3, 3]);
+    let at: Vec<(usize, usize)> = outcome
+        .anytime
+        .iter()
+        .map(|e| (e.run_step, e.task))
+        .collect();
+    assert_eq!(at, [(2, 0), (4, 1), (6, 1), (8, 2)]);
+    assert_eq!(outcome.anytime.len(), outcome.steps() / 2);
+    for evaluation in &outcome.anytime {
+        assert_eq!(
+            evaluation.counts.keys().copied().collect::<Vec<_>>(),
+            [Readout::ClassIl, Readout::TaskIl]
+        );
+        for per_task in evaluation.counts.values() {
+            assert_eq!(per_task.len(), 3);
+            for (task, &(correct, samples)) in per_task.iter().enumerate() {
+                let (_, _, expected) = stream.evaluation_set(&stream.tasks[task]);
+                assert_eq!(samples, expected as u64);
+                assert!(correct <= samples);
+            }
+        }
+    }
+    // The observer heard each, between the steps, in order.
+    assert_eq!(observer.heard, outcome.anytime);
+    let mut expected = vec!["evaluated 0 0".to_owned()];
+    for run_step in 1..=9 {
+        expected.push("step".into());
+        if run_step % 2 == 0 {
+            let e = &outcome.anytime[run_step / 2 - 1];
+            expected.push(format!("anytime {run_step} {}", e.task));
+        }
+        if run_step % 3 == 0 {
+            expected.push(format!("evaluated {} {run_step}", run_step / 3));
+        }
+    }
+    assert_eq!(observer.calls, expected);
+
+    // Evaluating between steps changes no weight: the offline run of one epoch ends alike.
+    let offline = online_experiment("");
+    let offline_net = Network::new(&offline, &stream);
+    let offline_outcome = run(
+        &offline,
+        &stream,
+        &offline_net,
+        &mut IndexRecorder::default(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(offline_outcome.anytime.is_empty());
+    assert_eq!(offline_outcome.counts, outcome.counts);
+    for (name, value) in snapshot(&net.vars) {
+        assert!(value.equal(&snapshot(&offline_net.vars)[&name]), "{name}");
+    }
+}
+
+/// An anytime evaluation at a task's last step sees the weights the task's own evaluation
+/// sees (the method has no `after_task`), and the online metrics follow from the records.
+#[test]
+fn an_anytime_evaluation_at_a_task_end_matches_the_tasks_evaluation() {
+    let stream = stream(3, 6, 3);
+    let online = online_experiment("online = true\neval_every = 3");
+    let net = Network::new(&online, &stream);
+    let outcome = run(
+        &online,
+        &stream,
+        &net,
+        &mut IndexRecorder::default(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(outcome.anytime.len(), 3);
+    for (k, evaluation) in outcome.anytime.iter().enumerate() {
+        assert_eq!((evaluation.run_step, evaluation.task), (3 * (k + 1), k));
+        for (readout, matrix) in &outcome.counts {
+            let row: Vec<(u64, u64)> = (0..3).map(|t| matrix.cell(k + 1, t)).collect();
+            assert_eq!(
+                evaluation.counts[readout], row,
+                "{readout:?} after task {k}"
+            );
+        }
+    }
+    // AAA: mean over points of the mean accuracy on tasks 0..=k, here the rows R[k+1].
+    let matrix = outcome.counts[&Readout::ClassIl].accuracy().unwrap();
+    let aaa = (0..3)
+        .map(|k| matrix.row(k + 1)[..=k].iter().sum::<f64>() / (k + 1) as f64)
+        .sum::<f64>()
+        / 3.0;
+    // LCA_1: b = 0 and 1 hold the accuracy before each task (row k, column k).
+    let lca1 = (0..3).map(|k| matrix.row(k)[k]).sum::<f64>() / 3.0;
+    let (got_aaa, got_lca) = outcome.anytime_metrics(Readout::ClassIl, 1);
+    assert!((got_aaa.unwrap() - aaa).abs() < 1e-12);
+    assert!((got_lca.unwrap() - lca1).abs() < 1e-12);
+    // LCA_3: b = 3 is the task's end, where the after-task accuracy comes last.
+    let lca3 = (0..3)
+        .map(|k| 3.0 * matrix.row(k)[k] + matrix.row(k + 1)[k])
+        .sum::<f64>()
+        / 12.0;
+    let (_, got_lca) = outcome.anytime_metrics(Readout::ClassIl, 3);
+    assert!((got_lca.unwrap() - lca3).abs() < 1e-12);
+}
+
+/// A checkpoint's progress keeps an online run's anytime evaluations.
+#[test]
+fn anytime_evaluations_round_trip_through_a_checkpoints_progress() {
+    let progress = resume::Progress {
+        config_hash: "h".into(),
+        tasks_done: 1,
+        run_steps: 4,
+        graphed_steps: 0,
+        eager_steps: 4,
+        first_loss: Some(1.0),
+        initial_eval_seconds: 0.0,
+        elapsed_seconds: 1.0,
+        counts: BTreeMap::new(),
+        reports: Vec::new(),
+        within_task: None,
+        anytime: vec![AnytimeEvaluation {
+            run_step: 2,
+            task: 0,
+            counts: BTreeMap::from([
+                (Readout::ClassIl, vec![(3, 10), (0, 10)]),
+                (Readout::TaskIl, vec![(7, 10), (5, 10)]),
+            ]),
+        }],
+    };
+    let text = toml::to_string(&progress).unwrap();
+    let back: resume::Progress = toml::from_str(&text).unwrap();
+    assert_eq!(back.anytime, progress.anytime);
+}

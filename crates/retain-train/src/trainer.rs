@@ -1,6 +1,6 @@
 //! The training loop ([`run`]): tasks, epochs and batches, the method's hooks in the order
 //! documented in [`method`](crate::method), and an evaluation before training and after
-//! each task.
+//! each task; in an online run (`[training] online`) also one every `eval_every` steps.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,12 +13,23 @@ use crate::evaluate::check_readouts;
 use crate::report::record_evaluation;
 use crate::resume::{self, Boundary, Progress, WithinTask};
 use crate::{
-    CountMatrix, EpochReport, Method, Network, Observer, RunOutcome, StepContext, TaskContext,
-    TaskReport, TrainError, TrainOptimizer, divergence, evaluate_with, graph_step, schedule,
+    AnytimeEvaluation, CountMatrix, EpochReport, Method, Network, Observer, RunOutcome,
+    StepContext, TaskContext, TaskReport, TrainError, TrainOptimizer, divergence, evaluate_with,
+    graph_step, schedule,
 };
 
 /// Trains `method` on every task of `stream` in turn, evaluating every task in every read-out
 /// before training and after each task.
+///
+/// An online run (`[training] online`, one epoch) evaluates every task in every read-out
+/// also after every `eval_every` optimiser steps, counted over the whole run: after run
+/// steps `eval_every`, `2·eval_every`, …, so `⌊S / eval_every⌋` times in a run of `S` steps
+/// (an evaluation due at a task's last step comes before the task's `after_task` and its
+/// own evaluation). Each is recorded in [`RunOutcome::anytime`] with its run step and the
+/// task being trained, and handed to [`Observer::anytime_evaluated`]; it runs between two
+/// steps and reads its counts to the host once, as the per-task evaluation does. For the
+/// read-outs that depend on how many tasks are done (`ncm`, the task-inference ones) it
+/// counts the tasks finished before the one training.
 pub fn run(
     experiment: &Experiment,
     stream: &TaskStream,
@@ -80,6 +91,8 @@ pub fn run_resumable(
     // A checkpoint written inside a task: where in it the run continues, and its variables.
     let mut resume_within: Option<WithinTask> = None;
     let mut resume_variables = BTreeMap::new();
+    let anytime_every = training.anytime_every();
+    let mut anytime: Vec<AnytimeEvaluation> = Vec::new();
     let (mut counts, initial_eval_seconds, mut reports, mut watch, mut run_steps, done, before) =
         match from {
             Some(boundary) => {
@@ -96,6 +109,7 @@ pub fn run_resumable(
                     check_within_task(within, &p, tasks, training, &*method)?;
                 }
                 resume_within = p.within_task.clone();
+                anytime = p.anytime.clone();
                 resume_variables = boundary.variables;
                 if let (Some(state), TrainOptimizer::Flat(flat)) =
                     (boundary.optimizer, &mut optimizer)
@@ -268,6 +282,20 @@ pub fn run_resumable(
                             watch.after_step(&g.loss_sum);
                             step += 1;
                             observer.step();
+                            if let Some(every) = anytime_every {
+                                evaluate_anytime(
+                                    every,
+                                    run_steps + step,
+                                    task.index,
+                                    network,
+                                    stream,
+                                    readouts,
+                                    training.eval_batch_size,
+                                    method,
+                                    observer,
+                                    &mut anytime,
+                                )?;
+                            }
                             continue;
                         }
                         Err(e) => {
@@ -301,6 +329,20 @@ pub fn run_resumable(
                 execution.eager_steps += 1;
                 step += 1;
                 observer.step();
+                if let Some(every) = anytime_every {
+                    evaluate_anytime(
+                        every,
+                        run_steps + step,
+                        task.index,
+                        network,
+                        stream,
+                        readouts,
+                        training.eval_batch_size,
+                        method,
+                        observer,
+                        &mut anytime,
+                    )?;
+                }
             }
             // The one host read of the epoch.
             let loss_sum = graphed.as_ref().map_or(&own_loss_sum, |g| &g.loss_sum);
@@ -337,6 +379,7 @@ pub fn run_resumable(
                         elapsed_seconds: elapsed_before + started.elapsed().as_secs_f64(),
                         counts: named_counts(&counts),
                         reports: reports.clone(),
+                        anytime: anytime.clone(),
                         within_task: Some(WithinTask {
                             epochs_done: epoch + 1,
                             steps: step,
@@ -401,6 +444,7 @@ pub fn run_resumable(
                     counts: named_counts(&counts),
                     reports: reports.clone(),
                     within_task: None,
+                    anytime: anytime.clone(),
                 },
                 optimizer: optimizer_state,
                 variables: BTreeMap::new(),
@@ -414,7 +458,37 @@ pub fn run_resumable(
         execution,
         initial_eval_seconds,
         total_seconds: elapsed_before + started.elapsed().as_secs_f64(),
+        anytime,
     })
+}
+
+/// An online run's evaluation after `run_step` steps of the run, when it is a multiple of
+/// `every`: every task in every read-out, while task `task` trains (see [`run`]).
+#[allow(clippy::too_many_arguments)]
+fn evaluate_anytime(
+    every: usize,
+    run_step: usize,
+    task: usize,
+    network: &Network,
+    stream: &TaskStream,
+    readouts: &[Readout],
+    eval_batch_size: usize,
+    method: &mut dyn Method,
+    observer: &mut dyn Observer,
+    anytime: &mut Vec<AnytimeEvaluation>,
+) -> Result<(), TrainError> {
+    if !run_step.is_multiple_of(every) {
+        return Ok(());
+    }
+    let counts = evaluate_with(network, stream, readouts, eval_batch_size, task, method)?;
+    let evaluation = AnytimeEvaluation {
+        run_step,
+        task,
+        counts,
+    };
+    observer.anytime_evaluated(&evaluation);
+    anytime.push(evaluation);
+    Ok(())
 }
 
 /// Copies `saved` into the network's variables of the same names.

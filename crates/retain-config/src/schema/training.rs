@@ -48,6 +48,41 @@ pub struct TrainingConfig {
     /// a run may be resumed with another value.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub checkpoint_every_epochs: usize,
+    /// The online protocol (GEM, A-GEM, Avalanche's online streams): one pass over the
+    /// stream (`epochs = 1`, so every training sample is seen exactly once) and, besides the
+    /// evaluations before training and after each task, an evaluation of every task in every
+    /// read-out after every `eval_every` optimiser steps, counted over the whole run (the
+    /// anytime evaluations). `false` (the default): the offline protocol.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub online: bool,
+    /// With `online`: the anytime evaluations' period, in optimiser steps (required, at least
+    /// 1). Refused without `online`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+    /// With `online`: β of the learning curve area LCA_β (Chaudhry et al. 2019), in
+    /// optimiser steps into each task; 10 (the paper's) when not given. Refused without
+    /// `online`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lca_beta: Option<usize>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// β of LCA_β when `[training] lca_beta` is not given: A-GEM's 10 mini-batches.
+pub const DEFAULT_LCA_BETA: usize = 10;
+
+impl TrainingConfig {
+    /// The anytime evaluations' period in steps: `Some` only for an online run.
+    pub fn anytime_every(&self) -> Option<usize> {
+        self.eval_every.filter(|_| self.online)
+    }
+
+    /// β of LCA_β, in steps: `lca_beta`, else [`DEFAULT_LCA_BETA`].
+    pub fn lca_beta(&self) -> usize {
+        self.lca_beta.unwrap_or(DEFAULT_LCA_BETA)
+    }
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -158,6 +193,9 @@ impl Default for TrainingConfig {
             memory_format: MemoryFormat::default(),
             divergence_factor: default_divergence_factor(),
             checkpoint_every_epochs: 0,
+            online: false,
+            eval_every: None,
+            lca_beta: None,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use retain_events::{Event, EventKind, RunLog, unix_now};
-use retain_train::{CountMatrix, EpochReport, Observer, Readout, TaskReport};
+use retain_train::{AnytimeEvaluation, CountMatrix, EpochReport, Observer, Readout, TaskReport};
 
 /// The tag of an epoch's mean training loss.
 pub const LOSS_TAG: &str = "loss/train";
@@ -18,6 +18,11 @@ pub const LOSS_TAG: &str = "loss/train";
 /// The tag of the accuracy on task `task` (0-based) in `readout`.
 pub fn accuracy_tag(readout: Readout, task: usize) -> String {
     format!("accuracy/{}/task{task}", readout.as_str())
+}
+
+/// The tag of an online run's anytime accuracy on task `task` (0-based) in `readout`.
+pub fn anytime_tag(readout: Readout, task: usize) -> String {
+    format!("anytime/{}/task{task}", readout.as_str())
 }
 
 pub struct LiveLog<'a> {
@@ -94,5 +99,26 @@ impl Observer for LiveLog<'_> {
 
     fn task_finished(&mut self, task: usize, report: &TaskReport) {
         self.inner.task_finished(task, report);
+    }
+
+    fn anytime_evaluated(&mut self, evaluation: &AnytimeEvaluation) {
+        self.inner.anytime_evaluated(evaluation);
+        let values = evaluation
+            .counts
+            .iter()
+            .flat_map(|(&readout, per_task)| {
+                per_task.iter().enumerate().map(move |(task, &(c, n))| {
+                    (anytime_tag(readout, task), c as f64 / n.max(1) as f64)
+                })
+            })
+            .collect();
+        self.write(Event {
+            wall_time: unix_now(),
+            kind: EventKind::Evaluation,
+            task: Some(evaluation.task),
+            epoch: None,
+            step: evaluation.run_step as u64,
+            values,
+        });
     }
 }

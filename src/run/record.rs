@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use retain_config::Readout;
 use retain_manifest::{Manifest, RunStatus};
 use retain_metrics::AccuracyMatrix;
-use retain_results::{AccuracyRecord, MetricsRecord};
+use retain_results::{AccuracyRecord, AnytimeRecord, MetricsRecord};
 use retain_train::RunOutcome;
 
 use super::plan::Plan;
@@ -24,8 +24,9 @@ pub struct RunCosts {
 }
 
 /// The files a run writes into its folder beside `manifest.json` and `heatmap-<readout>.png`.
-const RESULT_FILES: [&str; 5] = [
+const RESULT_FILES: [&str; 6] = [
     "accuracy.parquet",
+    "anytime.parquet",
     "metrics.parquet",
     "config.toml",
     "model.safetensors",
@@ -135,6 +136,9 @@ pub fn write_results(
         }
         let matrix = counts.accuracy()?;
         let summary = matrix.summary();
+        let beta = experiment.training.lca_beta();
+        let online = !outcome.anytime.is_empty();
+        let (anytime_accuracy, lca) = outcome.anytime_metrics(readout, beta);
         metrics.push(MetricsRecord {
             run: plan.run_name.clone(),
             method: experiment.method.name.clone(),
@@ -154,6 +158,9 @@ pub fn write_results(
                 seconds_per_step: c.seconds_per_step,
             }),
             training_loss: Some(experiment.training.loss.as_str().to_owned()),
+            anytime_accuracy,
+            lca,
+            lca_beta: online.then_some(beta as u64),
         });
         let title = format!(
             "{} / {} ({})",
@@ -170,6 +177,28 @@ pub fn write_results(
     }
     retain_results::write_accuracy(&dir.join("accuracy.parquet"), &accuracy)?;
     retain_results::write_metrics(&dir.join("metrics.parquet"), &metrics)?;
+    if experiment.training.online {
+        let mut anytime = Vec::new();
+        for evaluation in &outcome.anytime {
+            for (&readout, per_task) in &evaluation.counts {
+                for (task, &(correct, samples)) in per_task.iter().enumerate() {
+                    anytime.push(AnytimeRecord {
+                        run: plan.run_name.clone(),
+                        method: experiment.method.name.clone(),
+                        seed: experiment.seed,
+                        scenario: readout.as_str().to_owned(),
+                        run_step: evaluation.run_step as u64,
+                        training_task: evaluation.task as u32,
+                        eval_task: task as u32,
+                        correct,
+                        samples,
+                        accuracy: correct as f64 / samples.max(1) as f64,
+                    });
+                }
+            }
+        }
+        retain_results::write_anytime(&dir.join("anytime.parquet"), &anytime)?;
+    }
     retain_fs::write_atomically(
         &dir.join("config.toml"),
         experiment.to_resolved_toml().as_bytes(),

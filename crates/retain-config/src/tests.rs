@@ -1079,7 +1079,10 @@ fn online_training_parses_and_defaults_to_offline() {
     assert_eq!(online.training.anytime_every(), Some(50));
     // A-GEM's β of 10 mini-batches.
     assert_eq!(online.training.lca_beta(), 10);
-    let beta = load(&with_training("online = true\neval_every = 5\nlca_beta = 20")).unwrap();
+    let beta = load(&with_training(
+        "online = true\neval_every = 5\nlca_beta = 20",
+    ))
+    .unwrap();
     assert_eq!(beta.training.lca_beta(), 20);
     // Overrides reach the keys as in the command line's `--set`.
     let set = Experiment::from_source(

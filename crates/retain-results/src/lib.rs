@@ -60,9 +60,36 @@
 //! | `seconds_per_step`             | Float64 | yes      | mean training step time                                         |
 //! | `training_loss`                | String  | yes      | `[training] loss` of the run: `class_il` or `task_il`           |
 //!
-//! The five before the last are the run's costs ([`RunCosts`]), the same on each of its rows;
+//! | `anytime_accuracy`             | Float64 | yes      | online runs: average anytime accuracy, `(1/|P|) Σ_p mean_{j≤t_p} a_p[j]` |
+//! | `lca`                          | Float64 | yes      | online runs: learning curve area `LCA_β` (Chaudhry et al. 2019)  |
+//! | `lca_beta`                     | UInt64  | yes      | online runs: `β` of `lca`, in optimiser steps into each task     |
+//!
+//! The last three are null for an offline run (and read as `None` from files without them);
+//! see `retain_metrics::average_anytime_accuracy` and `retain_metrics::learning_curve_area`
+//! for the definitions and how `eval_every` discretises LCA.
+//!
+//! The five before `training_loss` are the run's costs ([`RunCosts`]), the same on each of its rows;
 //! null when unknown. Files written before they existed read back with `costs: None`, and
 //! without a `training_loss` column with `training_loss: None`.
+//!
+//! ## Anytime file (`anytime.parquet`) — [`AnytimeRecord`]
+//!
+//! Written by online runs only (`[training] online`): the evaluations every `eval_every`
+//! optimiser steps of the run, one row per run × scenario × evaluation × evaluated task. The
+//! evaluations before training and after each task stay in `accuracy.parquet`.
+//!
+//! | column          | type    | nullable | meaning                                                    |
+//! |-----------------|---------|----------|------------------------------------------------------------|
+//! | `run`           | String  | no       | run identifier                                             |
+//! | `method`        | String  | no       | method name                                                |
+//! | `seed`          | UInt64  | no       | random seed                                                |
+//! | `scenario`      | String  | no       | one of [`SCENARIOS`]                                       |
+//! | `run_step`      | UInt64  | no       | optimiser steps of the run before the evaluation           |
+//! | `training_task` | UInt32  | no       | the task (0-based) training at the evaluation              |
+//! | `eval_task`     | UInt32  | no       | evaluated task, 0-based                                    |
+//! | `correct`       | UInt64  | no       | correctly classified test samples of `eval_task`           |
+//! | `samples`       | UInt64  | no       | test samples of `eval_task`                                |
+//! | `accuracy`      | Float64 | no       | `correct / samples`                                        |
 //!
 //! ## Grid files
 //!
@@ -99,8 +126,8 @@ pub use grid::{
 };
 pub use matrix::{EvalCount, RunKey, accuracy_records, matrix_from_records, metrics_record};
 pub use records::{
-    AccuracyRecord, MetricsRecord, RunCosts, read_accuracy, read_metrics, write_accuracy,
-    write_metrics,
+    AccuracyRecord, AnytimeRecord, MetricsRecord, RunCosts, read_accuracy, read_anytime,
+    read_metrics, write_accuracy, write_anytime, write_metrics,
 };
 pub use validate::SCENARIOS;
 

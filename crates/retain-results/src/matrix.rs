@@ -74,6 +74,9 @@ pub fn metrics_record(
         average_incremental_accuracy: summary.average_incremental_accuracy,
         costs: None,
         training_loss: None,
+        anytime_accuracy: None,
+        lca: None,
+        lca_beta: None,
     })
 }
 

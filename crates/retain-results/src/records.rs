@@ -49,6 +49,37 @@ record! {
         /// The training loss's label space (`class_il`, `task_il`); `None` when not recorded
         /// (files written before the column existed).
         pub training_loss: Option<String> => AddedLater,
+        /// An online run's average anytime accuracy (`retain_metrics::average_anytime_accuracy`);
+        /// `None` offline and in files written before the column existed.
+        pub anytime_accuracy: Option<f64> => AddedLater,
+        /// An online run's learning curve area `LCA_β` (`retain_metrics::learning_curve_area`);
+        /// `None` offline.
+        pub lca: Option<f64> => AddedLater,
+        /// `β` of `lca`, in optimiser steps; `None` offline.
+        pub lca_beta: Option<u64> => AddedLater,
+    }
+    check = |rows| each_scenario(rows, |r| r.scenario.as_str());
+}
+
+record! {
+    /// One row of an online run's evaluations along its steps (`anytime.parquet`): one run ×
+    /// scenario × anytime evaluation × evaluated task.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct AnytimeRecord {
+        pub run: String,
+        pub method: String,
+        pub seed: u64,
+        pub scenario: String,
+        /// Optimiser steps of the run before the evaluation (a multiple of `eval_every`).
+        pub run_step: u64,
+        /// The task (0-based) training when it was made.
+        pub training_task: u32,
+        /// 0-based.
+        pub eval_task: u32,
+        pub correct: u64,
+        pub samples: u64,
+        /// `correct / samples`.
+        pub accuracy: f64,
     }
     check = |rows| each_scenario(rows, |r| r.scenario.as_str());
 }
@@ -82,5 +113,16 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRecord]) -> Result<(), ResultsE
 
 /// Reads the metrics rows from `path`, checking the schema first.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>, ResultsError> {
+    parquet::read(path)
+}
+
+/// Writes an online run's evaluations along its steps to `path` atomically (see the crate
+/// docs for the schema).
+pub fn write_anytime(path: &Path, rows: &[AnytimeRecord]) -> Result<(), ResultsError> {
+    parquet::write(path, rows)
+}
+
+/// Reads an online run's evaluations along its steps from `path`, checking the schema first.
+pub fn read_anytime(path: &Path) -> Result<Vec<AnytimeRecord>, ResultsError> {
     parquet::read(path)
 }

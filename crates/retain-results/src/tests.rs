@@ -56,6 +56,9 @@ fn metrics_rows() -> Vec<MetricsRecord> {
         seconds_per_step: 0.001,
     });
     costly.training_loss = Some("task_il".into());
+    costly.anytime_accuracy = Some(0.55);
+    costly.lca = Some(0.25);
+    costly.lca_beta = Some(10);
     vec![costly, single]
 }
 
@@ -168,6 +171,9 @@ fn written_schema_is_exactly_the_documented_one() {
             s("frozen_base_bytes", DataType::UInt64),
             s("seconds_per_step", DataType::Float64),
             s("training_loss", DataType::String),
+            s("anytime_accuracy", DataType::Float64),
+            s("lca", DataType::Float64),
+            s("lca_beta", DataType::UInt64),
         ]
     );
 }
@@ -385,4 +391,60 @@ fn failed_write_keeps_old_file_and_leaves_no_temp() {
     // A destination in a missing directory fails with the path in the message.
     let err = write_accuracy(&dir.path().join("no/such/dir/a.parquet"), &rows).unwrap_err();
     assert!(err.to_string().contains("no/such/dir"), "{err}");
+}
+
+/// The anytime file round-trips with its documented columns, and a metrics file without the
+/// online columns reads them as `None`.
+#[test]
+fn anytime_rows_round_trip_and_old_metrics_lack_the_online_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anytime.parquet");
+    let rows: Vec<AnytimeRecord> = (0..2u32)
+        .map(|eval_task| AnytimeRecord {
+            run: "r1".into(),
+            method: "naive".into(),
+            seed: 0,
+            scenario: "class_il".into(),
+            run_step: 50,
+            training_task: 0,
+            eval_task,
+            correct: 30 + u64::from(eval_task),
+            samples: 100,
+            accuracy: (30 + eval_task) as f64 / 100.0,
+        })
+        .collect();
+    write_anytime(&path, &rows).unwrap();
+    assert_eq!(read_anytime(&path).unwrap(), rows);
+    let s = |n: &str, t: DataType| (n.to_string(), t);
+    assert_eq!(
+        schema_of(&path),
+        vec![
+            s("run", DataType::String),
+            s("method", DataType::String),
+            s("seed", DataType::UInt64),
+            s("scenario", DataType::String),
+            s("run_step", DataType::UInt64),
+            s("training_task", DataType::UInt32),
+            s("eval_task", DataType::UInt32),
+            s("correct", DataType::UInt64),
+            s("samples", DataType::UInt64),
+            s("accuracy", DataType::Float64),
+        ]
+    );
+
+    let met = dir.path().join("metrics.parquet");
+    write_metrics(&met, &metrics_rows()).unwrap();
+    let mut df = ParquetReader::new(File::open(&met).unwrap())
+        .finish()
+        .unwrap();
+    for column in ["anytime_accuracy", "lca", "lca_beta"] {
+        df = df.drop(column).unwrap();
+    }
+    write_raw(&met, df);
+    let back = read_metrics(&met).unwrap();
+    assert!(
+        back.iter()
+            .all(|r| r.anytime_accuracy.is_none() && r.lca.is_none() && r.lca_beta.is_none())
+    );
+    assert_eq!(back[0].acc, metrics_rows()[0].acc);
 }

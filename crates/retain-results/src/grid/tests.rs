@@ -135,6 +135,9 @@ fn cell_files_round_trip_and_are_deterministic() {
         average_incremental_accuracy: 0.7,
         costs: None,
         training_loss: Some("task_il".into()),
+        anytime_accuracy: None,
+        lca: None,
+        lca_beta: None,
     };
     let rows = vec![
         CellMetricsRecord {

@@ -242,6 +242,13 @@ fn warm_up(args: &PlanArgs, run_args: &RunArgs, device: Device) -> Result<RunOut
     let training = &base.training;
     let tasks = base.stream.tasks.min(2);
     let mut overrides = run_args.overrides.clone();
+    // A list of class counts has one entry per task: keep those of the tasks warmed up.
+    if let Some(retain_config::ClassesPerTask::PerTask(counts)) = &base.stream.classes_per_task {
+        overrides.push(format!(
+            "stream.classes_per_task={:?}",
+            &counts[..tasks.min(counts.len())]
+        ));
+    }
     overrides.extend([
         format!("stream.tasks={tasks}"),
         format!(

@@ -48,10 +48,10 @@ pub use plan::{
     PretrainPlan, Scenario, StreamPlan,
 };
 pub use schema::{
-    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DeviceSpec, EvaluateOn,
-    Experiment, InitScheme, MemoryFormat, MethodConfig, ModelConfig, OptimizerConfig, Precision,
-    PretrainConfig, Readout, SplitLabels, StreamConfig, StreamKind, TrainingConfig, TrainingLoss,
-    VitNormalize, VitPreset, VitSpec,
+    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, ClassesPerTask, DeviceSpec,
+    EvaluateOn, Experiment, ICARL_CIFAR100_ORDER, InitScheme, MemoryFormat, MethodConfig,
+    ModelConfig, OptimizerConfig, Precision, PretrainConfig, Readout, SplitLabels, StreamConfig,
+    StreamKind, TrainingConfig, TrainingLoss, VitNormalize, VitPreset, VitSpec,
 };
 
 #[cfg(test)]

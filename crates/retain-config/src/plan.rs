@@ -10,9 +10,9 @@
 use serde::Serialize;
 
 use crate::{
-    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DatasetName, EvaluateOn,
-    Experiment, ModelConfig, OptimizerConfig, PretrainConfig, Readout, SplitLabels, StreamConfig,
-    StreamKind,
+    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, ClassesPerTask, DatasetName,
+    EvaluateOn, Experiment, ModelConfig, OptimizerConfig, PretrainConfig, Readout, SplitLabels,
+    StreamConfig, StreamKind,
 };
 
 /// Default distillation temperature; Hinton et al. used 2–20, 2 being a common choice for
@@ -102,10 +102,11 @@ pub struct StreamPlan {
 /// resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scenario {
-    /// Disjoint groups of `classes_per_task` classes, taken in `class_order`, labelled as
-    /// `labels` says.
+    /// Disjoint groups of classes taken in `class_order`, task `t` the next `task_classes[t]`
+    /// of them (every count at least 1, one per task, `stream.first_task_classes` and
+    /// `stream.classes_per_task` resolved), labelled as `labels` says.
     Split {
-        classes_per_task: usize,
+        task_classes: Vec<usize>,
         class_order: ClassOrder,
         labels: SplitLabels,
     },
@@ -168,14 +169,15 @@ impl StreamPlan {
     }
 
     /// Size of the label space, the width of the output head: every class of the dataset,
-    /// or `classes_per_task` for a split stream with `labels = "within_task"`.
+    /// or `classes_per_task` for a split stream with `labels = "within_task"` (whose tasks
+    /// all have the same number of classes).
     pub fn outputs(&self) -> usize {
-        match self.scenario {
+        match &self.scenario {
             Scenario::Split {
-                classes_per_task,
+                task_classes,
                 labels: SplitLabels::WithinTask,
                 ..
-            } => classes_per_task,
+            } => task_classes[0],
             _ => self.classes(),
         }
     }
@@ -195,15 +197,20 @@ impl StreamPlan {
         &self.scenario
     }
 
-    /// Classes per task of a split stream; `None` for permuted and rotated streams, whose
-    /// tasks all have every class.
-    pub fn classes_per_task(&self) -> Option<usize> {
-        match self.scenario {
-            Scenario::Split {
-                classes_per_task, ..
-            } => Some(classes_per_task),
+    /// The number of classes of each task of a split stream, one entry per task (from
+    /// `stream.classes_per_task` and `stream.first_task_classes`); `None` for permuted and
+    /// rotated streams, whose tasks all have every class.
+    pub fn classes_per_task(&self) -> Option<&[usize]> {
+        match &self.scenario {
+            Scenario::Split { task_classes, .. } => Some(task_classes),
             Scenario::Permuted { .. } | Scenario::Rotated { .. } => None,
         }
+    }
+
+    /// The classes a split stream uses, the sum of [`StreamPlan::classes_per_task`]; `None`
+    /// for permuted and rotated streams.
+    pub fn stream_classes(&self) -> Option<usize> {
+        self.classes_per_task().map(|counts| counts.iter().sum())
     }
 
     /// At most this many training samples per task (a seeded choice); `None`: all of them.
@@ -277,8 +284,13 @@ impl StreamConfig {
     /// Size of the label space, the width of the output head: every class of the dataset,
     /// or `classes_per_task` for a split stream with `labels = "within_task"`.
     pub fn outputs(&self) -> usize {
-        match self.classes_per_task {
-            Some(per_task) if self.within_task_labels() => per_task,
+        match &self.classes_per_task {
+            Some(ClassesPerTask::Each(each)) if self.within_task_labels() => {
+                self.first_task_classes.unwrap_or(*each)
+            }
+            Some(ClassesPerTask::PerTask(counts)) if self.within_task_labels() => {
+                counts.first().copied().unwrap_or_default()
+            }
             _ => self.dataset.classes(),
         }
     }

@@ -1,6 +1,7 @@
 use super::*;
 use std::path::Path;
 
+mod increments;
 mod labels;
 mod plan;
 
@@ -1008,11 +1009,11 @@ fn a_name_or_list_key_says_what_it_accepts() {
     let cases = [
         (
             "class_order = \"random\"",
-            "stream.class_order: unknown class order `random`, expected \"natural\", \"seeded\" or a list of classes such as [3, 1, 4, 0, 2]",
+            "stream.class_order: unknown class order `random`, expected \"natural\", \"seeded\", \"icarl\" or a list of classes such as [3, 1, 4, 0, 2]",
         ),
         (
             "class_order = 5",
-            "stream.class_order: invalid type: integer `5`, expected \"natural\", \"seeded\" or a list of classes such as [3, 1, 4, 0, 2]",
+            "stream.class_order: invalid type: integer `5`, expected \"natural\", \"seeded\", \"icarl\" or a list of classes such as [3, 1, 4, 0, 2]",
         ),
         (
             "class_order = [0, 1, \"two\"]",

@@ -7,9 +7,10 @@
 //! first in the file.
 
 use crate::{
-    Angles, ClassOrder, ConfigError, EvaluateOn, Experiment, ExperimentPlan, MAX_STEPS_PER_TASK,
-    MemoryFormat, ModelConfig, OptimizerConfig, Scenario, SplitLabels, StreamConfig, StreamKind,
-    StreamPlan, TrainingLoss, VitSpec, check_memory, line_of_key, line_of_table,
+    Angles, ClassOrder, ClassOrderName, ClassesPerTask, ConfigError, DatasetName, EvaluateOn,
+    Experiment, ExperimentPlan, MAX_STEPS_PER_TASK, MemoryFormat, ModelConfig, OptimizerConfig,
+    Scenario, SplitLabels, StreamConfig, StreamKind, StreamPlan, TrainingLoss, VitSpec,
+    check_memory, line_of_key, line_of_table,
 };
 
 impl Experiment {
@@ -175,6 +176,99 @@ fn validate_online(
     }
 }
 
+/// The classes of every task of a split stream, from `stream.classes_per_task` (one number
+/// for every task, or one per task) and `stream.first_task_classes`: every count at least 1,
+/// one per task, together no more than the dataset's classes. Each refusal names the key.
+fn resolve_task_classes(
+    s: &StreamConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<usize>, ConfigError> {
+    let dataset = s.dataset.as_str();
+    let classes = s.dataset.classes();
+    let at_least_one = |key: &str| invalid(key, "must be at least 1".into());
+    // `needed` classes (`None`: more than a `usize` holds), refused beyond the dataset's.
+    let too_many = |key: &str, what: String, needed: Option<usize>| match needed {
+        Some(needed) if needed <= classes => Ok(needed),
+        needed => {
+            let needed = needed.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
+            Err(invalid(
+                key,
+                format!("{what} need {needed} classes, but {dataset} has {classes}"),
+            ))
+        }
+    };
+    match (&s.classes_per_task, s.first_task_classes) {
+        (None, _) => Err(invalid(
+            "stream.classes_per_task",
+            "a split stream needs it (how many classes each task has)".into(),
+        )),
+        (&Some(ClassesPerTask::Each(each)), None) => {
+            if each == 0 {
+                return Err(at_least_one("stream.classes_per_task"));
+            }
+            too_many(
+                "stream.tasks",
+                format!(
+                    "`stream.tasks` = {} × `stream.classes_per_task` = {each}",
+                    s.tasks
+                ),
+                s.tasks.checked_mul(each),
+            )?;
+            Ok(vec![each; s.tasks])
+        }
+        (&Some(ClassesPerTask::Each(each)), Some(first)) => {
+            if each == 0 {
+                return Err(at_least_one("stream.classes_per_task"));
+            }
+            if first == 0 {
+                return Err(at_least_one("stream.first_task_classes"));
+            }
+            let later = s.tasks - 1;
+            too_many(
+                "stream.first_task_classes",
+                format!(
+                    "`stream.first_task_classes` = {first} + (`stream.tasks` − 1) = {later} × `stream.classes_per_task` = {each}"
+                ),
+                later.checked_mul(each).and_then(|n| n.checked_add(first)),
+            )?;
+            let mut counts = vec![each; s.tasks];
+            counts[0] = first;
+            Ok(counts)
+        }
+        (Some(ClassesPerTask::PerTask(_)), Some(_)) => Err(invalid(
+            "stream.first_task_classes",
+            "`stream.classes_per_task` is a list, whose first entry is already the first task's classes: remove `stream.first_task_classes`, or give `stream.classes_per_task` as one number for the later tasks".into(),
+        )),
+        (Some(ClassesPerTask::PerTask(counts)), None) => {
+            if counts.len() != s.tasks {
+                return Err(invalid(
+                    "stream.classes_per_task",
+                    format!(
+                        "lists the classes of {} tasks, but `stream.tasks` = {}: give one entry per task",
+                        counts.len(),
+                        s.tasks
+                    ),
+                ));
+            }
+            if let Some(task) = counts.iter().position(|&n| n == 0) {
+                return Err(invalid(
+                    "stream.classes_per_task",
+                    format!(
+                        "entry {task} (task {}) is 0; every task needs at least 1 class",
+                        task + 1
+                    ),
+                ));
+            }
+            too_many(
+                "stream.classes_per_task",
+                format!("the entries of `stream.classes_per_task` ({counts:?})"),
+                counts.iter().try_fold(0usize, |sum, &n| sum.checked_add(n)),
+            )?;
+            Ok(counts.clone())
+        }
+    }
+}
+
 /// Checks the `[stream]` table and resolves it: the kind-specific keys into a [`Scenario`],
 /// the rest into a [`StreamPlan`].
 fn validate_stream(
@@ -194,31 +288,28 @@ fn validate_stream(
         return Err(invalid("stream.tasks", "must be at least 1".into()));
     }
     let scenario = if s.kind == StreamKind::Split {
-        let Some(per_task) = s.classes_per_task else {
+        let task_classes = resolve_task_classes(s, invalid)?;
+        let needed: usize = task_classes.iter().sum();
+        if s.labels() == SplitLabels::WithinTask
+            && task_classes.iter().any(|&n| n != task_classes[0])
+        {
             return Err(invalid(
-                "stream.classes_per_task",
-                "a split stream needs it (how many classes each task has)".into(),
-            ));
-        };
-        if per_task == 0 {
-            return Err(invalid(
-                "stream.classes_per_task",
-                "must be at least 1".into(),
+                "stream.labels",
+                format!(
+                    "\"within_task\" gives every task the same labels, so every task needs the same number of classes, not {task_classes:?}"
+                ),
             ));
         }
-        let needed = match s.tasks.checked_mul(per_task) {
-            Some(needed) if needed <= classes => needed,
-            needed => {
-                let needed = needed.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
-                return Err(invalid(
-                    "stream.tasks",
-                    format!(
-                        "`stream.tasks` = {} × `stream.classes_per_task` = {per_task} need {needed} classes, but {dataset} has {classes}",
-                        s.tasks
-                    ),
-                ));
-            }
-        };
+        if s.class_order == Some(ClassOrder::Named(ClassOrderName::Icarl))
+            && s.dataset != DatasetName::Cifar100
+        {
+            return Err(invalid(
+                "stream.class_order",
+                format!(
+                    "\"icarl\" is the class order of iCaRL's CIFAR-100 experiments (`dataset = \"cifar100\"`), not one of {dataset}'s"
+                ),
+            ));
+        }
         if let Some(ClassOrder::Explicit(order)) = &s.class_order {
             let mut seen = vec![false; classes];
             for &class in order {
@@ -243,7 +334,7 @@ fn validate_stream(
             }
         }
         Scenario::Split {
-            classes_per_task: per_task,
+            task_classes,
             class_order: s.class_order(),
             labels: s.labels(),
         }
@@ -253,6 +344,9 @@ fn validate_stream(
                 "stream.classes_per_task",
                 format!("a `{kind}` stream uses every class in every task; remove the key"),
             ));
+        }
+        if s.first_task_classes.is_some() {
+            return Err(only_for("stream.first_task_classes", "split"));
         }
         if s.class_order.is_some() {
             return Err(only_for("stream.class_order", "split"));

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use retain_config::{
-    AugmentConfig, DatasetName, EvaluateOn, ModelConfig, StreamConfig, StreamKind,
+    AugmentConfig, ClassesPerTask, DatasetName, EvaluateOn, ModelConfig, StreamConfig, StreamKind,
 };
 use retain_data::{ImageDataset, Split};
 use retain_stream::{SplitKind, TaskStream};
@@ -55,7 +55,8 @@ fn stream_config(kind: StreamKind, dataset: DatasetName) -> StreamConfig {
         kind,
         dataset,
         tasks: 5,
-        classes_per_task: (kind == StreamKind::Split).then_some(2),
+        classes_per_task: (kind == StreamKind::Split).then_some(ClassesPerTask::Each(2)),
+        first_task_classes: None,
         class_order: None,
         labels: None,
         first_task_unpermuted: false,

@@ -1,8 +1,8 @@
 //! Building a stream from its plan: which classes, samples and transform each task has.
 
 use retain_config::{
-    Angles, AnglesName, ClassOrder, ClassOrderName, EvaluateOn, Scenario, SplitLabels,
-    StreamConfig, StreamPlan,
+    Angles, AnglesName, ClassOrder, ClassOrderName, EvaluateOn, ICARL_CIFAR100_ORDER, Scenario,
+    SplitLabels, StreamConfig, StreamPlan,
 };
 use retain_data::ImageDataset;
 use tch::{Device, Tensor};
@@ -49,12 +49,12 @@ impl TaskStream {
         let all_classes: Vec<i64> = (0..dataset.classes as i64).collect();
         let task_count = plan.tasks();
         let layout: Vec<(Vec<i64>, TaskTransform)> = match plan.scenario() {
-            &Scenario::Split {
-                classes_per_task,
-                ref class_order,
+            Scenario::Split {
+                task_classes,
+                class_order,
                 ..
             } => {
-                let needed = task_count * classes_per_task;
+                let needed: usize = task_classes.iter().sum();
                 if needed > dataset.classes {
                     return Err(StreamError::NotEnoughClasses {
                         dataset: dataset.name.clone(),
@@ -62,11 +62,17 @@ impl TaskStream {
                         available: dataset.classes,
                     });
                 }
-                self::class_order(class_order, dataset.classes, master_seed)
-                    .chunks(classes_per_task)
-                    .take(task_count)
-                    .map(|c| {
-                        let classes = c.iter().map(|&c| i64::from(c)).collect();
+                // Task `t` takes the next `task_classes[t]` classes of the order.
+                let order = self::class_order(class_order, dataset.classes, master_seed);
+                let mut start = 0;
+                task_classes
+                    .iter()
+                    .map(|&count| {
+                        let classes = order[start..start + count]
+                            .iter()
+                            .map(|&c| i64::from(c))
+                            .collect();
+                        start += count;
                         (classes, TaskTransform::Identity)
                     })
                     .collect()
@@ -282,7 +288,7 @@ pub fn task_angles(angles: &Angles, range: [f64; 2], tasks: usize, master_seed: 
     }
 }
 
-/// The class order of a split stream.
+/// The class order of a split stream (`"icarl"` is CIFAR-100's, which validation checks).
 pub fn class_order(order: &ClassOrder, classes: usize, master_seed: u64) -> Vec<u32> {
     let natural: Vec<u32> = (0..classes as u32).collect();
     match order {
@@ -292,6 +298,7 @@ pub fn class_order(order: &ClassOrder, classes: usize, master_seed: u64) -> Vec<
             SplitMix64::new(seed::derive(master_seed, "class-order")).shuffle(&mut order);
             order
         }
+        ClassOrder::Named(ClassOrderName::Icarl) => ICARL_CIFAR100_ORDER.to_vec(),
         ClassOrder::Explicit(order) => order.clone(),
     }
 }

@@ -2,8 +2,8 @@
 
 use super::*;
 use retain_config::{
-    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, DatasetName, EvaluateOn,
-    Readout, SplitLabels, StreamConfig, StreamKind,
+    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, ClassesPerTask, DatasetName,
+    EvaluateOn, Readout, SplitLabels, StreamConfig, StreamKind,
 };
 use retain_data::{ImageDataset, Split};
 use tch::{Device, Tensor};
@@ -11,6 +11,7 @@ use tch::{Device, Tensor};
 mod augmentation;
 mod batches;
 mod domain;
+mod increments;
 mod plan;
 mod split;
 
@@ -46,7 +47,8 @@ fn config(kind: StreamKind, tasks: usize) -> StreamConfig {
         kind,
         dataset: DatasetName::Mnist,
         tasks,
-        classes_per_task: (kind == StreamKind::Split).then_some(2),
+        classes_per_task: (kind == StreamKind::Split).then_some(ClassesPerTask::Each(2)),
+        first_task_classes: None,
         class_order: None,
         labels: None,
         first_task_unpermuted: false,

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 pub use model::{InitScheme, ModelConfig, VitNormalize, VitPreset, VitSpec};
 pub use pretrain::PretrainConfig;
 pub use stream::{
-    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, EvaluateOn, Readout,
-    SplitLabels, StreamConfig, StreamKind,
+    Angles, AnglesName, AugmentConfig, ClassOrder, ClassOrderName, ClassesPerTask, EvaluateOn,
+    ICARL_CIFAR100_ORDER, Readout, SplitLabels, StreamConfig, StreamKind,
 };
 pub use training::{MemoryFormat, OptimizerConfig, Precision, TrainingConfig, TrainingLoss};
 

@@ -158,6 +158,79 @@ pub enum ClassOrder {
 pub enum ClassOrderName {
     Natural,
     Seeded,
+    /// CIFAR-100 only: the class order of iCaRL's and PyCIL's CIFAR-100 experiments
+    /// ([`ICARL_CIFAR100_ORDER`]), the one LUCIR, PODNet and most B50-Inc10 results use.
+    Icarl,
+}
+
+/// The CIFAR-100 class order of iCaRL (Rebuffi et al. 2017) and PyCIL: the permutation that
+/// numpy's legacy generator draws after `np.random.seed(1993)`. Produced once with
+/// `python3 -c "import numpy as np; np.random.seed(1993); print(list(np.random.permutation(100)))"`
+/// (numpy 2) and copied here, so building a stream needs no numpy. `class_order = "icarl"`.
+pub const ICARL_CIFAR100_ORDER: [u32; 100] = [
+    68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38, 58, 70, 77, 1, 85,
+    19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44, 91, 41, 72, 60, 79, 52, 20, 10, 31,
+    54, 37, 95, 14, 71, 96, 98, 97, 2, 64, 66, 42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18,
+    94, 11, 12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29,
+    49, 57, 33,
+];
+
+impl ClassOrderName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Natural => "natural",
+            Self::Seeded => "seeded",
+            Self::Icarl => "icarl",
+        }
+    }
+}
+
+/// `stream.classes_per_task`: one count for every task, or one count per task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ClassesPerTask {
+    /// Every task has this many classes (after `first_task_classes`, when given).
+    Each(usize),
+    /// Task `t` has entry `t` classes, e.g. `[50, 10, 10, 10, 10, 10]`; as many entries as
+    /// `stream.tasks`.
+    PerTask(Vec<usize>),
+}
+
+impl From<usize> for ClassesPerTask {
+    fn from(each: usize) -> Self {
+        Self::Each(each)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassesPerTask {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, value};
+
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = ClassesPerTask;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a number of classes for every task, or a list with one per task such as [50, 10, 10]",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                usize::try_from(n)
+                    .map(ClassesPerTask::Each)
+                    .map_err(|_| E::custom(format!("{n} classes is too many")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("{n} is negative; a task needs classes")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<usize>::deserialize(value::SeqAccessDeserializer::new(seq))
+                    .map(ClassesPerTask::PerTask)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Angles of a rotated stream.
@@ -180,7 +253,8 @@ pub enum AnglesName {
 
 impl<'de> Deserialize<'de> for ClassOrder {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let expected = "\"natural\", \"seeded\" or a list of classes such as [3, 1, 4, 0, 2]";
+        let expected =
+            "\"natural\", \"seeded\", \"icarl\" or a list of classes such as [3, 1, 4, 0, 2]";
         Ok(match name_or_list(d, "class order", expected)? {
             NameOrList::Name(name) => ClassOrder::Named(name),
             NameOrList::List(classes) => ClassOrder::Explicit(classes),
@@ -291,9 +365,15 @@ pub struct StreamConfig {
     pub dataset: DatasetName,
     pub tasks: usize,
     /// Classes per task of a split stream (required there; not allowed for other kinds,
-    /// whose tasks all use every class).
+    /// whose tasks all use every class): one number for every task, or a list with one
+    /// number per task (`[50, 10, 10, 10, 10, 10]`, as many as `tasks`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classes_per_task: Option<usize>,
+    pub classes_per_task: Option<ClassesPerTask>,
+    /// Split streams: the first task's classes when they differ from the later tasks'
+    /// (`first_task_classes = 50` with `classes_per_task = 10` is B50-Inc10). Needs a single
+    /// number in `classes_per_task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_task_classes: Option<usize>,
     /// Class order of a split stream; `"natural"` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_order: Option<ClassOrder>,
@@ -377,7 +457,8 @@ impl StreamConfig {
             kind: StreamKind::Split,
             dataset,
             tasks,
-            classes_per_task: Some(classes_per_task),
+            classes_per_task: Some(ClassesPerTask::Each(classes_per_task)),
+            first_task_classes: None,
             class_order: None,
             labels: None,
             first_task_unpermuted: false,

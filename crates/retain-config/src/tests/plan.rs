@@ -75,13 +75,13 @@ fn every_default_is_resolved_in_the_plan() {
             "split",
             vec![],
             |p| format!("{:?}", p.stream().scenario()),
-            "Split { classes_per_task: 2, class_order: Named(Natural), labels: Global }",
+            "Split { task_classes: [2, 2, 2, 2, 2], class_order: Named(Natural), labels: Global }",
         ),
         (
             "split",
             vec!["stream.labels=\"within_task\""],
             |p| format!("{:?}", p.stream().scenario()),
-            "Split { classes_per_task: 2, class_order: Named(Natural), labels: WithinTask }",
+            "Split { task_classes: [2, 2, 2, 2, 2], class_order: Named(Natural), labels: WithinTask }",
         ),
         (
             "split",
@@ -288,7 +288,7 @@ fn given_values_replace_the_defaults() {
     assert_eq!(
         split.stream().scenario(),
         &Scenario::Split {
-            classes_per_task: 2,
+            task_classes: vec![2; 5],
             class_order: ClassOrder::Named(ClassOrderName::Seeded),
             labels: SplitLabels::Global,
         }
@@ -351,7 +351,8 @@ fn the_plan_agrees_with_the_loaded_experiment_and_its_own_validation() {
 fn a_raw_stream_config_is_checked_and_resolved_on_its_own() {
     let mut config = StreamConfig::split(DatasetName::Cifar100, 20, 5, Vec::new());
     let plan = config.plan().unwrap();
-    assert_eq!(plan.classes_per_task(), Some(5));
+    assert_eq!(plan.classes_per_task(), Some(&[5; 20][..]));
+    assert_eq!(plan.stream_classes(), Some(100));
     assert_eq!(plan.readouts(), [Readout::ClassIl, Readout::TaskIl]);
     assert_eq!(plan.classes(), 100);
     config.classes_per_task = None;

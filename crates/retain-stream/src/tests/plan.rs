@@ -50,7 +50,7 @@ fn the_stream_follows_the_resolved_defaults_of_its_plan() {
     assert_eq!(
         plan(&split).scenario(),
         &Scenario::Split {
-            classes_per_task: 2,
+            task_classes: vec![2; 5],
             class_order: ClassOrder::Named(ClassOrderName::Natural),
             labels: SplitLabels::Global,
         }

@@ -30,7 +30,7 @@ fn split_streams_take_any_number_of_classes_per_task() {
     let dataset = synthetic("cifar100", 100, [3, 2, 2], 4);
     let config = StreamConfig {
         dataset: DatasetName::Cifar100,
-        classes_per_task: Some(5),
+        classes_per_task: Some(5.into()),
         ..config(StreamKind::Split, 20)
     };
     let stream = TaskStream::build(&dataset, &config, 0, Device::Cpu).unwrap();
@@ -255,7 +255,7 @@ fn within_task_labels_follow_the_class_order() {
     // Three classes per task: labels 0, 1, 2.
     let wide = StreamConfig {
         tasks: 3,
-        classes_per_task: Some(3),
+        classes_per_task: Some(3.into()),
         ..within_task(natural())
     };
     let stream = TaskStream::build(&mnist_like(20), &wide, 0, Device::Cpu).unwrap();

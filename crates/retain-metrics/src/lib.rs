@@ -154,11 +154,35 @@ impl AccuracyMatrix {
         self.forgetting_at(self.tasks, convention)
     }
 
-    /// Average incremental accuracy, `(1/T) Σ_t A_t` with `A_t = mean_{j≤t} R[t,j]`
-    /// (the iCaRL / PyCIL convention).
+    /// Average incremental accuracy, `(1/T) Σ_t A_t` with `A_t = mean_{j≤t} R[t,j]`: every
+    /// task seen so far counts equally in `A_t`. That is the iCaRL / PyCIL value (the top-1
+    /// accuracy over all classes seen) when the tasks have equally many test samples; for
+    /// tasks of unequal sizes (B50-Inc10) see
+    /// [`AccuracyMatrix::sample_weighted_average_incremental_accuracy`].
     pub fn average_incremental_accuracy(&self) -> f64 {
         let t = self.tasks;
         mean((1..=t).map(|i| mean((1..=i).map(|j| self.r(i, j)))))
+    }
+
+    /// Average incremental accuracy with `A_t` the accuracy over every test sample of the
+    /// tasks seen so far, `A_t = Σ_{j≤t} n_j R[t,j] / Σ_{j≤t} n_j` (`n_j` = `samples[j − 1]`,
+    /// task `j`'s test samples), then `(1/T) Σ_t A_t`: PyCIL's "average accuracy", the mean
+    /// over steps of the top-1 accuracy on all classes seen, which weights a task by its
+    /// samples (a first task of 50 classes counts five times a task of 10). Equal to
+    /// [`AccuracyMatrix::average_incremental_accuracy`] when every `n_j` is the same. `None`
+    /// unless `samples` has one positive count per task.
+    pub fn sample_weighted_average_incremental_accuracy(&self, samples: &[u64]) -> Option<f64> {
+        if samples.len() != self.tasks || samples.contains(&0) {
+            return None;
+        }
+        let seen = |i: usize| {
+            let (correct, total) = (1..=i).fold((0.0, 0.0), |(c, n), j| {
+                let n_j = samples[j - 1] as f64;
+                (c + n_j * self.r(i, j), n + n_j)
+            });
+            correct / total
+        };
+        Some(mean((1..=self.tasks).map(seen)))
     }
 
     /// The diagonal `R[k,k]`, `k = 1..=T`: each task's accuracy right after learning it.
@@ -406,6 +430,33 @@ mod tests {
     fn average_incremental_accuracy_by_hand() {
         // A1 = 0.9, A2 = (0.6 + 0.8)/2 = 0.7, A3 = 0.7 → 2.3 / 3
         close(example().average_incremental_accuracy(), 2.3 / 3.0);
+    }
+
+    #[test]
+    fn sample_weighted_average_incremental_accuracy_by_hand() {
+        // Tasks of 100, 300 and 100 test samples:
+        // A1 = 0.9, A2 = (100·0.6 + 300·0.8)/400 = 0.75,
+        // A3 = (100·0.5 + 300·0.7 + 100·0.9)/500 = 0.7 → 2.35 / 3
+        let m = example();
+        close(
+            m.sample_weighted_average_incremental_accuracy(&[100, 300, 100])
+                .unwrap(),
+            2.35 / 3.0,
+        );
+        // Equal sizes: the equal-weight value.
+        close(
+            m.sample_weighted_average_incremental_accuracy(&[50, 50, 50])
+                .unwrap(),
+            m.average_incremental_accuracy(),
+        );
+        assert_eq!(
+            m.sample_weighted_average_incremental_accuracy(&[1, 2]),
+            None
+        );
+        assert_eq!(
+            m.sample_weighted_average_incremental_accuracy(&[1, 0, 2]),
+            None
+        );
     }
 
     #[test]

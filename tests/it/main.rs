@@ -8,6 +8,7 @@ mod events;
 mod fidelity;
 mod graphs;
 mod grid;
+mod increments;
 mod online;
 mod plan;
 mod pretrain;

@@ -375,8 +375,8 @@ for name in ["runs", "accuracy", "metrics"]:
          scenario:string_view,tasks:uint32,acc:double,bwt:double,fwt:double,forgetting:double,\
          average_incremental_accuracy:double,trainable_parameters:uint64,\
          method_state_bytes:uint64,state_bytes_per_task:double,frozen_base_bytes:uint64,\
-         seconds_per_step:double,training_loss:string_view,intransigence:double,\
-         final_intransigence:double"
+         seconds_per_step:double,training_loss:string_view,anytime_accuracy:double,\
+         lca:double,lca_beta:uint64,intransigence:double,final_intransigence:double"
     );
 
     // A cell runs alone too (a cluster job): skipped when complete, rerun with --force,

@@ -37,6 +37,7 @@ fn data_fetch_for_resolves_the_datasets_of_every_shipped_experiment() {
             | "repro-hsu-split-mnist.toml"
             | "online-split-mnist.toml"
             | "b5-inc1-split-mnist.toml"
+            | "split-mnist-blurry.toml"
             | "repro-memory-split-mnist-gdumb.toml"
             | "repro-memory-split-mnist-ncm.toml"
             | "repro-vandeven-split-mnist-task-il.toml"

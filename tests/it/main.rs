@@ -1,5 +1,6 @@
 //! End-to-end tests of the `retain` binary on real MNIST (fetched by `just test`).
 
+mod blurry;
 mod cli;
 mod common;
 mod costs;

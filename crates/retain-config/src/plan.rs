@@ -90,6 +90,7 @@ pub struct StreamPlan {
     dataset: DatasetName,
     tasks: usize,
     scenario: Scenario,
+    blurry: Option<f64>,
     train_samples_per_task: Option<usize>,
     test_samples_per_task: Option<usize>,
     validation_fraction: Option<f64>,
@@ -137,6 +138,7 @@ impl StreamPlan {
             dataset: config.dataset,
             tasks: config.tasks,
             scenario,
+            blurry: config.blurry,
             train_samples_per_task: config.train_samples_per_task,
             test_samples_per_task: config.test_samples_per_task,
             validation_fraction: config.validation_fraction,
@@ -211,6 +213,12 @@ impl StreamPlan {
     /// for permuted and rotated streams.
     pub fn stream_classes(&self) -> Option<usize> {
         self.classes_per_task().map(|counts| counts.iter().sum())
+    }
+
+    /// Split streams with blurry boundaries: the percentage of each class's training samples
+    /// moved to the other tasks (`stream.blurry`, in [0, 100]); `None`: none moved.
+    pub fn blurry(&self) -> Option<f64> {
+        self.blurry
     }
 
     /// At most this many training samples per task (a seeded choice); `None`: all of them.

@@ -1,6 +1,7 @@
 use super::*;
 use std::path::Path;
 
+mod blurry;
 mod increments;
 mod labels;
 mod plan;

@@ -370,6 +370,23 @@ fn validate_stream(
             }
         }
     };
+    if let Some(percent) = s.blurry {
+        if s.kind != StreamKind::Split {
+            return Err(only_for("stream.blurry", "split"));
+        }
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(invalid(
+                "stream.blurry",
+                format!("{percent} is outside [0, 100] (a percentage of each class's samples)"),
+            ));
+        }
+        if percent > 0.0 && s.tasks < 2 {
+            return Err(invalid(
+                "stream.blurry",
+                "moves samples to the other tasks, and a stream of one task has none".into(),
+            ));
+        }
+    }
     if s.first_task_unpermuted && s.kind != StreamKind::Permuted {
         return Err(only_for("stream.first_task_unpermuted", "permuted"));
     }

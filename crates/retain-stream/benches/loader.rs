@@ -59,6 +59,7 @@ fn stream_config(kind: StreamKind, dataset: DatasetName) -> StreamConfig {
         first_task_classes: None,
         class_order: None,
         labels: None,
+        blurry: None,
         first_task_unpermuted: false,
         angles: None,
         angle_range: None,

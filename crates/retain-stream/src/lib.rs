@@ -11,7 +11,9 @@
 //!
 //! * `split` — disjoint groups of classes, one group per task (class- and task-incremental);
 //!   with `labels = "within_task"` each sample is labelled with its class's position in its
-//!   task, so every task shares `classes_per_task` labels (domain-incremental Split-MNIST).
+//!   task, so every task shares `classes_per_task` labels (domain-incremental Split-MNIST);
+//!   with `blurry = M`, M % of each class's training samples train in the other tasks
+//!   ([`blurry`]).
 //! * `permuted` — every task is the dataset under its own seeded pixel permutation
 //!   (domain-incremental Permuted-MNIST).
 //! * `rotated` — every task is the dataset rotated by its own angle (Rotated-MNIST).
@@ -43,9 +45,11 @@
 //! | `normalise` | per-dataset normalisation constants |
 //! | [`transform`] | per-task pixel transforms as gather maps |
 //! | [`augment`] | training-batch augmentation on the device |
+//! | [`blurry`] | blurry boundaries: a share of each class's training samples in other tasks |
 //! | [`hash`], [`seed`] | the counter-based hash and the derived seeds |
 
 pub mod augment;
+pub mod blurry;
 mod device_split;
 pub mod hash;
 mod normalise;
@@ -107,7 +111,8 @@ pub struct Task {
     pub classes: Vec<i64>,
     /// What the task does to the images.
     pub transform: TaskTransform,
-    /// Stream indices into the training split, ascending, on the host (shuffled per epoch).
+    /// Stream indices into the training split, ascending, on the host (shuffled per epoch):
+    /// samples of the task's classes, and with `blurry` some of the other tasks' too.
     pub train_indices: Vec<i64>,
     /// Stream indices into the test split, on the device.
     pub test_indices: Tensor,

@@ -7,6 +7,7 @@ use retain_config::{
 use retain_data::ImageDataset;
 use tch::{Device, Tensor};
 
+use crate::blurry::blurry_training_sets;
 use crate::normalise::normalisation;
 use crate::seed::{self, SplitMix64};
 use crate::stream::DomainMaps;
@@ -139,6 +140,19 @@ impl TaskStream {
             label
         });
 
+        // Blurry boundaries: every task's training candidates, some of them moved in from
+        // the other tasks' classes.
+        let mut blurred: Option<Vec<Vec<i64>>> = plan.blurry().map(|percent| {
+            let classes: Vec<Vec<i64>> = layout.iter().map(|(c, _)| c.clone()).collect();
+            blurry_training_sets(
+                &train.host_labels,
+                &held_out,
+                &classes,
+                percent,
+                master_seed,
+            )
+        });
+
         let mut tasks = Vec::with_capacity(layout.len());
         for (index, (classes, transform)) in layout.into_iter().enumerate() {
             // Stream index of stored sample `i` of a split of `n` samples in this task.
@@ -167,6 +181,10 @@ impl TaskStream {
             let of_task = indices_of_classes(&train.host_labels, &classes);
             let (validation, training): (Vec<i64>, Vec<i64>) =
                 of_task.into_iter().partition(|&i| held_out[i as usize]);
+            let training = match &mut blurred {
+                Some(sets) => std::mem::take(&mut sets[index]),
+                None => training,
+            };
             let train_indices = pick(
                 training,
                 plan.train_samples_per_task(),

@@ -10,6 +10,7 @@ use tch::{Device, Tensor};
 
 mod augmentation;
 mod batches;
+mod blurry;
 mod domain;
 mod increments;
 mod plan;
@@ -51,6 +52,7 @@ fn config(kind: StreamKind, tasks: usize) -> StreamConfig {
         first_task_classes: None,
         class_order: None,
         labels: None,
+        blurry: None,
         first_task_unpermuted: false,
         angles: None,
         angle_range: None,

@@ -385,6 +385,19 @@ pub struct StreamConfig {
     /// allowed for other kinds, whose tasks already share every class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<SplitLabels>,
+    /// Split streams: blurry task boundaries (Blurry-M of Bang et al. 2021, the blurry
+    /// classes of Koh et al. 2022's i-Blurry), a percentage M in [0, 100]. M % of each
+    /// class's training samples (rounded to the nearest sample) leave their own task and are
+    /// dealt out, in a seeded order, as evenly as possible over the stream's other tasks, so
+    /// each task trains mostly on its own classes plus a few samples of every other task's.
+    /// Test and validation sets, class masks (a task's own classes) and read-outs are those
+    /// of the stream without it; `train_samples_per_task` subsamples each task's blurry
+    /// training set. Task boundaries stay visible: methods are still told where each task
+    /// begins and ends (task-aware blurry, the papers' protocol), a task-free protocol that
+    /// hides them is another matter. Needs at least two tasks when above 0; absent: every
+    /// task trains on its own classes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blurry: Option<f64>,
     /// Permuted streams: leave the first task's pixels in place (as in van de Ven et al.'s
     /// and some Avalanche set-ups); every task is permuted when false (the GEM paper).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -461,6 +474,7 @@ impl StreamConfig {
             first_task_classes: None,
             class_order: None,
             labels: None,
+            blurry: None,
             first_task_unpermuted: false,
             angles: None,
             angle_range: None,

@@ -1,33 +1,13 @@
 //! Split streams with blurry task boundaries, end to end.
 
-use crate::common::{accuracy_cells, assert_success, data_root, retain};
+use crate::common::{accuracy_cells, reduced_split_mnist_run, retain};
 
 /// Split-MNIST with 10 % of every class's training samples in the other tasks, reduced:
 /// the run trains five tasks and evaluates each on its own (unblurred) test set.
 #[test]
 fn a_blurry_split_mnist_run_trains_and_evaluates_every_task() {
-    let data = data_root();
     let out_dir = tempfile::tempdir().unwrap();
-    assert_success(&retain(&[
-        "run",
-        "experiments/split-mnist.toml",
-        "--device",
-        "cpu",
-        "--output",
-        out_dir.path().to_str().unwrap(),
-        "--data-root",
-        data.to_str().unwrap(),
-        "--run-name",
-        "blurry",
-        "--quiet",
-        "--set",
-        "stream.blurry=10",
-        "--set",
-        "stream.train_samples_per_task=200",
-        "--set",
-        "stream.test_samples_per_task=100",
-    ]));
-    let run = out_dir.path().join("split-mnist/blurry");
+    let run = reduced_split_mnist_run(out_dir.path(), "blurry", &["stream.blurry=10"]);
     let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(resolved.contains("blurry = 10"), "{resolved}");
     let cells = accuracy_cells(&run);

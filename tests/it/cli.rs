@@ -4,8 +4,8 @@ use std::process::{Command, Output};
 use polars::prelude::*;
 
 use crate::common::{
-    accuracy_cells, assert_success, data_root, dependency_present, read_parquet, repo, retain,
-    venv_has,
+    accuracy_cells, assert_success, data_root, dependency_present, read_parquet,
+    reduced_split_mnist_run, repo, retain, venv_has,
 };
 
 /// A reduced Split-MNIST: 3 tasks, 500 training and 300 test samples per task, on the CPU.
@@ -717,29 +717,11 @@ fn split_mnist_labelled_within_tasks_is_read_out_domain_incrementally() {
     );
 
     let out_dir = tempfile::tempdir().unwrap();
-    let data = data_root();
-    assert_success(&retain(&[
-        "run",
-        "experiments/split-mnist.toml",
-        "--device",
-        "cpu",
-        "--output",
-        out_dir.path().to_str().unwrap(),
-        "--data-root",
-        data.to_str().unwrap(),
-        "--run-name",
+    let run = reduced_split_mnist_run(
+        out_dir.path(),
         "domain",
-        "--quiet",
-        "--set",
-        r#"stream.labels="within_task""#,
-        "--set",
-        "stream.readouts=[]",
-        "--set",
-        "stream.train_samples_per_task=200",
-        "--set",
-        "stream.test_samples_per_task=100",
-    ]));
-    let run = out_dir.path().join("split-mnist/domain");
+        &[r#"stream.labels="within_task""#, "stream.readouts=[]"],
+    );
     let cells = accuracy_cells(&run);
     // One read-out, domain-IL: 6 rows (untrained + 5 tasks) × 5 evaluated tasks of 100.
     assert_eq!(cells.len(), 6 * 5);

@@ -28,6 +28,34 @@ pub fn retain(args: &[&str]) -> Output {
         .expect("the retain binary runs")
 }
 
+/// `retain run experiments/split-mnist.toml` on the CPU, reduced to 200 training and 100 test
+/// samples per task, into `output` as run `name` with the `KEY=VALUE` overrides `sets`;
+/// asserts that it succeeds and returns the run's folder.
+pub fn reduced_split_mnist_run(output: &Path, name: &str, sets: &[&str]) -> PathBuf {
+    let data = data_root();
+    let mut args = vec![
+        "run",
+        "experiments/split-mnist.toml",
+        "--device",
+        "cpu",
+        "--output",
+        output.to_str().unwrap(),
+        "--data-root",
+        data.to_str().unwrap(),
+        "--run-name",
+        name,
+        "--quiet",
+    ];
+    for set in sets.iter().chain(&[
+        "stream.train_samples_per_task=200",
+        "stream.test_samples_per_task=100",
+    ]) {
+        args.extend(["--set", set]);
+    }
+    assert_success(&retain(&args));
+    output.join("split-mnist").join(name)
+}
+
 pub fn assert_success(out: &Output) {
     assert!(
         out.status.success(),

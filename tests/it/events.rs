@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::common::{
-    assert_success, data_root, dependency_present, read_parquet, repo, retain, venv_has,
+    assert_success, dependency_present, read_parquet, reduced_split_mnist_run, repo, venv_has,
 };
 
 /// One line of `events.jsonl`, as the test reads it.
@@ -87,30 +87,11 @@ print(json.dumps({t: [[e.wall_time, e.step, e.value] for e in acc.Scalars(t)]
 #[test]
 fn a_run_logs_its_losses_and_evaluations_live_for_tensorboard() {
     let out_dir = tempfile::tempdir().unwrap();
-    let data = data_root();
-    let args = [
-        "run",
-        "experiments/split-mnist.toml",
-        "--device",
-        "cpu",
-        "--output",
-        out_dir.path().to_str().unwrap(),
-        "--data-root",
-        data.to_str().unwrap(),
-        "--run-name",
+    let run = reduced_split_mnist_run(
+        out_dir.path(),
         "logged",
-        "--quiet",
-        "--set",
-        "stream.tasks=3",
-        "--set",
-        "stream.train_samples_per_task=200",
-        "--set",
-        "stream.test_samples_per_task=100",
-        "--set",
-        "training.epochs=2",
-    ];
-    assert_success(&retain(&args));
-    let run = out_dir.path().join("split-mnist/logged");
+        &["stream.tasks=3", "training.epochs=2"],
+    );
     let lines = read_lines(&run.join("events.jsonl"));
 
     let shape: Vec<(&str, Option<u64>, Option<u64>)> = lines

@@ -1,35 +1,20 @@
 //! Split streams with tasks of unequal class counts, end to end.
 
-use crate::common::{accuracy_cells, assert_success, data_root, retain};
+use crate::common::{accuracy_cells, assert_success, data_root, reduced_split_mnist_run, retain};
 
 /// B5-Inc1 on MNIST: a first task of five digits, then one digit per task. The run trains
 /// six tasks and evaluates every one of them after every task, in both read-outs.
 #[test]
 fn a_stream_with_a_large_first_task_runs_and_evaluates_every_task() {
-    let data = data_root();
     let out_dir = tempfile::tempdir().unwrap();
-    assert_success(&retain(&[
-        "run",
-        "experiments/split-mnist.toml",
-        "--device",
-        "cpu",
-        "--output",
-        out_dir.path().to_str().unwrap(),
-        "--data-root",
-        data.to_str().unwrap(),
-        "--run-name",
+    let run = reduced_split_mnist_run(
+        out_dir.path(),
         "b5-inc1",
-        "--quiet",
-        "--set",
-        "stream.tasks=6",
-        "--set",
-        "stream.classes_per_task=[5, 1, 1, 1, 1, 1]",
-        "--set",
-        "stream.train_samples_per_task=200",
-        "--set",
-        "stream.test_samples_per_task=100",
-    ]));
-    let run = out_dir.path().join("split-mnist/b5-inc1");
+        &[
+            "stream.tasks=6",
+            "stream.classes_per_task=[5, 1, 1, 1, 1, 1]",
+        ],
+    );
     let cells = accuracy_cells(&run);
     // Two read-outs × 7 rows (untrained + 6 tasks) × 6 evaluated tasks, each capped at 100
     // test samples (the first task has about 5000, the others about 1000).

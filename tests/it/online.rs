@@ -1,7 +1,7 @@
 //! Online runs (`[training] online`): one pass over the stream, evaluations every
 //! `eval_every` steps written to `anytime.parquet`, the online metrics in `metrics.parquet`.
 
-use crate::common::{assert_success, data_root, read_parquet, retain};
+use crate::common::{read_parquet, reduced_split_mnist_run, retain};
 
 /// A reduced online split-MNIST run: 5 tasks of 200 samples in batches of 10 are 100 steps,
 /// evaluated after run steps 50 (task 3 training) and 100 (task 5), each evaluation every
@@ -9,30 +9,11 @@ use crate::common::{assert_success, data_root, read_parquet, retain};
 #[test]
 fn an_online_run_writes_its_evaluations_along_the_steps() {
     let out_dir = tempfile::tempdir().unwrap();
-    let data = data_root();
-    let args = [
-        "run",
-        "experiments/split-mnist.toml",
-        "--device",
-        "cpu",
-        "--output",
-        out_dir.path().to_str().unwrap(),
-        "--data-root",
-        data.to_str().unwrap(),
-        "--run-name",
+    let run = reduced_split_mnist_run(
+        out_dir.path(),
         "online",
-        "--quiet",
-        "--set",
-        "training.online=true",
-        "--set",
-        "training.eval_every=50",
-        "--set",
-        "stream.train_samples_per_task=200",
-        "--set",
-        "stream.test_samples_per_task=100",
-    ];
-    assert_success(&retain(&args));
-    let run = out_dir.path().join("split-mnist/online");
+        &["training.online=true", "training.eval_every=50"],
+    );
     assert!(run.join("accuracy.parquet").is_file());
     let df = read_parquet(&run.join("anytime.parquet"));
     let columns: Vec<String> = df

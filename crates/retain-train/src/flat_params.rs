@@ -206,6 +206,22 @@ pub fn quadratic(weights: &Tensor, theta: &Tensor, anchor: &Tensor) -> (Tensor, 
     (weighted.dot(&delta), weighted)
 }
 
+/// Two flat tensors of `layout` as state tensors `<first>.<param>` and `<second>.<param>`
+/// (copies, one per parameter), in the form [`read_pair`] reads back.
+pub fn write_pair(
+    layout: &Layout,
+    (first, first_flat): (&str, &Tensor),
+    (second, second_flat): (&str, &Tensor),
+) -> Vec<(String, Tensor)> {
+    let (first, second) = (format!("{first}."), format!("{second}."));
+    let copied = |(key, view): (String, Tensor)| (key, view.copy());
+    layout
+        .named(&first, first_flat)
+        .map(copied)
+        .chain(layout.named(&second, second_flat).map(copied))
+        .collect()
+}
+
 /// Reads state tensors `<first>.<param>` and `<second>.<param>` (as [`Layout::named`] writes
 /// them) back into the layout of their parameters (sorted by name) and the two flat tensors;
 /// `None` for an empty state. Every parameter needs both tensors, of the same shape. The error
@@ -382,8 +398,11 @@ mod tests {
         let (layout, params) = hand();
         let omega = flatten(&params);
         let anchor = &omega * 2.0;
-        let mut state: Vec<(String, Tensor)> = layout.named("omega.", &omega).collect();
-        state.extend(layout.named("anchor.", &anchor));
+        let mut state = write_pair(&layout, ("omega", &omega), ("anchor", &anchor));
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["omega.a", "omega.b", "anchor.a", "anchor.b"]);
+        // Copies: the state does not change with the flat tensors.
+        assert!(state.iter().all(|(_, t)| t.data_ptr() != omega.data_ptr()));
         state.reverse();
         let (read, o, a) = read_pair(state, "omega", "anchor").unwrap().unwrap();
         assert_eq!(read, layout);

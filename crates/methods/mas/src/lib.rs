@@ -89,7 +89,7 @@
 //! * **Samples.** FACIL `--fi-num-samples -1` (default) and Avalanche use the whole task, as
 //!   the default here; the authors' code every sample of the given loaders.
 
-use retain_train::flat_params::{Layout, add_to_grads, flatten, quadratic, read_pair};
+use retain_train::flat_params::{Layout, add_to_grads, flatten, quadratic, read_pair, write_pair};
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
@@ -332,11 +332,7 @@ impl Method for Mas {
         let Some((omega, anchor)) = &self.consolidated else {
             return Vec::new();
         };
-        let copied = |(key, view): (String, Tensor)| (key, view.copy());
-        let omegas = self.layout.named("omega.", omega).map(copied);
-        omegas
-            .chain(self.layout.named("anchor.", anchor).map(copied))
-            .collect()
+        write_pair(&self.layout, ("omega", omega), ("anchor", anchor))
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {

@@ -112,7 +112,9 @@
 //! gradient = "total"`; Mammoth's `--c C --xi X` is `c = C, xi = X, gradient = "total"` with
 //! plain SGD (its gradient clipping at 1 not reproduced).
 
-use retain_train::flat_params::{Layout, add_to_grads, flat_grad, flatten, quadratic, read_pair};
+use retain_train::flat_params::{
+    Layout, add_to_grads, flat_grad, flatten, quadratic, read_pair, write_pair,
+};
 use retain_train::method::{
     Capabilities, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
 };
@@ -401,11 +403,7 @@ impl Method for Si {
         let Some((omega, anchor)) = &self.consolidated else {
             return Vec::new();
         };
-        let copied = |(key, view): (String, Tensor)| (key, view.copy());
-        let omegas = self.layout.named("omega.", omega).map(copied);
-        omegas
-            .chain(self.layout.named("anchor.", anchor).map(copied))
-            .collect()
+        write_pair(&self.layout, ("omega", omega), ("anchor", anchor))
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), TrainError> {

@@ -83,7 +83,7 @@ use crate::{Network, TrainError};
 mod descriptor;
 pub use descriptor::{
     Capabilities, Factory, Family, MethodDescriptor, Param, ParamDefault, ParamKind,
-    check_param_memory,
+    check_param_memory, check_replay_sizes,
 };
 
 /// What a method sees around a task boundary.

@@ -198,19 +198,13 @@ fn invalid(message: impl Into<String>) -> TrainError {
 
 impl Der {
     pub fn new(params: Params) -> Result<Self, TrainError> {
-        if params.buffer_size == 0 {
-            return Err(invalid("`buffer_size` must be at least 1"));
-        }
-        retain_train::method::check_param_memory(
+        retain_train::method::check_replay_sizes(
             "der",
-            "buffer_size",
             params.buffer_size,
+            params.replay_batch_size,
             12,
             "at least 12 bytes per slot: its dataset index and one stored logit",
         )?;
-        if params.replay_batch_size == 0 {
-            return Err(invalid("`replay_batch_size` must be at least 1"));
-        }
         for (name, value) in [("alpha", params.alpha), ("beta", params.beta)] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(invalid(format!(

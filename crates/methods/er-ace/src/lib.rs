@@ -246,13 +246,6 @@ impl std::fmt::Debug for ErAce {
     }
 }
 
-fn invalid(message: impl Into<String>) -> TrainError {
-    TrainError::MethodParams {
-        method: "er-ace".into(),
-        message: message.into(),
-    }
-}
-
 fn failed(message: impl Into<String>) -> TrainError {
     TrainError::Method {
         method: "er-ace".into(),
@@ -266,19 +259,13 @@ fn memory_error(error: MemoryError) -> TrainError {
 
 impl ErAce {
     pub fn new(params: Params) -> Result<Self, TrainError> {
-        if params.buffer_size == 0 {
-            return Err(invalid("`buffer_size` must be at least 1"));
-        }
-        retain_train::method::check_param_memory(
+        retain_train::method::check_replay_sizes(
             "er-ace",
-            "buffer_size",
             params.buffer_size,
+            params.replay_batch_size,
             8,
             "8 bytes per slot for its dataset index",
         )?;
-        if params.replay_batch_size == 0 {
-            return Err(invalid("`replay_batch_size` must be at least 1"));
-        }
         Ok(Self {
             params,
             memory: None,

@@ -177,13 +177,6 @@ impl std::fmt::Debug for Replay {
     }
 }
 
-fn invalid(message: impl Into<String>) -> TrainError {
-    TrainError::MethodParams {
-        method: "replay".into(),
-        message: message.into(),
-    }
-}
-
 fn memory_error(error: MemoryError) -> TrainError {
     TrainError::Method {
         method: "replay".into(),
@@ -193,19 +186,13 @@ fn memory_error(error: MemoryError) -> TrainError {
 
 impl Replay {
     pub fn new(params: Params) -> Result<Self, TrainError> {
-        if params.buffer_size == 0 {
-            return Err(invalid("`buffer_size` must be at least 1"));
-        }
-        retain_train::method::check_param_memory(
+        retain_train::method::check_replay_sizes(
             "replay",
-            "buffer_size",
             params.buffer_size,
+            params.replay_batch_size,
             8,
             "8 bytes per slot for its dataset index",
         )?;
-        if params.replay_batch_size == 0 {
-            return Err(invalid("`replay_batch_size` must be at least 1"));
-        }
         Ok(Self {
             params,
             memory: None,

@@ -433,19 +433,13 @@ const CHUNK: usize = 256;
 
 impl Xder {
     pub fn new(params: Params) -> Result<Self, TrainError> {
-        if params.buffer_size == 0 {
-            return Err(invalid("`buffer_size` must be at least 1"));
-        }
-        retain_train::method::check_param_memory(
+        retain_train::method::check_replay_sizes(
             "xder",
-            "buffer_size",
             params.buffer_size,
+            params.replay_batch_size,
             36,
             "at least 36 bytes per slot: its dataset index, label, task, counter and one logit",
         )?;
-        if params.replay_batch_size == 0 {
-            return Err(invalid("`replay_batch_size` must be at least 1"));
-        }
         for (name, value) in [
             ("alpha", params.alpha),
             ("beta", params.beta),

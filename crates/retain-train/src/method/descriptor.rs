@@ -231,6 +231,31 @@ pub fn check_param_memory(
     })
 }
 
+/// Refuses a replay memory's sizes for `method`: `buffer_size` (slots of `bytes_per_slot`
+/// bytes, `what` says which) must be at least 1 and fit this host's memory
+/// ([`check_param_memory`]), `replay_batch_size` at least 1. The checks every reservoir-style
+/// method makes, in this order, with the same messages.
+pub fn check_replay_sizes(
+    method: &str,
+    buffer_size: usize,
+    replay_batch_size: usize,
+    bytes_per_slot: u128,
+    what: &str,
+) -> Result<(), TrainError> {
+    let invalid = |message: &str| TrainError::MethodParams {
+        method: method.to_owned(),
+        message: message.to_owned(),
+    };
+    if buffer_size == 0 {
+        return Err(invalid("`buffer_size` must be at least 1"));
+    }
+    check_param_memory(method, "buffer_size", buffer_size, bytes_per_slot, what)?;
+    if replay_batch_size == 0 {
+        return Err(invalid("`replay_batch_size` must be at least 1"));
+    }
+    Ok(())
+}
+
 fn parse_literal(param: &Param, literal: &str) -> Result<toml::Value, String> {
     let table: toml::Table =
         toml::from_str(&format!("v = {literal}")).map_err(|e| e.to_string())?;
